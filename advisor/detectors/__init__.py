@@ -1,0 +1,26 @@
+"""Detectors: pure functions on arrays, each returning a small frozen result with its evidence.
+
+Every detector works on a loss-like curve (lower is better); the :class:`advisor.Advisor`
+negates ``mode="max"`` metrics before calling them.
+"""
+
+from .divergence import DivergenceResult, detect_divergence
+from .forecast import CurveFit, ForecastResult, fit_learning_curve
+from .overfitting import OverfittingResult, detect_overfitting
+from .plateau import PlateauResult, PlateauState, detect_plateau
+from .schedule import ScheduleState, read_schedule
+
+__all__ = [
+    "CurveFit",
+    "DivergenceResult",
+    "ForecastResult",
+    "OverfittingResult",
+    "PlateauResult",
+    "PlateauState",
+    "ScheduleState",
+    "detect_divergence",
+    "detect_overfitting",
+    "detect_plateau",
+    "fit_learning_curve",
+    "read_schedule",
+]

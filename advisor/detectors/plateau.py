@@ -1,0 +1,104 @@
+"""Plateau: a noise-aware trend test with practical significance against the budget left."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from ._stats import TrendResult, noise_scale, trend_test
+
+__all__ = ["PlateauResult", "PlateauState", "adaptive_window", "detect_plateau",
+           "remaining_gain_horizon"]
+
+
+class PlateauState(str, Enum):
+    IMPROVING = "improving"
+    PLATEAU = "plateau"
+    UNDECIDED = "undecided"
+
+
+@dataclass(frozen=True)
+class PlateauResult:
+    """Outcome of the plateau test on a loss-like curve (lower is better).
+
+    Attributes:
+        state: improving, plateau or undecided.
+        trend: the Mann-Kendall / Theil-Sen result over the window.
+        window_start, window_end: first and last step of the window.
+        noise_scale: check-to-check noise in the window.
+        horizon: the effective number of steps of improvement still to come.
+        projected_gain: gain the point slope projects over the horizon (>= 0).
+        projected_gain_high: gain the optimistic end of the slope interval projects (>= 0).
+        tolerance: the smallest gain worth training for.
+    """
+
+    state: PlateauState
+    trend: TrendResult
+    window_start: float
+    window_end: float
+    noise_scale: float
+    horizon: float
+    projected_gain: float
+    projected_gain_high: float
+    tolerance: float
+
+
+def adaptive_window(n: int, fraction: float, min_points: int, max_points: int) -> int:
+    """Points in the trailing window: a fraction of the history, clipped to [min, max]."""
+    return int(min(n, max(min_points, min(max_points, math.ceil(fraction * n)))))
+
+
+def remaining_gain_horizon(step: float, max_steps: float | None, origin: float,
+                           decay: float) -> float:
+    """Steps of improvement at the current rate that the rest of the budget is worth.
+
+    Learning curves decelerate: if the improvement rate falls like a power law in the steps since
+    ``origin``, ``rate(t) = rate_now * (t / t_now) ** -(1 + decay)``, the gain from now to the
+    budget ``T`` is ``rate_now * t_now / decay * (1 - (t_now / T) ** decay)``. The horizon is that
+    gain divided by ``rate_now``. Without a budget, the run is assumed to go on for as long again.
+    """
+    t_now = max(step - origin, 1e-12)
+    t_end = (max_steps - origin) if max_steps is not None else 2.0 * t_now
+    if t_end <= t_now:
+        return 0.0
+    return t_now / decay * (1.0 - (t_now / t_end) ** decay)
+
+
+def detect_plateau(
+    steps: np.ndarray,
+    values: np.ndarray,
+    *,
+    tolerance: float,
+    horizon: float,
+    confidence: float = 0.9,
+    alpha: float = 0.05,
+) -> PlateauResult:
+    """Test whether a loss-like curve (lower is better) has stopped improving by a useful margin.
+
+    Algorithm: Mann-Kendall trend test and Theil-Sen slope interval over the window the caller
+    chose (autocorrelation-corrected, so smooth averaged curves do not look significant just for
+    being smooth). The gain still to come is the slope times ``horizon`` (see
+    :func:`remaining_gain_horizon`). Improving: a significant downward trend whose projected gain
+    reaches ``tolerance``. Plateau: even the optimistic end of the slope interval projects less
+    than ``tolerance``. Undecided otherwise. Assumes finite values and increasing steps.
+
+    Wrong when: the curve is about to drop (a learning-rate decay, grokking, double descent);
+    the callers pass the schedule so a plateau at a high learning rate is not a stop.
+    """
+    x = np.asarray(steps, dtype=float)
+    y = np.asarray(values, dtype=float)
+    trend = trend_test(x, y, confidence)
+    noise = noise_scale(y)
+    gain = max(0.0, -trend.slope) * horizon
+    gain_high = max(0.0, -trend.low_slope) * horizon
+    if trend.pvalue_decreasing < alpha and gain >= tolerance:
+        state = PlateauState.IMPROVING
+    elif gain_high <= tolerance:
+        state = PlateauState.PLATEAU
+    else:
+        state = PlateauState.UNDECIDED
+    return PlateauResult(state, trend, float(x[0]), float(x[-1]), noise, horizon, gain, gain_high,
+                         tolerance)
