@@ -40,8 +40,7 @@ def plateau_evidence(r: PlateauResult, monitor: str, sign: float) -> Evidence:
 
 
 def overfitting_evidence(r: OverfittingResult, monitor: str, train_metric: str | None,
-                         steps: list[float], noise: float) -> Evidence:
-    best_step = steps[r.best_index]
+                         best_step: float, step: float, noise: float) -> Evidence:
     rise = r.rise
     if rise is None:
         summary = f"{monitor} is at or near its best (step {best_step:g})"
@@ -59,7 +58,7 @@ def overfitting_evidence(r: OverfittingResult, monitor: str, train_metric: str |
                         f"(p={r.train_trend.pvalue_decreasing:.2g})")
     return Evidence(
         "overfitting", summary, statistic=r.statistic, pvalue=r.pvalue,
-        window=(best_step, steps[-1]), noise_scale=noise,
+        window=(best_step, step), noise_scale=noise,
         details={"overfitting": r.overfitting, "gap": r.gap, "tolerance": r.tolerance,
                  "generalization_loss": r.generalization_loss,
                  "progress_quotient": r.progress_quotient,

@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-__all__ = ["TrendResult", "noise_scale", "trend_test"]
+__all__ = ["TrendResult", "median", "median_of_3", "noise_scale", "rank_sum_test", "trend_test"]
 
 _MAD_TO_SD = 1.4826
+
+
+def median(values: np.ndarray) -> float:
+    """Median of a small 1-d array (``np.median`` without its dispatch overhead)."""
+    v = np.sort(values, axis=None)
+    m = v.size
+    return float(v[m // 2] if m % 2 else 0.5 * (v[m // 2 - 1] + v[m // 2]))
+
+
+def median_of_3(values: np.ndarray) -> np.ndarray:
+    """Running median over 3 points (edges repeat the end values), vectorised."""
+    y = np.asarray(values, dtype=float)
+    a = np.concatenate(([y[0]], y[:-1]))
+    c = np.concatenate((y[1:], [y[-1]]))
+    return np.maximum(np.minimum(a, y), np.minimum(np.maximum(a, y), c))
+
+
+@functools.lru_cache(maxsize=64)
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.triu_indices(n, k=1)
 
 
 def noise_scale(values: np.ndarray) -> float:
@@ -25,7 +46,7 @@ def noise_scale(values: np.ndarray) -> float:
     if y.size < 3:
         return 0.0
     d = np.diff(y)
-    mad = float(np.median(np.abs(d - np.median(d))))
+    mad = median(np.abs(d - median(d)))
     return _MAD_TO_SD * mad / math.sqrt(2.0)
 
 
@@ -78,17 +99,21 @@ def trend_test(x: np.ndarray, y: np.ndarray, confidence: float = 0.9) -> TrendRe
     y = np.asarray(y, dtype=float)
     n = x.size
     if n < 3:
-        return TrendResult(0.0, float(np.median(y)) if n else 0.0, -math.inf, math.inf, 0.0, 1.0,
+        return TrendResult(0.0, median(y) if n else 0.0, -math.inf, math.inf, 0.0, 1.0,
                            0.0, 1.0, n)
-    i, j = np.triu_indices(n, k=1)
+    i, j = _pairs(n)
     dy = y[j] - y[i]
     slopes = np.sort(dy / (x[j] - x[i]))
     s = float(np.sign(dy).sum())
-    slope = float(np.median(slopes))
-    intercept = float(np.median(y - slope * x))
+    m = slopes.size
+    slope = float(slopes[m // 2] if m % 2 else 0.5 * (slopes[m // 2 - 1] + slopes[m // 2]))
+    intercept = median(y - slope * x)
 
-    _, counts = np.unique(y, return_counts=True)
-    var_s = (n * (n - 1) * (2 * n + 5) - float(np.sum(counts * (counts - 1) * (2 * counts + 5))))
+    var_s = float(n * (n - 1) * (2 * n + 5))
+    ys = np.sort(y)
+    if np.any(ys[1:] == ys[:-1]):
+        _, counts = np.unique(ys, return_counts=True)
+        var_s -= float(np.sum(counts * (counts - 1) * (2 * counts + 5)))
     var_s /= 18.0
     resid = y - (slope * x + intercept)
     resid = resid - resid.mean()
@@ -104,9 +129,33 @@ def trend_test(x: np.ndarray, y: np.ndarray, confidence: float = 0.9) -> TrendRe
         c = float(ndtri(0.5 + confidence / 2.0)) * math.sqrt(var_s)
     else:
         z, c = 0.0, 0.0
-    m = slopes.size
     lo_i = int(np.clip(math.floor((m - c) / 2.0) - 1, 0, m - 1))
     hi_i = int(np.clip(math.ceil((m + c) / 2.0), 0, m - 1))
     p = float(2.0 * ndtr(-abs(z)))
     return TrendResult(slope, intercept, float(slopes[lo_i]), float(slopes[hi_i]), float(z), p,
                        r1, inflation, n)
+
+
+def rank_sum_test(later: np.ndarray, earlier: np.ndarray) -> tuple[float, float]:
+    """Mann-Whitney U test that ``later`` values are larger than ``earlier`` ones (one-sided).
+
+    Returns ``(U, pvalue)`` with the normal approximation, tie and continuity corrections (as
+    ``scipy.stats.mannwhitneyu(..., alternative="greater", method="asymptotic")``), computed on the
+    pairwise comparison matrix: a handful of points, no scipy dispatch overhead.
+    """
+    a = np.asarray(later, dtype=float)
+    b = np.asarray(earlier, dtype=float)
+    n1, n2 = a.size, b.size
+    diff = a[:, None] - b[None, :]
+    u = float(np.sum(diff > 0) + 0.5 * np.sum(diff == 0))
+    both = np.sort(np.concatenate((a, b)))
+    n = n1 + n2
+    tie_term = 0.0
+    if np.any(both[1:] == both[:-1]):
+        _, counts = np.unique(both, return_counts=True)
+        tie_term = float(np.sum(counts**3 - counts)) / (n * (n - 1))
+    var = n1 * n2 / 12.0 * ((n + 1) - tie_term)
+    if var <= 0:
+        return u, 1.0
+    z = (u - n1 * n2 / 2.0 - 0.5) / math.sqrt(var)
+    return u, float(ndtr(-z))

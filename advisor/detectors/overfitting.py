@@ -6,9 +6,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import mannwhitneyu
-
-from ._stats import TrendResult, trend_test
+from ._stats import TrendResult, median, median_of_3, rank_sum_test, trend_test
 
 __all__ = ["OverfittingResult", "detect_overfitting", "prechelt_gl", "prechelt_pq"]
 
@@ -106,8 +104,7 @@ def detect_overfitting(
     if n < min_after + 3:
         return OverfittingResult(False, int(np.argmin(y)) if n else 0, nan, 1.0, None, 0.0,
                                  tolerance, nan, nan, None)
-    padded = np.concatenate(([y[0]], y, [y[-1]]))
-    smooth = np.median(np.lib.stride_tricks.sliding_window_view(padded, 3), axis=1)
+    smooth = median_of_3(y)
     best = int(np.argmin(smooth))
     after = n - 1 - best
     gl = prechelt_gl(float(raw[-1]), float(np.min(raw[: best + 1])))
@@ -120,8 +117,10 @@ def detect_overfitting(
         return OverfittingResult(False, best, nan, 1.0, None, 0.0, tolerance, gl, pq, None)
     near = y[max(0, best - neighbours) : best + neighbours + 1]
     recent = y[-min(after, 8) :]
-    gap = float(np.median(recent) - smooth[best])
-    u = mannwhitneyu(recent, near, alternative="greater")
+    gap = median(recent) - float(smooth[best])
+    if gap <= tolerance:  # not practically worse: skip the tests
+        return OverfittingResult(False, best, nan, 1.0, None, gap, tolerance, gl, pq, None)
+    u_stat, u_p = rank_sum_test(recent, near)
     idx = best + _subsample(after + 1, max_points)
     rise = trend_test(x[idx], y[idx])
     if train_values is not None:
@@ -131,7 +130,7 @@ def detect_overfitting(
             train_trend = trend_test(x[idx][ok], t[ok])
     unstable = train_trend is not None and train_trend.pvalue_increasing < alpha
     overfitting = bool(
-        u.pvalue < alpha and rise.pvalue_increasing < alpha and gap > tolerance and not unstable
+        u_p < alpha and rise.pvalue_increasing < alpha and gap > tolerance and not unstable
     )
-    return OverfittingResult(overfitting, best, float(u.statistic), float(u.pvalue), rise, gap,
+    return OverfittingResult(overfitting, best, u_stat, u_p, rise, gap,
                              tolerance, gl, pq, train_trend)

@@ -46,9 +46,14 @@ class PlateauResult:
     tolerance: float
 
 
-def adaptive_window(n: int, fraction: float, min_points: int, max_points: int) -> int:
-    """Points in the trailing window: a fraction of the history, clipped to [min, max]."""
-    return int(min(n, max(min_points, min(max_points, math.ceil(fraction * n)))))
+def adaptive_window(n: int, fraction: float, min_points: int, max_points: int) -> np.ndarray:
+    """Indices of the trailing window: the latest ``fraction`` of ``n`` checks (at least
+    ``min_points``), evenly thinned to at most ``max_points`` (the latest check always in), so a
+    long history keeps a long window at a bounded cost."""
+    size = int(min(n, max(min_points, math.ceil(fraction * n))))
+    if size <= max_points:
+        return np.arange(n - size, n)
+    return np.unique(np.linspace(n - size, n - 1, max_points).round().astype(int))
 
 
 def remaining_gain_horizon(step: float, max_steps: float | None, origin: float,
@@ -73,6 +78,7 @@ def detect_plateau(
     *,
     tolerance: float,
     horizon: float,
+    noise: float | None = None,
     confidence: float = 0.9,
     alpha: float = 0.05,
 ) -> PlateauResult:
@@ -83,7 +89,8 @@ def detect_plateau(
     being smooth). The gain still to come is the slope times ``horizon`` (see
     :func:`remaining_gain_horizon`). Improving: a significant downward trend whose projected gain
     reaches ``tolerance``. Plateau: even the optimistic end of the slope interval projects less
-    than ``tolerance``. Undecided otherwise. Assumes finite values and increasing steps.
+    than ``tolerance``. Undecided otherwise. ``noise`` (reported as evidence) is measured on the
+    window unless given. Assumes finite values and increasing steps.
 
     Wrong when: the curve is about to drop (a learning-rate decay, grokking, double descent);
     the callers pass the schedule so a plateau at a high learning rate is not a stop.
@@ -91,7 +98,7 @@ def detect_plateau(
     x = np.asarray(steps, dtype=float)
     y = np.asarray(values, dtype=float)
     trend = trend_test(x, y, confidence)
-    noise = noise_scale(y)
+    noise = noise_scale(y) if noise is None else noise
     gain = max(0.0, -trend.slope) * horizon
     gain_high = max(0.0, -trend.low_slope) * horizon
     if trend.pvalue_decreasing < alpha and gain >= tolerance:

@@ -1,0 +1,332 @@
+"""The :class:`Advisor`: feeds one run's history to the detectors and combines them into advice."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from . import _explain
+from .advice import Advice, Evidence, Verdict
+from .detectors import (
+    detect_divergence,
+    detect_overfitting,
+    detect_plateau,
+    fit_learning_curve,
+    read_schedule,
+)
+from .detectors._stats import median, noise_scale
+from .detectors.forecast import CurveFit, curve_fit_from_dict, curve_fit_to_dict
+from .detectors.plateau import PlateauState, adaptive_window, remaining_gain_horizon
+from .history import MetricHistory
+
+__all__ = ["Advisor", "MetricNotFoundError"]
+
+_LR_NAMES = ("lr", "learning_rate", "learning-rate")
+
+
+class MetricNotFoundError(KeyError):
+    """The monitored metric is not among the metrics logged."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class Advisor:
+    """Advice on when to stop one training run, from the history of a monitored metric.
+
+    Example:
+        >>> import math
+        >>> from advisor import Advisor
+        >>> advisor = Advisor(monitor="val_loss", mode="min", max_steps=60)
+        >>> for epoch in range(1, 61):
+        ...     advice = advisor.update(epoch, {"val_loss": 0.3 + math.exp(-epoch / 4)})
+        ...     if advice.should_stop:
+        ...         break
+        >>> advice.verdict, epoch < 60
+        (<Verdict.PLATEAU: 'plateau'>, True)
+
+    Args:
+        monitor: the metric to judge, e.g. ``"val_loss"``.
+        mode: ``"min"`` if lower is better, ``"max"`` if higher is better (accuracy).
+        train_metric: the matching training metric, for overfitting evidence (optional).
+        max_steps: the run's budget in the same unit as ``step`` (``max_epochs`` if you pass
+            epochs). Without it, the rest of the run is assumed to be as long as what came before.
+        lr_metric: the logged learning rate (``"auto"`` finds ``lr``, ``learning_rate`` or
+            Lightning's ``lr-<Optimizer>``; ``None`` ignores it).
+        min_checks: the fewest checks before any statistical verdict (earlier: undecided, never
+            a stop, except on NaN/inf).
+        min_improvement: the smallest gain worth the remaining budget, as a fraction of the
+            improvement the run has made so far.
+        noise_tolerance: the tolerance is at least this many noise scales (a run that never
+            improved has no other scale).
+        alpha: significance level of the trend and overfitting tests.
+        confidence: level of the slope interval whose optimistic end must promise less than the
+            tolerance for a plateau.
+        confirm: consecutive checks a plateau must hold before it is a stop (the test runs at
+            every check, so a single unlucky window must not end a run).
+        window_fraction, min_window, max_window: the plateau window is the latest
+            ``window_fraction`` of the current phase, between ``min_window`` and ``max_window``
+            checks.
+        decay: how fast improvement is assumed to slow down (power-law exponent of the rate);
+            larger means less is expected from the rest of the budget.
+        forecast_level: coverage of the forecast's prediction interval.
+        forecast_inflation: the factor that widens forecast intervals (calibrated on real curves).
+        refit_growth: refit the learning-curve forecast when the phase has grown by this factor.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        mode: str = "min",
+        train_metric: str | None = None,
+        max_steps: float | None = None,
+        lr_metric: str | None = "auto",
+        *,
+        min_checks: int = 6,
+        min_improvement: float = 0.01,
+        noise_tolerance: float = 0.5,
+        alpha: float = 0.05,
+        confidence: float = 0.95,
+        confirm: int = 2,
+        window_fraction: float = 0.35,
+        min_window: int = 6,
+        max_window: int = 48,
+        decay: float = 1.0,
+        forecast_level: float = 0.9,
+        forecast_inflation: float = 1.0,
+        refit_growth: float = 1.25,
+    ) -> None:
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(f"monitor must be a metric name, but got {monitor!r}.")
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', but got {mode!r}.")
+        if max_steps is not None and not (isinstance(max_steps, int | float) and max_steps > 0):
+            raise ValueError(f"max_steps must be a positive number or None, but got {max_steps!r}.")
+        if min_checks < 3:
+            raise ValueError(f"min_checks must be at least 3, but got {min_checks}.")
+        if not 0 <= min_improvement < 1:
+            raise ValueError(f"min_improvement must be in [0, 1), but got {min_improvement}.")
+        if confirm < 1:
+            raise ValueError(f"confirm must be at least 1, but got {confirm}.")
+        for name, value in (("alpha", alpha), ("confidence", confidence),
+                            ("window_fraction", window_fraction),
+                            ("forecast_level", forecast_level)):
+            if not 0 < value < 1:
+                raise ValueError(f"{name} must be in (0, 1), but got {value}.")
+        if not 3 <= min_window <= max_window:
+            raise ValueError(
+                f"need 3 <= min_window <= max_window, but got {min_window} and {max_window}.")
+        if decay <= 0 or forecast_inflation <= 0 or refit_growth <= 1:
+            raise ValueError(
+                f"decay and forecast_inflation must be positive and refit_growth above 1, but got "
+                f"{decay}, {forecast_inflation} and {refit_growth}.")
+        self.monitor = monitor
+        self.mode = mode
+        self.train_metric = train_metric
+        self.max_steps = None if max_steps is None else float(max_steps)
+        self.lr_metric = lr_metric
+        self.min_checks = int(min_checks)
+        self.min_improvement = float(min_improvement)
+        self.noise_tolerance = float(noise_tolerance)
+        self.alpha = float(alpha)
+        self.confidence = float(confidence)
+        self.confirm = int(confirm)
+        self.window_fraction = float(window_fraction)
+        self.min_window = int(min_window)
+        self.max_window = int(max_window)
+        self.decay = float(decay)
+        self.forecast_level = float(forecast_level)
+        self.forecast_inflation = float(forecast_inflation)
+        self.refit_growth = float(refit_growth)
+        self._sign = 1.0 if mode == "min" else -1.0
+        self.history = MetricHistory()
+        self._fit: CurveFit | None = None
+        self._fit_key: tuple[float, int] | None = None  # (phase start step, points at fit)
+        self._advice: Advice | None = None
+        self._plateau_run = 0  # consecutive checks judged a plateau
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def advice(self) -> Advice | None:
+        """The latest advice, or ``None`` before the first update."""
+        return self._advice
+
+    def update(self, step: float, metrics: Mapping[str, Any]) -> Advice:
+        """Record the metrics logged at ``step`` and return the advice with them.
+
+        Metrics other than the monitored ones are kept too (the learning rate, for instance).
+
+        Raises:
+            MetricNotFoundError: the monitored metric was never logged (lists those that were);
+                the values given are recorded first, so nothing is lost.
+            TypeError, ValueError: a step or value is not a real number.
+        """
+        self.history.append(step, metrics)
+        if self.monitor not in metrics and not self.history.logged(self.monitor).any():
+            present = ", ".join(sorted(self.history.metrics)) or "none"
+            raise MetricNotFoundError(
+                f"monitored metric {self.monitor!r} is not among the logged metrics: {present}.")
+        self._advice = self._advise()
+        return self._advice
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this advisor is (JSON-safe)."""
+        return {
+            "version": 1,
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "history": self.history.to_dict(),
+            "fit": None if self._fit is None else curve_fit_to_dict(self._fit),
+            "fit_key": None if self._fit_key is None else list(self._fit_key),
+            "plateau_run": self._plateau_run,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (the settings stay those of this instance)."""
+        if state.get("version") != 1:
+            raise ValueError(f"unknown advisor state version {state.get('version')!r}.")
+        if state.get("monitor") != self.monitor or state.get("mode") != self.mode:
+            raise ValueError(
+                f"state is for monitor={state.get('monitor')!r}, mode={state.get('mode')!r}, "
+                f"but this advisor has monitor={self.monitor!r}, mode={self.mode!r}.")
+        self.history = MetricHistory.from_dict(state["history"])
+        self._fit = None if state.get("fit") is None else curve_fit_from_dict(state["fit"])
+        key = state.get("fit_key")
+        self._fit_key = None if key is None else (float(key[0]), int(key[1]))
+        self._plateau_run = max(int(state.get("plateau_run", 0)) - 1, 0)
+        has_data = len(self.history) and self.history.logged(self.monitor).any()
+        self._advice = self._advise() if has_data else None
+
+    # ------------------------------------------------------------------ decision
+    def _lr_name(self) -> str | None:
+        if self.lr_metric != "auto":
+            return self.lr_metric
+        for name in self.history.metrics:
+            if name in _LR_NAMES or name.startswith(("lr-", "lr/", "lr_")):
+                return name
+        return None
+
+    def _advise(self) -> Advice:
+        h = self.history
+        sign, monitor = self._sign, self.monitor
+        run, self._plateau_run = self._plateau_run, 0  # stays 0 unless this check is a plateau
+        logged = h.logged(monitor)
+        x_all = h.steps[logged]
+        y_all = sign * h.values(monitor)[logged]
+        step = float(x_all[-1])
+        finite = np.isfinite(y_all)
+        x, y = x_all[finite], y_all[finite]
+        n = y.size
+        base = {"step": step, "monitor": monitor, "mode": self.mode}
+        if n == 0:
+            return Advice(verdict=Verdict.DIVERGED, should_stop=True,
+                          reason=f"{monitor} has never been finite (latest {sign * y_all[-1]}).",
+                          **base)
+        best_i = int(np.argmin(y))
+        best, best_step = float(y[best_i]), float(x[best_i])
+        base.update(best_step=best_step, best_value=sign * best)
+        noise = noise_scale(y[-4 * self.max_window :])
+        span = max(median(y[:3]) - best, 0.0)
+
+        div = detect_divergence(y_all[-3:], scale=max(span, 4.0 * noise), best=best)
+        if div.diverged:
+            ev = _explain.divergence_evidence(div, monitor, sign * float(y_all[-1]), step, sign)
+            return Advice(verdict=Verdict.DIVERGED, should_stop=True, evidence=(ev,),
+                          suggested_stop_step=best_step,
+                          reason=f"Training diverged: {ev.summary}; keep the checkpoint of step "
+                                 f"{best_step:g}.", **base)
+        if n < self.min_checks:
+            ev = Evidence("history", f"{n} finite check(s) of {monitor}; at least "
+                                     f"{self.min_checks} are needed for a verdict",
+                          details={"checks": n, "min_checks": self.min_checks})
+            return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=(ev,),
+                          reason=f"Too early to judge: only {n} check(s) of {monitor} so far "
+                                 f"(need {self.min_checks}).", **base)
+
+        tol = max(self.min_improvement * span, self.noise_tolerance * noise)
+        lr_name = self._lr_name()
+        sched = read_schedule(None if lr_name is None else h.values(lr_name)[logged][finite])
+        evidence = [_explain.schedule_evidence(sched)]
+
+        phase = np.arange(n) >= sched.phase_start
+        xp, yp = x[phase], y[phase]
+        forecast = self._forecast(xp, yp, noise)
+        gain = gain_iv = None
+        if forecast is not None:
+            gain = max(0.0, best - sign * forecast.value)
+            lo_v, hi_v = sorted((sign * forecast.low, sign * forecast.high))
+            gain_iv = (max(0.0, best - hi_v), max(0.0, best - lo_v))
+            evidence.append(_explain.forecast_evidence(forecast, gain, gain_iv, monitor))
+        base.update(forecast=forecast, expected_gain=gain, expected_gain_interval=gain_iv)
+
+        over = detect_overfitting(
+            x, y, tolerance=max(tol, 2.0 * noise), alpha=self.alpha,
+            train_values=None if self.train_metric is None
+            else h.values(self.train_metric)[logged][finite],
+            raw_values=sign * y)
+        evidence.append(_explain.overfitting_evidence(over, monitor, self.train_metric,
+                                                      float(x[over.best_index]), step, noise))
+        if over.overfitting:
+            stop_at = float(x[over.best_index])
+            return Advice(verdict=Verdict.OVERFITTING, should_stop=True, evidence=tuple(evidence),
+                          suggested_stop_step=stop_at,
+                          reason=f"Overfitting: {evidence[-1].summary}; keep the checkpoint of "
+                                 f"step {stop_at:g}.", **base)
+
+        if yp.size < self.min_window:
+            return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=tuple(evidence),
+                          reason=f"A new phase began at step {xp[0]:g} ({sched.describe()}); "
+                                 f"only {yp.size} check(s) since, too few to judge.", **base)
+        w = adaptive_window(yp.size, self.window_fraction, self.min_window, self.max_window)
+        spacing = median(np.diff(xp)) if xp.size > 1 else 1.0
+        horizon = remaining_gain_horizon(step, self.max_steps, float(xp[0]) - spacing, self.decay)
+        plateau = detect_plateau(xp[w], yp[w], tolerance=tol, horizon=horizon, noise=noise,
+                                 confidence=self.confidence, alpha=self.alpha)
+        self._plateau_run = run + 1 if plateau.state is PlateauState.PLATEAU else 0
+        evidence.append(_explain.plateau_evidence(plateau, monitor, sign))
+        evidence = tuple(evidence)
+        text = evidence[-1].summary
+        if plateau.state is PlateauState.IMPROVING:
+            return Advice(verdict=Verdict.IMPROVING, should_stop=False, evidence=evidence,
+                          reason=f"Still improving: {text}.", **base)
+        if plateau.state is PlateauState.UNDECIDED:
+            return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=evidence,
+                          reason=f"Not clear yet: {text}.", **base)
+        if sched.decay_pending or sched.warming_up:
+            return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=evidence,
+                          reason=f"Flat for now, but {sched.describe()}, so a scheduled decay is "
+                                 f"likely to bring more: {text}.", **base)
+        if gain_iv is not None and gain_iv[0] > tol:
+            return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=evidence,
+                          reason=f"Flat for now, but the learning-curve forecast expects at least "
+                                 f"{gain_iv[0]:.3g} more: {text}.", **base)
+        if self._plateau_run < self.confirm:
+            return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=evidence,
+                          reason=f"Looks flat, to be confirmed at the next check: {text}.", **base)
+        best_so_far = np.minimum.accumulate(y)
+        stop_at = float(x[int(np.argmax(best_so_far <= best + tol))])
+        schedule_note = "" if sched.known else "; the learning-rate schedule is unknown"
+        return Advice(verdict=Verdict.PLATEAU, should_stop=True, evidence=evidence,
+                      suggested_stop_step=stop_at,
+                      reason=f"Plateau: {text}{schedule_note}; best {sign * best:.4g} at step "
+                             f"{best_step:g}.", **base)
+
+    def _forecast(self, x: np.ndarray, y: np.ndarray, noise: float):
+        """The forecast at ``max_steps``, refitting only when the phase has grown enough."""
+        if self.max_steps is None or y.size < 5:
+            return None
+        key = (float(x[0]), int(y.size))
+        if (self._fit_key is None or self._fit_key[0] != key[0]
+                or y.size >= self.refit_growth * self._fit_key[1]):
+            self._fit = fit_learning_curve(x, y, noise=noise)
+            self._fit_key = key
+        if self._fit is None:
+            return None
+        result = self._fit.predict(max(self.max_steps, float(x[-1])), self.forecast_level,
+                                   self.forecast_inflation)
+        if not all(math.isfinite(v) for v in (result.value, result.low, result.high)):
+            return None
+        return _explain.to_forecast(result, self._sign)

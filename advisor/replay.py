@@ -1,0 +1,113 @@
+"""Replay the advisor over runs that already happened, one row of decisions per run."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .advisor import Advisor
+from .history import AdvisorWarning
+
+__all__ = ["long_to_wide", "replay"]
+
+_STEP_COLUMNS = ("step", "epoch")
+_NOT_METRICS = {"run_id", "task", "source", "step", "epoch", "timestamp", "time", "metric", "value"}
+
+
+def _step_column(frame: pd.DataFrame, what: str) -> str:
+    for name in _STEP_COLUMNS:
+        if name in frame.columns:
+            return name
+    raise ValueError(f"{what} needs a 'step' or 'epoch' column, but has columns "
+                     f"{list(frame.columns)}.")
+
+
+def long_to_wide(frame: pd.DataFrame) -> pd.DataFrame:
+    """Long format (``run_id, step|epoch, metric, value[, task]``) to one column per metric."""
+    step = _step_column(frame, "the long-format frame")
+    keys = [c for c in ("task", "run_id") if c in frame.columns] + [step]
+    wide = frame.pivot_table(index=keys, columns="metric", values="value", aggfunc="last",
+                             dropna=False, observed=True, sort=True)
+    wide.columns.name = None
+    return wide.reset_index()
+
+
+def replay(
+    frame: pd.DataFrame,
+    monitor: str = "val_loss",
+    mode: str = "min",
+    train_metric: str | None = None,
+    **advisor_kwargs: Any,
+) -> pd.DataFrame:
+    """Feed each run's history to an :class:`Advisor` in step order; one row of decisions per run.
+
+    ``frame`` is long (``run_id``, ``epoch`` or ``step``, ``metric``, ``value``, optional
+    ``task``) or wide (one column per metric, as Lightning's ``CSVLogger`` writes; without
+    ``run_id`` it is one run). Each run's own last step is its budget (``max_steps``), as a
+    user's ``max_epochs`` would be; the decision at a step uses only the values up to it.
+
+    Returns one row per run: ``run_id`` (and ``task``), ``stop_epoch`` (the first step where the
+    advice says stop, else the last step), ``stopped`` (whether it stopped early), ``verdict``,
+    ``reason``, ``best_epoch`` and ``best_value`` (best up to the stop), ``last_epoch``.
+
+    Example:
+        >>> import pandas as pd
+        >>> frame = pd.DataFrame({"epoch": range(1, 41),
+        ...                       "val_loss": [0.5 + 1 / e for e in range(1, 41)]})
+        >>> row = replay(frame, monitor="val_loss").iloc[0]
+        >>> row["verdict"], bool(row["stop_epoch"] < 40)
+        ('plateau', True)
+    """
+    if "metric" in frame.columns and "value" in frame.columns:
+        frame = long_to_wide(frame)
+    step = _step_column(frame, "the frame")
+    if monitor not in frame.columns:
+        metrics = sorted(c for c in frame.columns if c not in _NOT_METRICS)
+        raise ValueError(f"monitored metric {monitor!r} is not in the data; metrics present: "
+                         f"{', '.join(metrics) or 'none'}.")
+    if train_metric is not None and train_metric not in frame.columns:
+        raise ValueError(f"train metric {train_metric!r} is not in the data.")
+    keys = [c for c in ("task", "run_id") if c in frame.columns]
+    groups: Iterable[tuple[Any, pd.DataFrame]] = (
+        frame.groupby(keys, sort=False, observed=True) if keys else [((), frame)])
+    metric_columns = [c for c in frame.columns if c not in _NOT_METRICS]
+    rows = []
+    for key, run in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(keys, key, strict=True))
+        row.update(replay_run(run.sort_values(step), step, metric_columns, monitor, mode,
+                              train_metric, advisor_kwargs))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def replay_run(run: pd.DataFrame, step: str, metric_columns: list[str], monitor: str, mode: str,
+               train_metric: str | None, advisor_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Replay one run (sorted by ``step``) and return its row of decisions."""
+    steps = run[step].to_numpy(dtype=float)
+    table = run[metric_columns].to_numpy(dtype=float)
+    has_monitor = ~np.isnan(run[monitor].to_numpy(dtype=float))
+    last = float(steps[-1])
+    advisor = Advisor(monitor, mode, train_metric, max_steps=last if last > 0 else None,
+                      **advisor_kwargs)
+    advice = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AdvisorWarning)
+        for i in np.flatnonzero(has_monitor):
+            values = {name: v for name, v in zip(metric_columns, table[i], strict=True)
+                      if not np.isnan(v) or name == monitor}
+            advice = advisor.update(steps[i], values)
+            if advice.should_stop:
+                break
+    if advice is None:
+        return {"stop_epoch": last, "stopped": False, "verdict": "undecided",
+                "reason": f"{monitor} was never logged.", "best_epoch": None,
+                "best_value": None, "last_epoch": last}
+    return {"stop_epoch": advice.step if advice.should_stop else last,
+            "stopped": bool(advice.should_stop and advice.step < last),
+            "verdict": advice.verdict.value, "reason": advice.reason,
+            "best_epoch": advice.best_step, "best_value": advice.best_value, "last_epoch": last}
