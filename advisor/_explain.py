@@ -20,13 +20,13 @@ def _g(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4g}"
 
 
-def plateau_evidence(r: PlateauResult, monitor: str, sign: float) -> Evidence:
+def plateau_evidence(r: PlateauResult, monitor: str, sign: float, confidence: float) -> Evidence:
     t = r.trend
     lo, hi = sorted((sign * t.low_slope, sign * t.high_slope))
     summary = (
         f"over the last {t.n} checks (steps {r.window_start:g}-{r.window_end:g}) {monitor} moved "
-        f"{sign * t.slope:+.3g} per step (90% interval {lo:+.3g} to {hi:+.3g}, Mann-Kendall "
-        f"p={t.pvalue:.2g}); the budget left is worth about {r.projected_gain:.3g} more "
+        f"{sign * t.slope:+.3g} per step ({confidence:.0%} interval {lo:+.3g} to {hi:+.3g}, "
+        f"Mann-Kendall p={t.pvalue:.2g}); the budget left is worth about {r.projected_gain:.3g} more "
         f"(at most {r.projected_gain_high:.3g}) against {r.tolerance:.3g} worth training for"
     )
     return Evidence(

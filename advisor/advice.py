@@ -9,13 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 __all__ = ["Advice", "Evidence", "Forecast", "Verdict"]
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     """What the advisor concludes about a run at one check.
 
     ``IMPROVING``: the monitored metric is still getting better by a margin worth the budget left.

@@ -286,7 +286,7 @@ class Advisor:
         plateau = detect_plateau(xp[w], yp[w], tolerance=tol, horizon=horizon, noise=noise,
                                  confidence=self.confidence, alpha=self.alpha)
         self._plateau_run = run + 1 if plateau.state is PlateauState.PLATEAU else 0
-        evidence.append(_explain.plateau_evidence(plateau, monitor, sign))
+        evidence.append(_explain.plateau_evidence(plateau, monitor, sign, self.confidence))
         evidence = tuple(evidence)
         text = evidence[-1].summary
         if plateau.state is PlateauState.IMPROVING:

@@ -159,7 +159,7 @@ class MetricHistory:
             self._logged[name] = mask
 
     def to_dict(self) -> dict[str, list[float | str | None]]:
-        """Columns as JSON-safe lists: ``None`` where not logged, ``"nan"``/``"inf"`` kept as text."""
+        """Columns as JSON-safe lists: ``None`` where not logged, ``"nan"``/``"inf"`` as text."""
 
         def encode(v: float, logged: bool) -> float | str | None:
             if not logged:

@@ -14,21 +14,26 @@ from .history import AdvisorWarning
 
 __all__ = ["long_to_wide", "replay"]
 
-_STEP_COLUMNS = ("step", "epoch")
+_STEP_COLUMNS = ("epoch", "step")
 _NOT_METRICS = {"run_id", "task", "source", "step", "epoch", "timestamp", "time", "metric", "value"}
 
 
-def _step_column(frame: pd.DataFrame, what: str) -> str:
+def _step_column(frame: pd.DataFrame, what: str, step_column: str | None = None) -> str:
+    if step_column is not None:
+        if step_column not in frame.columns:
+            raise ValueError(f"{what} has no column {step_column!r}; columns: "
+                             f"{list(frame.columns)}.")
+        return step_column
     for name in _STEP_COLUMNS:
         if name in frame.columns:
             return name
-    raise ValueError(f"{what} needs a 'step' or 'epoch' column, but has columns "
+    raise ValueError(f"{what} needs an 'epoch' or 'step' column, but has columns "
                      f"{list(frame.columns)}.")
 
 
-def long_to_wide(frame: pd.DataFrame) -> pd.DataFrame:
-    """Long format (``run_id, step|epoch, metric, value[, task]``) to one column per metric."""
-    step = _step_column(frame, "the long-format frame")
+def long_to_wide(frame: pd.DataFrame, step_column: str | None = None) -> pd.DataFrame:
+    """Long format (``run_id, epoch|step, metric, value[, task]``) to one column per metric."""
+    step = _step_column(frame, "the long-format frame", step_column)
     keys = [c for c in ("task", "run_id") if c in frame.columns] + [step]
     wide = frame.pivot_table(index=keys, columns="metric", values="value", aggfunc="last",
                              dropna=False, observed=True, sort=True)
@@ -41,14 +46,17 @@ def replay(
     monitor: str = "val_loss",
     mode: str = "min",
     train_metric: str | None = None,
+    step_column: str | None = None,
     **advisor_kwargs: Any,
 ) -> pd.DataFrame:
     """Feed each run's history to an :class:`Advisor` in step order; one row of decisions per run.
 
     ``frame`` is long (``run_id``, ``epoch`` or ``step``, ``metric``, ``value``, optional
     ``task``) or wide (one column per metric, as Lightning's ``CSVLogger`` writes; without
-    ``run_id`` it is one run). Each run's own last step is its budget (``max_steps``), as a
-    user's ``max_epochs`` would be; the decision at a step uses only the values up to it.
+    ``run_id`` it is one run; rows sharing a step are merged, the last value of each metric
+    winning). The x-axis is ``step_column``, else ``epoch``, else ``step``. Each run's own last
+    step is its budget (``max_steps``), as a user's ``max_epochs`` would be; the decision at a
+    step uses only the values up to it. ``advisor_kwargs`` go to :class:`Advisor`.
 
     Returns one row per run: ``run_id`` (and ``task``), ``stop_epoch`` (the first step where the
     advice says stop, else the last step), ``stopped`` (whether it stopped early), ``verdict``,
@@ -63,8 +71,8 @@ def replay(
         ('plateau', True)
     """
     if "metric" in frame.columns and "value" in frame.columns:
-        frame = long_to_wide(frame)
-    step = _step_column(frame, "the frame")
+        frame = long_to_wide(frame, step_column)
+    step = _step_column(frame, "the frame", step_column)
     if monitor not in frame.columns:
         metrics = sorted(c for c in frame.columns if c not in _NOT_METRICS)
         raise ValueError(f"monitored metric {monitor!r} is not in the data; metrics present: "
@@ -74,7 +82,13 @@ def replay(
     keys = [c for c in ("task", "run_id") if c in frame.columns]
     groups: Iterable[tuple[Any, pd.DataFrame]] = (
         frame.groupby(keys, sort=False, observed=True) if keys else [((), frame)])
-    metric_columns = [c for c in frame.columns if c not in _NOT_METRICS]
+    metric_columns = [c for c in frame.columns if c not in _NOT_METRICS and c != step
+                      and pd.api.types.is_numeric_dtype(frame[c])]
+    if frame[step].isna().any():
+        frame = frame[frame[step].notna()]
+    if frame.duplicated(keys + [step]).any():  # CSVLogger: several rows per epoch
+        frame = frame.groupby(keys + [step], sort=False, observed=True)[metric_columns].last()
+        frame = frame.reset_index()
     rows = []
     for key, run in groups:
         key = key if isinstance(key, tuple) else (key,)

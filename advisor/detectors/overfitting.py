@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
 from ._stats import TrendResult, median, median_of_3, rank_sum_test, trend_test
 
 __all__ = ["OverfittingResult", "detect_overfitting", "prechelt_gl", "prechelt_pq"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
@@ -14,7 +14,7 @@ __all__ = ["PlateauResult", "PlateauState", "adaptive_window", "detect_plateau",
            "remaining_gain_horizon"]
 
 
-class PlateauState(str, Enum):
+class PlateauState(StrEnum):
     IMPROVING = "improving"
     PLATEAU = "plateau"
     UNDECIDED = "undecided"

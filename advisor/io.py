@@ -1,0 +1,49 @@
+"""Reading learning curves from CSV files (long or wide), with errors that name the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["CurveFileError", "read_curves"]
+
+
+class CurveFileError(ValueError):
+    """A curves file cannot be used; the message names the file, the column and what's expected."""
+
+
+def read_curves(path: str | Path) -> pd.DataFrame:
+    """Read a curves CSV (plain or ``.gz``) in long or wide format and check its columns.
+
+    Long: ``run_id``, ``epoch`` or ``step``, ``metric``, ``value``, optional ``task`` (as in the
+    shared curves). Wide: ``epoch`` and/or ``step`` and one numeric column per metric (as
+    Lightning's ``CSVLogger`` writes ``metrics.csv``), optional ``run_id``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CurveFileError(f"{path}: no such file.")
+    try:
+        frame = pd.read_csv(path, low_memory=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise CurveFileError(f"{path}: not a readable CSV file ({exc}).") from exc
+    if frame.empty:
+        raise CurveFileError(f"{path}: has no rows.")
+    columns = set(frame.columns)
+    if not columns & {"epoch", "step"}:
+        raise CurveFileError(f"{path}: needs an 'epoch' or 'step' column; found columns "
+                             f"{sorted(columns)}.")
+    long = {"metric", "value"} <= columns
+    numeric = ["value"] if long else [c for c in ("epoch", "step") if c in columns]
+    for column in numeric:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() & frame[column].notna()
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0]) + 2  # 1-based, after the header
+            raise CurveFileError(f"{path}: column {column!r} must hold numbers, but line {row} "
+                                 f"has {frame[column][bad].iloc[0]!r}.")
+        frame[column] = values
+    if long and "run_id" not in columns:
+        raise CurveFileError(f"{path}: long format (metric, value) needs a 'run_id' column; "
+                             f"found columns {sorted(columns)}.")
+    return frame
