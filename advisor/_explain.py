@@ -26,8 +26,9 @@ def plateau_evidence(r: PlateauResult, monitor: str, sign: float, confidence: fl
     summary = (
         f"over the last {t.n} checks (steps {r.window_start:g}-{r.window_end:g}) {monitor} moved "
         f"{sign * t.slope:+.3g} per step ({confidence:.0%} interval {lo:+.3g} to {hi:+.3g}, "
-        f"Mann-Kendall p={t.pvalue:.2g}); the budget left is worth about {r.projected_gain:.3g} more "
-        f"(at most {r.projected_gain_high:.3g}) against {r.tolerance:.3g} worth training for"
+        f"Mann-Kendall p={t.pvalue:.2g}); the budget left is worth about "
+        f"{r.projected_gain:.3g} more (at most {r.projected_gain_high:.3g}) against "
+        f"{r.tolerance:.3g} worth training for"
     )
     return Evidence(
         "plateau", summary, statistic=t.statistic, pvalue=t.pvalue, interval=(lo, hi),
