@@ -73,7 +73,8 @@ class Advisor:
         decay: how fast improvement is assumed to slow down (power-law exponent of the rate);
             larger means less is expected from the rest of the budget.
         forecast_level: coverage of the forecast's prediction interval.
-        forecast_inflation: the factor that widens forecast intervals (calibrated on real curves).
+        forecast_extrapolation: extrapolation error of the forecast, in curve ranges per unit of
+            horizon ratio (calibrated on real curves; see ``CurveFit.predict``).
         refit_growth: refit the learning-curve forecast when the phase has grown by this factor.
     """
 
@@ -96,7 +97,7 @@ class Advisor:
         max_window: int = 48,
         decay: float = 1.0,
         forecast_level: float = 0.9,
-        forecast_inflation: float = 1.0,
+        forecast_extrapolation: float = 0.3,
         refit_growth: float = 1.25,
     ) -> None:
         if not isinstance(monitor, str) or not monitor:
@@ -119,10 +120,10 @@ class Advisor:
         if not 3 <= min_window <= max_window:
             raise ValueError(
                 f"need 3 <= min_window <= max_window, but got {min_window} and {max_window}.")
-        if decay <= 0 or forecast_inflation <= 0 or refit_growth <= 1:
+        if decay <= 0 or forecast_extrapolation < 0 or refit_growth <= 1:
             raise ValueError(
-                f"decay and forecast_inflation must be positive and refit_growth above 1, but got "
-                f"{decay}, {forecast_inflation} and {refit_growth}.")
+                f"decay must be positive, forecast_extrapolation non-negative and refit_growth "
+                f"above 1, but got {decay}, {forecast_extrapolation} and {refit_growth}.")
         self.monitor = monitor
         self.mode = mode
         self.train_metric = train_metric
@@ -139,7 +140,7 @@ class Advisor:
         self.max_window = int(max_window)
         self.decay = float(decay)
         self.forecast_level = float(forecast_level)
-        self.forecast_inflation = float(forecast_inflation)
+        self.forecast_extrapolation = float(forecast_extrapolation)
         self.refit_growth = float(refit_growth)
         self._sign = 1.0 if mode == "min" else -1.0
         self.history = MetricHistory()
@@ -326,7 +327,7 @@ class Advisor:
         if self._fit is None:
             return None
         result = self._fit.predict(max(self.max_steps, float(x[-1])), self.forecast_level,
-                                   self.forecast_inflation)
+                                   self.forecast_extrapolation)
         if not all(math.isfinite(v) for v in (result.value, result.low, result.high)):
             return None
         return _explain.to_forecast(result, self._sign)

@@ -83,12 +83,16 @@ class CurveFit:
     noise: float
     n: int
 
-    def predict(self, step: float, level: float = 0.9, inflation: float = 1.0) -> ForecastResult:
+    def predict(self, step: float, level: float = 0.9, extrapolation: float = 0.3,
+                exponent: float = 0.8) -> ForecastResult:
         """Ensemble prediction at ``step``.
 
         The members are weighted by BIC (``exp(-BIC/2)``). The predictive variance is the weighted
         parameter variance of each member at ``step`` (delta method), plus the spread between
-        members, plus the noise of one check; its square root is multiplied by ``inflation``.
+        members, plus the noise of one check, plus the extrapolation error: parametric families
+        are misspecified for real curves (late learning, schedules, overfitting), and on real
+        curves the error grows with the horizon ratio ``r = (step - last) / (last - origin)`` as
+        about ``extrapolation * r ** exponent`` curve ranges (standard deviation).
         """
         t = max((step - self.origin) / self.span_x, 1e-9)
         bics = np.array([m.bic for m in self.members])
@@ -109,7 +113,8 @@ class CurveFit:
         preds_a = np.array(preds)
         mean = float(w @ preds_a)
         var = float(w @ (np.array(variances) + (preds_a - mean) ** 2)) + self.noise**2
-        z = float(ndtri(0.5 + level / 2.0)) * math.sqrt(var) * inflation
+        var += (extrapolation * max(t - 1.0, 0.0) ** exponent) ** 2
+        z = float(ndtri(0.5 + level / 2.0)) * math.sqrt(var)
         scale = self.span_y
         return ForecastResult(
             float(step), mean * scale + self.y_ref, (mean - z) * scale + self.y_ref,
