@@ -70,6 +70,8 @@ class Advisor:
         window_fraction, min_window, max_window: the plateau window is the latest
             ``window_fraction`` of the current phase, between ``min_window`` and ``max_window``
             checks.
+        stall_window: the fewest checks in the window for a stall (no downward trend at all and
+            no new best by the tolerance) to count as a plateau.
         decay: how fast improvement is assumed to slow down (power-law exponent of the rate);
             larger means less is expected from the rest of the budget.
         forecast_level: coverage of the forecast's prediction interval.
@@ -95,6 +97,7 @@ class Advisor:
         window_fraction: float = 0.35,
         min_window: int = 6,
         max_window: int = 48,
+        stall_window: int = 10,
         decay: float = 1.0,
         forecast_level: float = 0.9,
         forecast_extrapolation: float = 0.3,
@@ -138,6 +141,7 @@ class Advisor:
         self.window_fraction = float(window_fraction)
         self.min_window = int(min_window)
         self.max_window = int(max_window)
+        self.stall_window = int(stall_window)
         self.decay = float(decay)
         self.forecast_level = float(forecast_level)
         self.forecast_extrapolation = float(forecast_extrapolation)
@@ -283,8 +287,14 @@ class Advisor:
                                  f"only {yp.size} check(s) since, too few to judge.", **base)
         w = adaptive_window(yp.size, self.window_fraction, self.min_window, self.max_window)
         spacing = median(np.diff(xp)) if xp.size > 1 else 1.0
-        horizon = remaining_gain_horizon(step, self.max_steps, float(xp[0]) - spacing, self.decay)
+        # At least the window's own length: a curve still gaining the tolerance per window is
+        # not a plateau just because the budget is nearly used up.
+        horizon = max(remaining_gain_horizon(step, self.max_steps, float(xp[0]) - spacing,
+                                             self.decay), float(xp[w][-1] - xp[w][0]))
+        before = yp[: w[0]]
         plateau = detect_plateau(xp[w], yp[w], tolerance=tol, horizon=horizon, noise=noise,
+                                 prior_best=float(before.min()) if before.size else None,
+                                 stall_points=self.stall_window,
                                  confidence=self.confidence, alpha=self.alpha)
         self._plateau_run = run + 1 if plateau.state is PlateauState.PLATEAU else 0
         evidence.append(_explain.plateau_evidence(plateau, monitor, sign, self.confidence))

@@ -79,6 +79,8 @@ def detect_plateau(
     tolerance: float,
     horizon: float,
     noise: float | None = None,
+    prior_best: float | None = None,
+    stall_points: int = 10,
     confidence: float = 0.9,
     alpha: float = 0.05,
 ) -> PlateauResult:
@@ -89,8 +91,10 @@ def detect_plateau(
     being smooth). The gain still to come is the slope times ``horizon`` (see
     :func:`remaining_gain_horizon`). Improving: a significant downward trend whose projected gain
     reaches ``tolerance``. Plateau: even the optimistic end of the slope interval projects less
-    than ``tolerance``. Undecided otherwise. ``noise`` (reported as evidence) is measured on the
-    window unless given. Assumes finite values and increasing steps.
+    than ``tolerance``, or the curve has stalled: no downward trend at all over the window
+    (Theil-Sen slope >= 0) over a window of at least ``stall_points`` checks, and the window's
+    best is not ``tolerance`` better than ``prior_best``, the best before the window. Undecided otherwise. ``noise`` (reported as
+    evidence) is measured on the window unless given. Assumes finite values, increasing steps.
 
     Wrong when: the curve is about to drop (a learning-rate decay, grokking, double descent);
     the callers pass the schedule so a plateau at a high learning rate is not a stop.
@@ -103,7 +107,10 @@ def detect_plateau(
     gain_high = max(0.0, -trend.low_slope) * horizon
     if trend.pvalue_decreasing < alpha and gain >= tolerance:
         state = PlateauState.IMPROVING
-    elif gain_high <= tolerance:
+    elif gain_high <= tolerance or (
+        prior_best is not None and y.size >= stall_points and trend.slope >= 0
+        and prior_best - float(y.min()) < tolerance
+    ):
         state = PlateauState.PLATEAU
     else:
         state = PlateauState.UNDECIDED

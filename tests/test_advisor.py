@@ -1,0 +1,494 @@
+"""The Advisor end to end: verdicts, stops, evidence, forecast, history rules, state."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from conftest import feed, first_stop
+
+from advisor import Advice, Advisor, AdvisorWarning, MetricNotFoundError, Verdict
+
+# ---------------------------------------------------------------------------- plateau / improving
+
+
+def test_saturating_curve_stops_with_a_plateau_before_the_budget(saturating_curve):
+    advices = feed(Advisor("val_loss", "min", max_steps=60), saturating_curve, stop=True)
+    stop = advices[-1]
+    assert stop.should_stop
+    assert stop.verdict is Verdict.PLATEAU
+    assert stop.step < 60
+    assert "val_loss" in stop.reason
+    plateau = stop.evidence_for("plateau")
+    assert plateau is not None
+    assert plateau.pvalue is not None and 0.0 <= plateau.pvalue <= 1.0
+    assert plateau.window is not None
+    assert plateau.window[0] < plateau.window[1] == stop.step
+    assert stop.suggested_stop_step is not None
+    assert stop.suggested_stop_step <= stop.step
+    seen = saturating_curve[: len(advices)]
+    assert stop.best_value == pytest.approx(seen.min())
+    assert stop.best_step == float(np.argmin(seen) + 1)
+
+
+def test_saturating_curve_is_improving_before_it_plateaus(saturating_curve):
+    advices = feed(Advisor(max_steps=60), saturating_curve, stop=True)
+    verdicts = [a.verdict for a in advices]
+    assert Verdict.IMPROVING in verdicts
+    assert verdicts.index(Verdict.IMPROVING) < len(verdicts) - 1
+
+
+def test_still_improving_curve_is_not_stopped_early():
+    rng = np.random.default_rng(0)
+    e = np.arange(1, 101, dtype=float)
+    y = 1 / np.sqrt(e) + rng.normal(0, 0.002, e.size)
+    advices = feed(Advisor(max_steps=1000), y)
+    assert not any(a.should_stop for a in advices)
+    assert sum(a.verdict is Verdict.IMPROVING for a in advices) > 50
+    assert advices[-1].suggested_stop_step is None
+
+
+def test_constant_curve_is_eventually_a_plateau_and_never_crashes():
+    advices = feed(Advisor(max_steps=200), np.full(40, 0.5))
+    assert all(isinstance(a, Advice) for a in advices)
+    assert not any(a.verdict is Verdict.IMPROVING for a in advices)
+    stop = first_stop(advices)
+    assert stop is not None and stop.verdict is Verdict.PLATEAU
+    assert stop.best_value == 0.5
+
+
+def test_validation_every_other_epoch_with_training_logged_every_epoch():
+    e = np.arange(1, 121)
+    val = 0.3 + np.exp(-e / 8)
+    advisor = Advisor(max_steps=120, train_metric="train_loss")
+    stop = None
+    for step in e:
+        metrics = {"train_loss": 1 / step}
+        if step % 2 == 0:
+            metrics["val_loss"] = val[step - 1]
+        elif step == 1:
+            continue  # validation has not run yet
+        advice = advisor.update(step, metrics)
+        assert advice.step % 2 == 0  # about the latest validation check
+        if advice.should_stop:
+            stop = advice
+            break
+    assert stop is not None and stop.verdict is Verdict.PLATEAU
+    assert stop.best_step % 2 == 0
+
+
+def test_gaps_in_the_steps_are_accepted():
+    steps = np.r_[np.arange(1, 20), np.arange(40, 100, 3)].astype(float)
+    y = 0.3 + np.exp(-steps / 10)
+    advices = feed(Advisor(max_steps=120), y, steps=steps)
+    assert [a.step for a in advices] == steps.tolist()
+    stop = first_stop(advices)
+    assert stop is not None and stop.verdict is Verdict.PLATEAU
+    assert stop.step > 40
+
+
+def test_plateau_confirmation_counts_new_checks_not_updates_of_other_metrics():
+    """Logging a training metric between validations must not confirm a plateau sooner."""
+    rng = np.random.default_rng(0)
+    e = np.arange(1, 121)
+    val = 0.3 + np.exp(-e / 8) + rng.normal(0, 0.003, e.size)
+    val_only, with_train = Advisor(max_steps=120), Advisor(max_steps=120)
+    stop_val_only = stop_with_train = None
+    for step in e[1:]:
+        if step % 2 == 0:
+            a = val_only.update(step, {"val_loss": val[step - 1]})
+            if a.should_stop and stop_val_only is None:
+                stop_val_only = step
+            b = with_train.update(step, {"val_loss": val[step - 1], "train_loss": 1.0})
+        else:
+            b = with_train.update(step, {"train_loss": 1.0})
+        if b.should_stop and stop_with_train is None:
+            stop_with_train = step
+    assert stop_val_only is not None
+    assert stop_with_train == stop_val_only
+
+
+# ---------------------------------------------------------------------------- early / divergence
+
+
+def test_short_history_is_undecided_and_never_a_stop():
+    for values in (np.full(5, 0.5), np.linspace(1.0, 0.1, 5), np.linspace(0.1, 5.0, 5)):
+        advisor = Advisor(min_checks=6, max_steps=10)
+        advices = feed(advisor, values)
+        assert all(a.verdict is Verdict.UNDECIDED for a in advices)
+        assert not any(a.should_stop for a in advices)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_monitor_value_is_a_divergence_even_early(bad):
+    advices = feed(Advisor(max_steps=100), [1.0, 0.9, bad])
+    last = advices[-1]
+    assert last.verdict is Verdict.DIVERGED
+    assert last.should_stop
+    assert last.best_step == 2.0 and last.best_value == 0.9
+    assert last.suggested_stop_step == 2.0
+    assert last.evidence_for("divergence").details["kind"] == "non-finite"
+
+
+def test_monitor_never_finite_is_a_divergence():
+    advice = Advisor().update(1, {"val_loss": math.nan})
+    assert advice.verdict is Verdict.DIVERGED and advice.should_stop
+
+
+def test_blow_up_for_two_checks_is_a_divergence():
+    y = list(0.3 + np.exp(-np.arange(1, 21) / 4)) + [1e6, 1e6]
+    advices = feed(Advisor(max_steps=100, min_checks=3), y, stop=True)
+    last = advices[-1]
+    assert last.verdict is Verdict.DIVERGED
+    assert last.step == 22.0
+    assert last.evidence_for("divergence").details["kind"] == "blow-up"
+
+
+def test_single_spike_does_not_stop_a_run():
+    rng = np.random.default_rng(1)
+    e = np.arange(1, 31)
+    y = 1 / np.sqrt(e) + rng.normal(0, 0.002, e.size)
+    y[20] = 1e6
+    advices = feed(Advisor(max_steps=1000), y)
+    assert advices[20].verdict is not Verdict.DIVERGED
+    assert not advices[21].should_stop
+
+
+# ---------------------------------------------------------------------------- missing monitor
+
+
+def test_monitor_never_logged_raises_and_lists_the_metrics_present():
+    advisor = Advisor(monitor="val_loss")
+    with pytest.raises(MetricNotFoundError) as info:
+        advisor.update(1, {"loss": 1.0, "acc": 0.5})
+    message = str(info.value)
+    assert "val_loss" in message and "loss" in message and "acc" in message
+    assert isinstance(info.value, KeyError)
+    assert advisor.history.values("loss").tolist() == [1.0]
+    assert advisor.history.values("acc").tolist() == [0.5]
+    assert advisor.history.steps.tolist() == [1.0]
+
+
+def test_monitor_logged_after_a_missing_one_is_accepted():
+    advisor = Advisor(monitor="val_loss")
+    with pytest.raises(MetricNotFoundError):
+        advisor.update(1, {"loss": 1.0})
+    advice = advisor.update(2, {"loss": 0.9, "val_loss": 0.8})
+    assert advice.step == 2.0 and advice.best_value == 0.8
+
+
+# ---------------------------------------------------------------------------- history rules
+
+
+def test_duplicate_step_last_wins_with_one_warning():
+    advisor = Advisor()
+    advisor.update(1, {"val_loss": 1.0, "train_loss": 2.0})
+    with pytest.warns(AdvisorWarning, match="twice"):
+        advisor.update(1, {"val_loss": 0.5})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        advice = advisor.update(1, {"val_loss": 0.25})
+    assert not [w for w in caught if issubclass(w.category, AdvisorWarning)]
+    assert advisor.history.steps.tolist() == [1.0]
+    assert advisor.history.values("val_loss").tolist() == [0.25]
+    assert advisor.history.values("train_loss").tolist() == [2.0]
+    assert advice.best_value == 0.25
+
+
+def test_out_of_order_step_is_inserted_in_order():
+    advisor = Advisor()
+    advisor.update(1, {"val_loss": 1.0})
+    advisor.update(3, {"val_loss": 0.6})
+    with pytest.warns(AdvisorWarning):
+        advice = advisor.update(2, {"val_loss": 0.8})
+    assert advisor.history.steps.tolist() == [1.0, 2.0, 3.0]
+    assert advisor.history.values("val_loss").tolist() == [1.0, 0.8, 0.6]
+    assert advice.best_step == 3.0
+
+
+def test_non_numeric_metric_value_is_a_type_error():
+    with pytest.raises(TypeError, match="val_loss"):
+        Advisor().update(1, {"val_loss": "0.5"})
+
+
+def test_non_finite_step_is_a_value_error():
+    with pytest.raises(ValueError, match="step"):
+        Advisor().update(math.nan, {"val_loss": 0.5})
+
+
+# ---------------------------------------------------------------------------- learning rate
+
+
+def _flat_after_drop(seed=2):
+    rng = np.random.default_rng(seed)
+    e = np.arange(1, 61, dtype=float)
+    return e, 0.3 + np.exp(-e / 4) + rng.normal(0, 0.002, e.size)
+
+
+def test_flat_curve_while_lr_decays_smoothly_is_not_a_stop():
+    e, y = _flat_after_drop()
+    lr = 0.1 * 0.5 * (1 + np.cos(np.pi * e / 200))  # a 200-epoch cosine, still above 75%
+    advices = feed(Advisor(max_steps=60), y, extra={"lr": lr})
+    assert not any(a.should_stop for a in advices)
+    last = advices[-1]
+    assert last.verdict is Verdict.UNDECIDED
+    assert "learning rate" in last.reason
+
+
+def test_same_flat_curve_with_constant_lr_stops():
+    e, y = _flat_after_drop()
+    advices = feed(Advisor(max_steps=60), y, extra={"lr": np.full(e.size, 0.1)})
+    stop = first_stop(advices)
+    assert stop is not None and stop.verdict is Verdict.PLATEAU
+    assert "constant" in stop.evidence_for("schedule").summary
+
+
+def test_lightning_style_lr_name_is_found_automatically():
+    e, y = _flat_after_drop()
+    lr = 0.1 * 0.5 * (1 + np.cos(np.pi * e / 200))
+    advices = feed(Advisor(max_steps=60), y, extra={"lr-Adam": lr})
+    assert not any(a.should_stop for a in advices)
+    assert advices[-1].evidence_for("schedule").details["known"] is True
+
+
+def test_lr_metric_none_ignores_the_logged_learning_rate():
+    e, y = _flat_after_drop()
+    lr = 0.1 * 0.5 * (1 + np.cos(np.pi * e / 200))
+    advices = feed(Advisor(max_steps=60, lr_metric=None), y, extra={"lr": lr})
+    assert first_stop(advices) is not None
+    assert advices[-1].evidence_for("schedule").details["known"] is False
+
+
+def test_plateau_window_starts_after_a_step_drop_in_lr():
+    rng = np.random.default_rng(3)
+    e = np.arange(1, 61, dtype=float)
+    before = 1 / np.sqrt(e[:30]) + rng.normal(0, 0.005, 30)
+    after = 0.1 + 0.05 * np.exp(-np.arange(30) / 3) + rng.normal(0, 0.005, 30)
+    lr = np.r_[np.full(30, 0.1), np.full(30, 0.01)]
+    drop_step = 31.0
+    advices = feed(Advisor(max_steps=100), np.r_[before, after], extra={"lr": lr})
+    windows = [a.evidence_for("plateau").window for a in advices[30:]
+               if a.evidence_for("plateau") is not None]
+    assert windows
+    assert all(w[0] >= drop_step for w in windows)
+    assert advices[-1].evidence_for("schedule").details["drops"] == 1
+
+
+def test_without_lr_the_schedule_is_reported_unknown(saturating_curve):
+    stop = feed(Advisor(max_steps=60), saturating_curve, stop=True)[-1]
+    schedule = stop.evidence_for("schedule")
+    assert schedule.details["known"] is False
+    assert "unknown" in schedule.summary
+    assert "unknown" in stop.reason
+
+
+# ---------------------------------------------------------------------------- overfitting
+
+
+def _u_shaped_run(seed=2):
+    rng = np.random.default_rng(seed)
+    x = np.arange(1, 61, dtype=float)
+    val = 0.5 + 0.0008 * (x - 25) ** 2 + rng.normal(0, 0.005, x.size)
+    return x, val, 1 / np.sqrt(x)
+
+
+def test_u_shaped_validation_with_decreasing_train_is_overfitting():
+    x, val, train = _u_shaped_run()
+    advisor = Advisor(train_metric="train_loss", max_steps=100)
+    stop = feed(advisor, val, extra={"train_loss": train}, stop=True)[-1]
+    assert stop.verdict is Verdict.OVERFITTING
+    assert stop.should_stop
+    assert stop.step < 60
+    assert abs(stop.suggested_stop_step - 25) <= 3
+    assert abs(stop.best_step - 25) <= 3
+    details = stop.evidence_for("overfitting").details
+    assert details["generalization_loss"] > 0
+    assert math.isfinite(details["progress_quotient"])
+    assert details["train_improving"] is True
+
+
+def test_overfitting_without_a_train_metric_says_it_is_validation_only():
+    x, val, _ = _u_shaped_run()
+    stop = feed(Advisor(max_steps=100), val, stop=True)[-1]
+    assert stop.verdict is Verdict.OVERFITTING
+    assert "validation-only" in stop.evidence_for("overfitting").summary
+
+
+# ---------------------------------------------------------------------------- forecast
+
+
+def test_forecast_with_a_budget_is_ordered_and_expected_gain_non_negative():
+    rng = np.random.default_rng(4)
+    e = np.arange(1, 41, dtype=float)
+    y = 0.2 + e ** -0.7 + rng.normal(0, 0.003, e.size)
+    advices = feed(Advisor(max_steps=100), y)
+    later = advices[10:]
+    assert all(a.forecast is not None for a in later)
+    for a in later:
+        f = a.forecast
+        assert f.low <= f.value <= f.high
+        assert f.step == 100.0
+        assert a.expected_gain >= 0
+        lo, hi = a.expected_gain_interval
+        assert 0 <= lo <= a.expected_gain <= hi
+
+
+def test_no_forecast_without_a_budget():
+    e = np.arange(1, 41, dtype=float)
+    advices = feed(Advisor(), 0.2 + e ** -0.7)
+    assert all(a.forecast is None and a.expected_gain is None for a in advices)
+
+
+def test_forecast_of_an_accuracy_is_in_accuracy_units():
+    e = np.arange(1, 41, dtype=float)
+    acc = 0.9 - 0.5 * e ** -0.7
+    advice = feed(Advisor("val_acc", "max", max_steps=100), acc)[-1]
+    f = advice.forecast
+    assert f.low <= f.value <= f.high
+    assert abs(f.value - (0.9 - 0.5 * 100 ** -0.7)) < 0.05
+    assert advice.best_value == pytest.approx(acc.max())
+
+
+# ---------------------------------------------------------------------------- state
+
+
+def _state_curve():
+    rng = np.random.default_rng(5)
+    e = np.arange(1, 61, dtype=float)
+    val = 0.3 + np.exp(-e / 6) + rng.normal(0, 0.004, e.size)
+    val[12] = math.nan
+    extra = {"train_loss": 0.2 + np.exp(-e / 5), "lr": np.r_[np.full(25, 0.1), np.full(35, 0.01)]}
+    return val, extra
+
+
+@pytest.mark.parametrize("split", [4, 13, 20, 31, 40, 47])
+def test_state_dict_round_trip_continues_exactly(split):
+    val, extra = _state_curve()
+    settings = {"monitor": "val_loss", "train_metric": "train_loss", "max_steps": 60}
+    uninterrupted = [a.to_dict() for a in feed(Advisor(**settings), val, extra=extra)]
+
+    first = Advisor(**settings)
+    feed(first, val[:split], extra={k: v[:split] for k, v in extra.items()})
+    state = json.loads(json.dumps(first.state_dict(), allow_nan=False))
+    resumed = Advisor(**settings)
+    resumed.load_state_dict(state)
+    assert resumed.advice.to_dict() == uninterrupted[split - 1]
+    rest = feed(resumed, val[split:], steps=range(split + 1, 61),
+                extra={k: v[split:] for k, v in extra.items()})
+    assert [a.to_dict() for a in rest] == uninterrupted[split:]
+
+
+def test_state_dict_round_trip_across_a_pending_plateau_confirmation(saturating_curve):
+    settings = {"max_steps": 60, "confirm": 3}
+    uninterrupted = feed(Advisor(**settings), saturating_curve)
+    pending = [i for i, a in enumerate(uninterrupted[:-1])
+               if a.evidence_for("plateau") is not None
+               and a.evidence_for("plateau").details["state"] == "plateau" and not a.should_stop]
+    assert pending
+    split = pending[0] + 1
+    first = Advisor(**settings)
+    feed(first, saturating_curve[:split])
+    resumed = Advisor(**settings)
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    rest = feed(resumed, saturating_curve[split:], steps=range(split + 1, 61))
+    assert [a.to_dict() for a in rest] == [a.to_dict() for a in uninterrupted[split:]]
+
+
+def test_loading_the_state_of_another_monitor_or_mode_is_a_value_error():
+    advisor = Advisor("val_loss")
+    feed(advisor, [1.0, 0.9, 0.8])
+    state = advisor.state_dict()
+    with pytest.raises(ValueError, match="val_acc"):
+        Advisor("val_acc", "max").load_state_dict(state)
+    with pytest.raises(ValueError, match="max"):
+        Advisor("val_loss", "max").load_state_dict(state)
+    with pytest.raises(ValueError, match="version"):
+        Advisor("val_loss").load_state_dict({**state, "version": 99})
+
+
+def test_state_of_a_fresh_advisor_loads_with_no_advice():
+    state = json.loads(json.dumps(Advisor().state_dict()))
+    advisor = Advisor()
+    advisor.load_state_dict(state)
+    assert advisor.advice is None
+    assert len(advisor.history) == 0
+
+
+# ---------------------------------------------------------------------------- advice format
+
+
+def test_advice_to_dict_is_json_safe_with_nan_as_none():
+    advices = feed(Advisor(max_steps=30), [1.0, 0.8, 0.7, 0.65, 0.6, 0.58, math.nan])
+    data = advices[-1].to_dict()
+    text = json.dumps(data, allow_nan=False)
+    assert json.loads(text) == data
+    assert data["verdict"] == "diverged"
+    assert data["evidence"][0]["details"]["threshold"] is None
+
+
+def test_advice_to_dict_is_json_safe_for_every_verdict(saturating_curve):
+    x, val, train = _u_shaped_run()
+    runs = [feed(Advisor(max_steps=60), saturating_curve),
+            feed(Advisor(train_metric="train_loss", max_steps=100), val,
+                 extra={"train_loss": train})]
+    seen = set()
+    for advices in runs:
+        for a in advices:
+            data = a.to_dict()
+            json.dumps(data, allow_nan=False)
+            seen.add(data["verdict"])
+    assert {"improving", "undecided", "plateau", "overfitting"} <= seen
+
+
+def test_verdict_values_are_plain_strings():
+    assert [v.value for v in Verdict] == [
+        "improving", "undecided", "plateau", "overfitting", "diverged"]
+    assert Verdict("plateau") is Verdict.PLATEAU
+    assert Verdict.PLATEAU == "plateau"
+    assert {v for v in Verdict if v.stops} == {
+        Verdict.PLATEAU, Verdict.OVERFITTING, Verdict.DIVERGED}
+
+
+def test_advice_property_is_the_latest_advice():
+    advisor = Advisor()
+    assert advisor.advice is None
+    returned = advisor.update(1, {"val_loss": 1.0})
+    assert advisor.advice is returned
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(("kwargs", "shown"), [
+    ({"mode": "minimize"}, "minimize"),
+    ({"monitor": ""}, "''"),
+    ({"max_steps": -5}, "-5"),
+    ({"max_steps": 0}, "0"),
+    ({"max_steps": math.nan}, "nan"),
+    ({"min_checks": 2}, "2"),
+    ({"min_improvement": 1.5}, "1.5"),
+    ({"alpha": 1.5}, "1.5"),
+    ({"confidence": 0.0}, "0.0"),
+    ({"confirm": 0}, "0"),
+    ({"min_window": 10, "max_window": 5}, "10"),
+    ({"decay": -1.0}, "-1.0"),
+    ({"refit_growth": 1.0}, "1.0"),
+])
+def test_constructor_rejects_bad_settings_naming_the_value(kwargs, shown):
+    with pytest.raises(ValueError) as info:
+        Advisor(**kwargs)
+    assert shown in str(info.value)
+    name = next(iter(kwargs))
+    assert name in str(info.value)
+
+
+def test_import_advisor_does_not_import_heavy_frameworks():
+    code = ("import sys, advisor; print(sorted(m for m in ('torch', 'lightning', "
+            "'pytorch_lightning', 'mlflow', 'optuna') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

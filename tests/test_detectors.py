@@ -1,0 +1,288 @@
+"""Each detector on constructed curves whose answer is known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from advisor.detectors import (
+    PlateauState,
+    detect_divergence,
+    detect_overfitting,
+    detect_plateau,
+    fit_learning_curve,
+    read_schedule,
+)
+from advisor.detectors._stats import noise_scale
+
+# ---------------------------------------------------------------------------- plateau
+
+
+def test_flat_noisy_curve_is_a_plateau():
+    rng = np.random.default_rng(0)
+    x = np.arange(1.0, 31.0)
+    y = 1.0 + rng.normal(0, 0.01, x.size)
+    r = detect_plateau(x, y, tolerance=0.01, horizon=10)
+    assert r.state is PlateauState.PLATEAU
+    assert r.projected_gain_high <= r.tolerance
+    assert (r.window_start, r.window_end) == (1.0, 30.0)
+
+
+def test_steep_clean_decreasing_line_with_long_horizon_is_improving():
+    x = np.arange(1.0, 21.0)
+    r = detect_plateau(x, 10.0 - x, tolerance=1.0, horizon=100)
+    assert r.state is PlateauState.IMPROVING
+    assert r.projected_gain == pytest.approx(100.0)
+    assert r.trend.slope == pytest.approx(-1.0)
+
+
+def test_larger_tolerance_turns_a_slow_improvement_into_a_plateau():
+    rng = np.random.default_rng(1)
+    x = np.arange(1.0, 31.0)
+    y = 1.0 - 0.002 * x + rng.normal(0, 0.005, x.size)
+    small = detect_plateau(x, y, tolerance=0.005, horizon=50)
+    large = detect_plateau(x, y, tolerance=0.5, horizon=50)
+    assert small.state is PlateauState.IMPROVING
+    assert large.state is PlateauState.PLATEAU
+    assert small.trend == large.trend  # same data, same statistics
+
+
+def test_longer_horizon_makes_a_flat_noisy_curve_worth_continuing():
+    """The optimistic slope times a long budget can still be worth the tolerance."""
+    rng = np.random.default_rng(0)
+    x = np.arange(1.0, 31.0)
+    y = 1.0 + rng.normal(0, 0.01, x.size)
+    short = detect_plateau(x, y, tolerance=0.01, horizon=10)
+    long = detect_plateau(x, y, tolerance=0.01, horizon=1000)
+    assert short.state is PlateauState.PLATEAU
+    assert long.state is not PlateauState.PLATEAU
+    assert long.projected_gain_high > short.projected_gain_high
+
+
+def test_rising_curve_is_not_improving():
+    x = np.arange(1.0, 21.0)
+    r = detect_plateau(x, 0.5 + 0.01 * x, tolerance=0.01, horizon=100)
+    assert r.state is PlateauState.PLATEAU
+    assert r.projected_gain == 0.0
+
+
+# ---------------------------------------------------------------------------- overfitting
+
+
+def _u_shape(n=40, noise=0.01, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.arange(1.0, n + 1)
+    return x, 0.5 + 0.002 * (x - 20) ** 2 + rng.normal(0, noise, x.size)
+
+
+def test_u_shaped_validation_with_decreasing_train_is_overfitting_near_the_minimum():
+    x, val = _u_shape()
+    r = detect_overfitting(x, val, tolerance=2 * noise_scale(val), train_values=1 / np.sqrt(x))
+    assert r.overfitting
+    assert abs(x[r.best_index] - 20) <= 3
+    assert r.gap > r.tolerance
+    assert r.pvalue < 0.05
+    assert r.train_improving is True
+
+
+def test_monotone_decreasing_validation_is_not_overfitting():
+    rng = np.random.default_rng(2)
+    x = np.arange(1.0, 41.0)
+    val = 1 / np.sqrt(x) + rng.normal(0, 0.005, x.size)
+    r = detect_overfitting(x, val, tolerance=2 * noise_scale(val), train_values=1 / x)
+    assert not r.overfitting
+
+
+def test_validation_rising_with_training_rising_is_instability_not_overfitting():
+    x, val = _u_shape(seed=3)
+    train = val - 0.1  # training gets worse together with validation
+    r = detect_overfitting(x, val, tolerance=2 * noise_scale(val), train_values=train)
+    assert not r.overfitting
+    assert r.train_trend is not None and r.train_trend.pvalue_increasing < 0.05
+
+
+def test_overfitting_is_detected_from_validation_alone():
+    x, val = _u_shape(seed=4)
+    r = detect_overfitting(x, val, tolerance=2 * noise_scale(val))
+    assert r.overfitting
+    assert abs(x[r.best_index] - 20) <= 3
+    assert r.train_trend is None and r.train_improving is None
+    assert math.isnan(r.progress_quotient)
+
+
+def test_a_rise_smaller_than_the_tolerance_is_not_overfitting():
+    x, val = _u_shape(noise=0.0)
+    r = detect_overfitting(x, val, tolerance=10.0, train_values=1 / x)
+    assert not r.overfitting
+
+
+def test_prechelt_gl_and_pq_follow_their_definitions():
+    x, val = _u_shape(noise=0.0)  # best exactly 0.5 at x=20, latest 0.5 + 0.002 * 400 = 1.3
+    train = 1 / np.sqrt(x)
+    r = detect_overfitting(x, val, tolerance=0.01, train_values=train)
+    assert r.overfitting
+    assert r.generalization_loss == pytest.approx(100 * (1.3 / 0.5 - 1))
+    strip = train[-5:]
+    progress = 1000 * (strip.mean() / strip.min() - 1)
+    assert r.progress_quotient == pytest.approx(r.generalization_loss / progress)
+
+
+def test_too_few_checks_after_the_best_is_not_overfitting():
+    x = np.arange(1.0, 11.0)
+    val = np.r_[np.linspace(1.0, 0.5, 8), 0.9, 1.2]
+    assert not detect_overfitting(x, val, tolerance=0.01).overfitting
+
+
+# ---------------------------------------------------------------------------- divergence
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_latest_value_is_divergence(bad):
+    r = detect_divergence(np.array([1.0, 0.8, 0.7, bad]), scale=0.3, best=0.7)
+    assert r.diverged
+    assert r.kind == "non-finite"
+    assert r.checks == 1
+
+
+def test_consecutive_non_finite_values_are_counted():
+    r = detect_divergence(np.array([0.7, math.nan, math.inf, math.nan]), scale=0.3, best=0.7)
+    assert r.diverged and r.kind == "non-finite" and r.checks == 3
+
+
+def test_jump_to_huge_values_for_two_checks_is_a_blow_up():
+    r = detect_divergence(np.array([0.8, 0.6, 1e6, 1e6]), scale=0.4, best=0.6)
+    assert r.diverged
+    assert r.kind == "blow-up"
+    assert r.checks == 2
+    assert r.threshold == pytest.approx(0.6 + 3 * 0.4)
+
+
+def test_single_spike_then_back_to_normal_is_not_divergence():
+    r = detect_divergence(np.array([0.8, 0.6, 1e6, 0.6]), scale=0.4, best=0.6)
+    assert not r.diverged
+    assert r.kind == ""
+
+
+def test_single_spike_at_the_latest_check_is_not_yet_divergence():
+    r = detect_divergence(np.array([0.8, 0.7, 0.6, 1e6]), scale=0.4, best=0.6)
+    assert not r.diverged
+
+
+def test_values_within_the_blow_up_threshold_are_not_divergence():
+    r = detect_divergence(np.array([0.8, 0.6, 1.5, 1.6]), scale=0.4, best=0.6)
+    assert not r.diverged
+
+
+# ---------------------------------------------------------------------------- forecast
+
+
+def _power_law(x, c=0.2, a=1.5, alpha=0.7):
+    return c + a * x ** -alpha
+
+
+def test_forecast_of_an_exact_power_law_is_close_to_the_truth_and_inside_its_interval():
+    x = np.arange(1.0, 31.0)
+    y = _power_law(x)
+    fit = fit_learning_curve(x, y)
+    assert fit is not None
+    r = fit.predict(60.0, level=0.9)
+    truth = _power_law(60.0)
+    assert abs(r.value - truth) < 0.02 * (y.max() - y.min())
+    assert r.low <= truth <= r.high
+    assert r.low <= r.value <= r.high
+    assert r.step == 60.0
+
+
+def test_forecast_interval_widens_for_a_farther_step():
+    x = np.arange(1.0, 31.0)
+    rng = np.random.default_rng(0)
+    y = _power_law(x) + rng.normal(0, 0.005, x.size)
+    fit = fit_learning_curve(x, y, noise=0.005)
+    near, far = fit.predict(40.0), fit.predict(200.0)
+    assert far.high - far.low > near.high - near.low
+
+
+def test_forecast_interval_widens_with_its_level():
+    x = np.arange(1.0, 31.0)
+    fit = fit_learning_curve(x, _power_law(x), noise=0.01)
+    narrow, wide = fit.predict(60.0, level=0.5), fit.predict(60.0, level=0.95)
+    assert wide.high - wide.low > narrow.high - narrow.low
+    assert wide.value == pytest.approx(narrow.value)
+
+
+def test_forecast_is_invariant_to_affine_rescaling_of_the_metric():
+    x = np.arange(1.0, 31.0)
+    rng = np.random.default_rng(1)
+    y = _power_law(x) + rng.normal(0, 0.01, x.size)
+    p = fit_learning_curve(x, y, noise=0.01).predict(80.0)
+    q = fit_learning_curve(x, 3 * y + 7, noise=0.03).predict(80.0)
+    assert q.value == pytest.approx(3 * p.value + 7, rel=1e-9)
+    assert q.low == pytest.approx(3 * p.low + 7, rel=1e-9)
+    assert q.high == pytest.approx(3 * p.high + 7, rel=1e-9)
+
+
+def test_forecast_needs_five_points():
+    x = np.arange(1.0, 5.0)
+    assert fit_learning_curve(x, _power_law(x)) is None
+
+
+# ---------------------------------------------------------------------------- schedule
+
+
+def test_no_learning_rate_means_an_unknown_schedule():
+    s = read_schedule(None)
+    assert not s.known
+    assert not s.decay_pending and not s.warming_up
+    assert "unknown" in s.describe()
+
+
+def test_constant_learning_rate_is_constant_with_no_decay_pending():
+    s = read_schedule(np.full(20, 0.1))
+    assert s.known and s.constant
+    assert not s.decay_pending and not s.warming_up
+    assert s.phase_start == 0 and s.drops == 0
+
+
+def test_step_drop_starts_a_new_phase_after_the_drop():
+    lr = np.r_[np.full(10, 0.1), np.full(10, 0.01)]
+    s = read_schedule(lr)
+    assert s.phase_start == 10
+    assert s.drops == 1
+    assert s.current == pytest.approx(0.01) and s.peak == pytest.approx(0.1)
+
+
+def test_two_step_drops_start_the_phase_after_the_last():
+    lr = np.r_[np.full(10, 0.1), np.full(8, 0.01), np.full(5, 0.001)]
+    s = read_schedule(lr)
+    assert s.phase_start == 18 and s.drops == 2
+
+
+def test_smooth_cosine_decay_at_half_way_has_a_decay_pending():
+    t = np.arange(50)
+    lr = 0.1 * 0.5 * (1 + np.cos(np.pi * t / 100))  # half of a 100-step cosine
+    s = read_schedule(lr)
+    assert s.decay_pending
+    assert s.drops == 0 and s.phase_start == 0
+    assert not s.constant and not s.warming_up
+
+
+def test_cosine_decay_near_its_end_has_no_decay_pending():
+    t = np.arange(98)
+    lr = 0.1 * 0.5 * (1 + np.cos(np.pi * t / 100))
+    s = read_schedule(lr)
+    assert s.current < 0.1 * s.peak
+    assert not s.decay_pending
+
+
+def test_increasing_learning_rate_is_warming_up():
+    s = read_schedule(np.linspace(0.001, 0.1, 10))
+    assert s.warming_up
+    assert "warming up" in s.describe()
+
+
+def test_missing_learning_rate_checks_are_skipped():
+    lr = np.r_[np.full(5, 0.1), np.nan, np.full(5, 0.01)]
+    s = read_schedule(lr)
+    assert s.phase_start == 6  # index of the first check logged after the drop

@@ -1,0 +1,91 @@
+"""Properties over generated curves: direction symmetry, scale invariance, robustness."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+from conftest import curves, feed, first_stop
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from advisor import Advice, Advisor, Verdict
+
+
+def _stop_step(advices):
+    stop = first_stop(advices)
+    return None if stop is None else stop.step
+
+
+@settings(max_examples=25, deadline=None)
+@given(curves())
+def test_mode_max_on_negated_metric_mirrors_mode_min(curve):
+    y, max_steps = curve
+    low = feed(Advisor("m", "min", max_steps=max_steps), y)
+    high = feed(Advisor("m", "max", max_steps=max_steps), -y)
+    assert [a.verdict for a in high] == [a.verdict for a in low]
+    assert _stop_step(high) == _stop_step(low)
+    for a, b in zip(low, high, strict=True):
+        assert b.best_step == a.best_step
+        assert b.best_value == -a.best_value
+        assert b.suggested_stop_step == a.suggested_stop_step
+        assert (a.forecast is None) == (b.forecast is None)
+        if a.forecast is not None:
+            assert b.forecast.value == -a.forecast.value
+            assert (b.forecast.low, b.forecast.high) == (-a.forecast.high, -a.forecast.low)
+            assert b.expected_gain == a.expected_gain
+
+
+@settings(max_examples=30, deadline=None)
+@given(curves(), st.floats(0.1, 100.0), st.floats(-100.0, 100.0))
+def test_verdicts_are_invariant_to_affine_rescaling_of_the_metric(curve, a, b):
+    y, max_steps = curve
+    plain = feed(Advisor(max_steps=max_steps), y)
+    scaled = feed(Advisor(max_steps=max_steps), a * y + b)
+    assert [x.verdict for x in scaled] == [x.verdict for x in plain]
+    assert [x.suggested_stop_step for x in scaled] == [x.suggested_stop_step for x in plain]
+    assert [x.best_step for x in scaled] == [x.best_step for x in plain]
+
+
+@settings(max_examples=25, deadline=None)
+@given(curves())
+def test_best_is_the_best_finite_value_so_far_and_stops_match_verdicts(curve):
+    y, max_steps = curve
+    advices = feed(Advisor(max_steps=max_steps), y)
+    for i, advice in enumerate(advices):
+        seen = y[: i + 1]
+        assert advice.step == i + 1
+        assert advice.best_value == seen.min()
+        assert advice.best_step == float(np.argmin(seen) + 1)
+        assert advice.should_stop == advice.verdict.stops
+        if advice.suggested_stop_step is not None:
+            assert advice.suggested_stop_step <= advice.step
+
+
+_any_float = st.floats(allow_nan=True, allow_infinity=True)
+_awkward = st.one_of(_any_float, st.sampled_from([0.0, -0.0, 1e308, -1e308, 5e-324, math.nan]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_awkward, min_size=1, max_size=30), st.sampled_from(["min", "max"]),
+       st.sampled_from([None, 10.0, 100.0]), st.booleans())
+def test_update_never_raises_on_arbitrary_floats_and_advice_is_json_safe(values, mode,
+                                                                        max_steps, with_train):
+    advisor = Advisor("val_loss", mode, train_metric="train_loss" if with_train else None,
+                      max_steps=max_steps, min_checks=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy overflow on 1e308 is fine
+        for i, v in enumerate(values):
+            metrics = {"val_loss": v, "lr": abs(v)}
+            if with_train:
+                metrics["train_loss"] = values[-1 - i]
+            advice = advisor.update(i + 1, metrics)
+            assert isinstance(advice, Advice)
+            assert isinstance(advice.verdict, Verdict)
+            data = advice.to_dict()
+            assert json.loads(json.dumps(data, allow_nan=False)) == data
+            assert advice.should_stop == advice.verdict.stops
+            if not math.isfinite(v):
+                assert advice.verdict is Verdict.DIVERGED
