@@ -84,7 +84,8 @@ def divergence_evidence(r: DivergenceResult, monitor: str, last_value: float, st
 
 def schedule_evidence(s: ScheduleState) -> Evidence:
     return Evidence("schedule", s.describe(),
-                    details={"known": s.known, "current": s.current, "peak": s.peak,
+                    details={"known": s.known, "constant": s.constant, "current": s.current,
+                             "peak": s.peak,
                              "drops": s.drops, "decay_pending": s.decay_pending,
                              "warming_up": s.warming_up})
 

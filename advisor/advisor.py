@@ -107,12 +107,17 @@ class Advisor:
             raise ValueError(f"monitor must be a metric name, but got {monitor!r}.")
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', but got {mode!r}.")
-        if max_steps is not None and not (isinstance(max_steps, int | float) and max_steps > 0):
+        if max_steps is not None and (isinstance(max_steps, bool) or not (
+                isinstance(max_steps, int | float) and max_steps > 0)):
             raise ValueError(f"max_steps must be a positive number or None, but got {max_steps!r}.")
         if min_checks < 3:
             raise ValueError(f"min_checks must be at least 3, but got {min_checks}.")
         if not 0 <= min_improvement < 1:
             raise ValueError(f"min_improvement must be in [0, 1), but got {min_improvement}.")
+        if noise_tolerance < 0:
+            raise ValueError(f"noise_tolerance cannot be negative, but got {noise_tolerance}.")
+        if stall_window < 3:
+            raise ValueError(f"stall_window must be at least 3, but got {stall_window}.")
         if confirm < 1:
             raise ValueError(f"confirm must be at least 1, but got {confirm}.")
         for name, value in (("alpha", alpha), ("confidence", confidence),
@@ -150,8 +155,10 @@ class Advisor:
         self.history = MetricHistory()
         self._fit: CurveFit | None = None
         self._fit_key: tuple[float, int] | None = None  # (phase start step, points at fit)
+        self._prediction: tuple[tuple[int, float], Any] | None = None  # cached per fit and step
         self._advice: Advice | None = None
-        self._plateau_run = 0  # consecutive checks judged a plateau
+        self._plateau_run = 0  # consecutive monitor checks judged a plateau
+        self._judged_step: float | None = None  # the monitor check judged last
 
     # ------------------------------------------------------------------ public API
     @property
@@ -163,6 +170,8 @@ class Advisor:
         """Record the metrics logged at ``step`` and return the advice with them.
 
         Metrics other than the monitored ones are kept too (the learning rate, for instance).
+        The advice is about the latest check of the monitor (``advice.step``): call this when
+        validation ran, or log other metrics in between and get the advice of the last check.
 
         Raises:
             MetricNotFoundError: the monitored metric was never logged (lists those that were);
@@ -187,6 +196,7 @@ class Advisor:
             "fit": None if self._fit is None else curve_fit_to_dict(self._fit),
             "fit_key": None if self._fit_key is None else list(self._fit_key),
             "plateau_run": self._plateau_run,
+            "judged_step": self._judged_step,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -201,7 +211,9 @@ class Advisor:
         self._fit = None if state.get("fit") is None else curve_fit_from_dict(state["fit"])
         key = state.get("fit_key")
         self._fit_key = None if key is None else (float(key[0]), int(key[1]))
-        self._plateau_run = max(int(state.get("plateau_run", 0)) - 1, 0)
+        self._plateau_run = int(state.get("plateau_run", 0))
+        step = state.get("judged_step")
+        self._judged_step = None if step is None else float(step)
         has_data = len(self.history) and self.history.logged(self.monitor).any()
         self._advice = self._advise() if has_data else None
 
@@ -217,11 +229,13 @@ class Advisor:
     def _advise(self) -> Advice:
         h = self.history
         sign, monitor = self._sign, self.monitor
-        run, self._plateau_run = self._plateau_run, 0  # stays 0 unless this check is a plateau
+        prev_run, prev_step = self._plateau_run, self._judged_step
+        self._plateau_run = 0  # stays 0 unless this check is a plateau
         logged = h.logged(monitor)
         x_all = h.steps[logged]
         y_all = sign * h.values(monitor)[logged]
         step = float(x_all[-1])
+        self._judged_step = step
         finite = np.isfinite(y_all)
         x, y = x_all[finite], y_all[finite]
         n = y.size
@@ -270,8 +284,7 @@ class Advisor:
         over = detect_overfitting(
             x, y, tolerance=max(tol, 2.0 * noise), alpha=self.alpha,
             train_values=None if self.train_metric is None
-            else h.values(self.train_metric)[logged][finite],
-            raw_values=sign * y)
+            else h.values(self.train_metric)[logged][finite])
         evidence.append(_explain.overfitting_evidence(over, monitor, self.train_metric,
                                                       float(x[over.best_index]), step, noise))
         if over.overfitting:
@@ -296,7 +309,8 @@ class Advisor:
                                  prior_best=float(before.min()) if before.size else None,
                                  stall_points=self.stall_window,
                                  confidence=self.confidence, alpha=self.alpha)
-        self._plateau_run = run + 1 if plateau.state is PlateauState.PLATEAU else 0
+        if plateau.state is PlateauState.PLATEAU:  # a check judged again is not counted twice
+            self._plateau_run = (prev_run - 1 if step == prev_step and prev_run else prev_run) + 1
         evidence.append(_explain.plateau_evidence(plateau, monitor, sign, self.confidence))
         evidence = tuple(evidence)
         text = evidence[-1].summary
@@ -336,8 +350,13 @@ class Advisor:
             self._fit_key = key
         if self._fit is None:
             return None
-        result = self._fit.predict(max(self.max_steps, float(x[-1])), self.forecast_level,
+        target = max(self.max_steps, float(x[-1]))
+        if self._prediction is not None and self._prediction[0] == (id(self._fit), target):
+            return self._prediction[1]
+        result = self._fit.predict(target, self.forecast_level,
                                    self.forecast_extrapolation)
-        if not all(math.isfinite(v) for v in (result.value, result.low, result.high)):
-            return None
-        return _explain.to_forecast(result, self._sign)
+        forecast = None
+        if all(math.isfinite(v) for v in (result.value, result.low, result.high)):
+            forecast = _explain.to_forecast(result, self._sign)
+        self._prediction = ((id(self._fit), target), forecast)
+        return forecast

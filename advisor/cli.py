@@ -13,13 +13,17 @@ from pathlib import Path
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from .io import read_curves
+    from .io import CurveFileError, read_curves
     from .replay import replay
 
     frame = read_curves(args.curves)
     kwargs = json.loads(args.advisor_kwargs) if args.advisor_kwargs else {}
-    decisions = replay(frame, monitor=args.monitor, mode=args.mode,
-                       train_metric=args.train_metric, step_column=args.step_column, **kwargs)
+    try:
+        decisions = replay(frame, monitor=args.monitor, mode=args.mode,
+                           train_metric=args.train_metric, step_column=args.step_column,
+                           **kwargs)
+    except ValueError as exc:
+        raise CurveFileError(f"{args.curves}: {exc}") from exc
     if args.out:
         out = Path(args.out)
         tmp = out.with_name(out.name + ".partial")

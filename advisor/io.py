@@ -34,7 +34,7 @@ def read_curves(path: str | Path) -> pd.DataFrame:
         raise CurveFileError(f"{path}: needs an 'epoch' or 'step' column; found columns "
                              f"{sorted(columns)}.")
     long = {"metric", "value"} <= columns
-    numeric = ["value"] if long else [c for c in ("epoch", "step") if c in columns]
+    numeric = [c for c in ("epoch", "step") if c in columns] + (["value"] if long else [])
     for column in numeric:
         values = pd.to_numeric(frame[column], errors="coerce")
         bad = values.isna() & frame[column].notna()

@@ -35,8 +35,8 @@ def long_to_wide(frame: pd.DataFrame, step_column: str | None = None) -> pd.Data
     """Long format (``run_id, epoch|step, metric, value[, task]``) to one column per metric."""
     step = _step_column(frame, "the long-format frame", step_column)
     keys = [c for c in ("task", "run_id") if c in frame.columns] + [step]
-    wide = frame.pivot_table(index=keys, columns="metric", values="value", aggfunc="last",
-                             dropna=False, observed=True, sort=True)
+    wide = frame.groupby(keys + ["metric"], sort=True, observed=True)["value"].last()
+    wide = wide.unstack("metric")
     wide.columns.name = None
     return wide.reset_index()
 
@@ -80,8 +80,6 @@ def replay(
     if train_metric is not None and train_metric not in frame.columns:
         raise ValueError(f"train metric {train_metric!r} is not in the data.")
     keys = [c for c in ("task", "run_id") if c in frame.columns]
-    groups: Iterable[tuple[Any, pd.DataFrame]] = (
-        frame.groupby(keys, sort=False, observed=True) if keys else [((), frame)])
     metric_columns = [c for c in frame.columns if c not in _NOT_METRICS and c != step
                       and pd.api.types.is_numeric_dtype(frame[c])]
     if frame[step].isna().any():
@@ -89,6 +87,8 @@ def replay(
     if frame.duplicated(keys + [step]).any():  # CSVLogger: several rows per epoch
         frame = frame.groupby(keys + [step], sort=False, observed=True)[metric_columns].last()
         frame = frame.reset_index()
+    groups: Iterable[tuple[Any, pd.DataFrame]] = (
+        frame.groupby(keys, sort=False, observed=True) if keys else [((), frame)])
     rows = []
     for key, run in groups:
         key = key if isinstance(key, tuple) else (key,)

@@ -119,6 +119,18 @@ def test_replay_of_a_lightning_frame_equals_replay_of_its_merged_rows():
     pd.testing.assert_frame_equal(got, expected)
 
 
+def test_replay_of_an_accuracy_in_mode_max_mirrors_the_loss_in_mode_min():
+    e = np.arange(1, 61)
+    loss = pd.DataFrame({"step": 100 * e, "val_loss": 0.3 + np.exp(-e / 4)})
+    acc = pd.DataFrame({"step": 100 * e, "val_acc": 1.0 - loss["val_loss"]})
+    low = replay(loss, monitor="val_loss", mode="min").iloc[0]
+    high = replay(acc, monitor="val_acc", mode="max").iloc[0]
+    assert high["verdict"] == low["verdict"] == "plateau"
+    assert high["stop_epoch"] == low["stop_epoch"] < 6000
+    assert high["best_epoch"] == low["best_epoch"]
+    assert high["best_value"] == pytest.approx(1.0 - low["best_value"])
+
+
 def test_replay_with_unknown_monitor_names_the_metrics_present():
     with pytest.raises(ValueError, match="val_acc.*train_loss, val_loss"):
         replay(_long_frame(), monitor="val_acc")

@@ -151,8 +151,11 @@ def _fit_family(name: str, t: np.ndarray, z: np.ndarray) -> _Member:
         q[j] += h
         jac[:, j] = (q[0] + q[1] * phi_of(t, q[None, 2:])[0] - (c[g] + a[g] * phi[g])) / h
     sigma2 = float(rss[g]) / max(n - k, 1)
-    with np.errstate(all="ignore"):
-        cov = np.linalg.pinv(jac.T @ jac) * sigma2
+    try:
+        with np.errstate(all="ignore"):
+            cov = np.linalg.pinv(jac.T @ jac) * sigma2
+    except np.linalg.LinAlgError:  # overflowing values: no parameter variance to report
+        cov = base.cov
     bic = n * math.log(max(float(rss[g]) / n, 1e-300)) + k * math.log(n)
     return _Member(name, params, cov if np.all(np.isfinite(cov)) else base.cov, bic)
 
@@ -186,7 +189,10 @@ def fit_learning_curve(
     origin = float(x[0]) - spacing
     span_x = float(x[-1]) - origin
     y_ref = median(y[-3:])
-    span_y = float(np.max(y) - np.min(y))
+    with np.errstate(over="ignore"):
+        span_y = float(np.max(y) - np.min(y))
+    if not math.isfinite(span_y):
+        return None  # values near the float limit: nothing sensible to fit
     if not span_y > 0:
         span_y = 1.0
     t = (x - origin) / span_x

@@ -25,8 +25,8 @@ class OverfittingResult:
             few checks came after it).
         gap: median of the latest checks minus the best, in metric units.
         tolerance: the smallest gap that counts.
-        generalization_loss: Prechelt's GL = 100 * (latest / best - 1) on the raw values (only
-            meaningful for positive losses; NaN otherwise).
+        generalization_loss: Prechelt's GL = 100 * (latest / best - 1) on ``raw_values`` (default:
+            the values), defined for positive losses; NaN otherwise (e.g. negated accuracies).
         progress_quotient: Prechelt's PQ = GL / P_k with the training progress P_k over the last
             strip of ``k`` checks (NaN without a training metric).
         train_trend: trend of the training metric over the same checks, if given.
@@ -108,7 +108,7 @@ def detect_overfitting(
     smooth = median_of_3(y)
     best = int(np.argmin(smooth))
     after = n - 1 - best
-    gl = prechelt_gl(float(raw[-1]), float(np.min(raw[: best + 1])))
+    gl = prechelt_gl(float(raw[-1]), float(np.nanmin(raw)))
     train_trend = None
     pq = nan
     if train_values is not None:
@@ -124,7 +124,7 @@ def detect_overfitting(
     u_stat, u_p = rank_sum_test(recent, near)
     idx = best + _subsample(after + 1, max_points)
     rise = trend_test(x[idx], y[idx])
-    if train_values is not None:
+    if train_values is not None and u_p < alpha and rise.pvalue_increasing < alpha:
         t = np.asarray(train_values, dtype=float)[idx]
         ok = np.isfinite(t)
         if ok.sum() >= 3:

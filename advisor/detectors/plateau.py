@@ -91,10 +91,11 @@ def detect_plateau(
     being smooth). The gain still to come is the slope times ``horizon`` (see
     :func:`remaining_gain_horizon`). Improving: a significant downward trend whose projected gain
     reaches ``tolerance``. Plateau: even the optimistic end of the slope interval projects less
-    than ``tolerance``, or the curve has stalled: no downward trend at all over the window
-    (Theil-Sen slope >= 0) over a window of at least ``stall_points`` checks, and the window's
-    best is not ``tolerance`` better than ``prior_best``, the best before the window. Undecided otherwise. ``noise`` (reported as
-    evidence) is measured on the window unless given. Assumes finite values, increasing steps.
+    than ``tolerance``, or the curve has stalled: no downward trend at all (Theil-Sen slope
+    >= 0) over a window of at least ``stall_points`` checks, and the window's best is not
+    ``tolerance`` better than ``prior_best``, the best before the window. Undecided otherwise.
+    ``noise`` (reported as evidence) is measured on the window unless given. Assumes finite
+    values and increasing steps.
 
     Wrong when: the curve is about to drop (a learning-rate decay, grokking, double descent);
     the callers pass the schedule so a plateau at a high learning rate is not a stop.
