@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Advice",
+    "AdvisorCallback",
     "Advisor",
     "AdvisorWarning",
     "Evidence",
@@ -25,3 +26,12 @@ __all__ = [
     "Verdict",
     "replay",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``advisor.AdvisorCallback`` is imported on first use, so ``import advisor`` stays light."""
+    if name == "AdvisorCallback":
+        from .callbacks.lightning import AdvisorCallback
+
+        return AdvisorCallback
+    raise AttributeError(f"module 'advisor' has no attribute {name!r}")

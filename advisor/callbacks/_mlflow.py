@@ -1,0 +1,183 @@
+"""Writing advice to an MLflow run from a background thread, so training never waits on it.
+
+One writer per run. ``submit`` only appends to an in-memory queue; a daemon thread merges what is
+pending into ``log_batch`` calls within MLflow's limits. When the tracking server cannot be
+reached, the writer warns once, keeps everything and retries with back-off; when the server is
+back, it writes the backlog in order. ``close`` flushes with a time limit and reports what was
+not written, so no logged data disappears silently.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..history import AdvisorWarning
+
+__all__ = ["MlflowWriter", "Unwritten", "resolve_run"]
+
+_MAX_METRICS, _MAX_TAGS, _MAX_TAG_CHARS = 1000, 100, 8000
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+
+
+@dataclass
+class Unwritten:
+    """What could not be written to MLflow by the end of the run."""
+
+    metrics: int = 0
+    tags: int = 0
+    artifacts: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.metrics or self.tags or self.artifacts)
+
+
+def resolve_run(tracking_uri: str | None, experiment_name: str, run_name: str | None):
+    """Return ``(client, run_id, created)``: the active MLflow run, else a new run.
+
+    A new run goes to ``experiment_name`` in ``tracking_uri`` (default: the environment's
+    ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``); an experiment created here is tagged
+    ``mlflow.experimentKind=custom_model_development`` so MLflow opens it as a training run.
+    """
+    import os
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    active = mlflow.active_run()
+    if active is not None and tracking_uri is None:
+        return MlflowClient(mlflow.get_tracking_uri()), active.info.run_id, False
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None or experiment.lifecycle_stage == "deleted":
+        experiment_id = client.create_experiment(
+            experiment_name, tags={EXPERIMENT_KIND_TAG: "custom_model_development"})
+    else:
+        experiment_id = experiment.experiment_id
+    tags = {"mlflow.runName": run_name} if run_name else None
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    return client, run.info.run_id, True
+
+
+class MlflowWriter:
+    """Background writer of metrics, tags and text artifacts to one MLflow run.
+
+    Args:
+        connect: returns ``(client, run_id)``; called in the background thread (and retried), so
+            an unreachable server at start does not block or crash training.
+        retry_seconds: the longest wait between two attempts while the server is down.
+    """
+
+    def __init__(self, connect: Callable[[], tuple[Any, str]], retry_seconds: float = 5.0):
+        self._connect = connect
+        self._retry = retry_seconds
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._metrics: list[tuple[str, float, int, int]] = []
+        self._tags: dict[str, str] = {}
+        self._artifacts: dict[str, str] = {}
+        self._closing = False
+        self._outage = False
+        self._client: Any = None
+        self.run_id: str | None = None
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._loop, name="advisor-mlflow", daemon=True)
+        self._thread.start()
+
+    def submit(self, metrics: dict[str, float] | None = None, step: int = 0,
+               tags: dict[str, str] | None = None) -> None:
+        """Queue metric values at ``step`` and tags (later tags replace earlier ones)."""
+        now = int(time.time() * 1000)
+        with self._lock:
+            for key, value in (metrics or {}).items():
+                self._metrics.append((key, float(value), now, int(step)))
+            for key, value in (tags or {}).items():
+                self._tags[key] = str(value)[:_MAX_TAG_CHARS]
+        self._wake.set()
+
+    def submit_artifact(self, name: str, text: str) -> None:
+        """Queue a text artifact (``advice.json``, a CSV, an HTML report)."""
+        with self._lock:
+            self._artifacts[name] = text
+        self._wake.set()
+
+    def close(self, timeout: float = 30.0) -> Unwritten:
+        """Write what is pending (waiting at most ``timeout`` seconds) and stop the thread."""
+        self._closing = True
+        self._wake.set()
+        self._thread.join(timeout)
+        with self._lock:
+            return Unwritten(len(self._metrics), len(self._tags), sorted(self._artifacts))
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything queued so far is written; False if the time ran out."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not (self._metrics or self._tags or self._artifacts):
+                    return True
+            time.sleep(0.02)
+        return False
+
+    # ------------------------------------------------------------------ background thread
+    def _loop(self) -> None:
+        delay = 0.25
+        while True:
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            try:
+                self._write_pending()
+            except Exception as exc:  # server down, network, bad response: keep data, retry
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if not self._outage:
+                    self._outage = True
+                    warnings.warn(
+                        f"training-advisor could not write to MLflow ({self.last_error}); "
+                        "training goes on, the advice is kept and will be written when the "
+                        "server is back.", AdvisorWarning, stacklevel=1)
+                time.sleep(delay)
+                delay = min(delay * 2, self._retry)
+                self._wake.set()
+                continue
+            if self._outage:
+                self._outage = False
+                warnings.warn("training-advisor reached MLflow again; the kept advice is written.",
+                              AdvisorWarning, stacklevel=1)
+            delay = 0.25
+            if self._closing:
+                with self._lock:
+                    if not (self._metrics or self._tags or self._artifacts):
+                        return
+
+    def _write_pending(self) -> None:
+        if self._client is None:
+            self._client, self.run_id = self._connect()
+        from mlflow.entities import Metric, RunTag
+
+        while True:
+            with self._lock:
+                metrics = self._metrics[:_MAX_METRICS]
+                tag_items = list(self._tags.items())[:_MAX_TAGS]
+                artifacts = list(self._artifacts.items())
+            if not metrics and not tag_items and not artifacts:
+                return
+            if metrics or tag_items:
+                self._client.log_batch(
+                    self.run_id, metrics=[Metric(k, v, ts, s) for k, v, ts, s in metrics],
+                    tags=[RunTag(k, v) for k, v in tag_items], synchronous=True)
+                with self._lock:
+                    del self._metrics[: len(metrics)]
+                    for key, value in tag_items:
+                        if self._tags.get(key) == value:
+                            del self._tags[key]
+            for name, text in artifacts[:1]:
+                self._client.log_text(self.run_id, text, name)
+                with self._lock:
+                    if self._artifacts.get(name) == text:
+                        del self._artifacts[name]

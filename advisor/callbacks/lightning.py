@@ -1,0 +1,296 @@
+"""Lightning callback: advice at every validation check, in MLflow, and a stop when asked."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import warnings
+from typing import Any
+
+from ..advice import Advice
+from ..advisor import Advisor
+from ..dashboards import advice_history_row, advice_markdown
+from ..history import AdvisorWarning
+from ._mlflow import MlflowWriter, resolve_run
+
+__all__ = ["AdvisorCallback"]
+
+
+def _callback_bases() -> tuple[type, ...]:
+    """Lightning's Callback from every Lightning package installed, so one class serves both."""
+    bases: list[type] = []
+    try:
+        from pytorch_lightning import Callback as PLCallback
+        bases.append(PLCallback)
+    except ImportError:
+        pass
+    try:
+        from lightning.pytorch import Callback as LCallback
+        bases.append(LCallback)
+    except ImportError:
+        pass
+    if not bases:
+        raise ImportError("AdvisorCallback needs pytorch-lightning (pip install "
+                          "'training-advisor[lightning]') or lightning.")
+    return tuple(dict.fromkeys(bases))
+
+
+class AdvisorCallback(*_callback_bases()):
+    """Runs the advisor at every validation check; logs the advice to MLflow; stops if asked.
+
+    Example:
+        >>> from pytorch_lightning import Trainer
+        >>> from advisor import AdvisorCallback
+        >>> trainer = Trainer(max_epochs=50, callbacks=[
+        ...     AdvisorCallback(monitor="val_loss", train_metric="train_loss", action="stop")])
+
+    It reads the values Lightning already logged (``trainer.callback_metrics``), the optimizer's
+    learning rate and the trainer's budget (``max_epochs``, or ``max_steps`` when validation runs
+    several times an epoch). The MLflow run is the trainer's ``MLFlowLogger`` run; else the active
+    MLflow run; else a new run in ``tracking_uri`` (default: ``MLFLOW_TRACKING_URI``, else
+    ``sqlite:///mlflow.db``), to which the trainer's metrics are then logged too.
+
+    Args:
+        monitor, mode, train_metric: as for :class:`advisor.Advisor`.
+        action: ``"advise"`` (log only) or ``"stop"`` (also stop the trainer when the advice
+            says so, on every rank at the same check, not before ``Trainer(min_epochs=...)``).
+        log_to_mlflow: write metrics, tags, description and artifacts to MLflow.
+        tracking_uri, experiment_name, run_name: where a new run goes when no run is given.
+        strict: raise errors from inside the advisor instead of warning and going on.
+        **advisor_kwargs: further :class:`advisor.Advisor` settings.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        mode: str = "min",
+        train_metric: str | None = None,
+        action: str = "advise",
+        *,
+        log_to_mlflow: bool = True,
+        tracking_uri: str | None = None,
+        experiment_name: str = "training-advisor",
+        run_name: str | None = None,
+        strict: bool = False,
+        **advisor_kwargs: Any,
+    ) -> None:
+        if action not in ("advise", "stop"):
+            raise ValueError(f"action must be 'advise' or 'stop', but got {action!r}.")
+        Advisor(monitor, mode, train_metric, **advisor_kwargs)  # validate the settings now
+        self.monitor, self.mode, self.train_metric = monitor, mode, train_metric
+        self.action = action
+        self.log_to_mlflow = log_to_mlflow
+        self.tracking_uri, self.experiment_name, self.run_name = (
+            tracking_uri, experiment_name, run_name)
+        self.strict = strict
+        self.advisor_kwargs = advisor_kwargs
+        self.advisor: Advisor | None = None
+        self.advice: Advice | None = None
+        self.history: list[dict[str, Any]] = []
+        self.stop_reason: str | None = None
+        self.stopped_step: float | None = None
+        self.unit = "epoch"
+        self.budget: float | None = None
+        self._writer: MlflowWriter | None = None
+        self._log_trainer_metrics = False
+        self._warned: set[str] = set()
+        self._pending_state: dict[str, Any] | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(monitor=self.monitor, mode=self.mode)
+
+    # ------------------------------------------------------------------ hooks (thin)
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage != "fit":
+            return
+        per_epoch = trainer.val_check_interval == 1.0 if isinstance(
+            trainer.val_check_interval, float) else False
+        self.unit = "epoch" if per_epoch else "step"
+        if per_epoch:
+            self.budget = float(trainer.max_epochs) if trainer.max_epochs not in (None, -1) else None
+        else:
+            self.budget = None  # estimated_stepping_batches needs the dataloaders: set later
+        self.advisor = Advisor(self.monitor, self.mode, self.train_metric,
+                               max_steps=self.budget, **self.advisor_kwargs)
+        if self._pending_state is not None:
+            self._restore(self._pending_state)
+        if self.log_to_mlflow and trainer.is_global_zero:
+            self._start_writer(trainer)
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.sanity_checking or self.advisor is None:
+            return
+        try:
+            self._check(trainer)
+        except Exception as exc:
+            if self.strict:
+                raise
+            self._warn_once("check", f"training-advisor skipped a check: {type(exc).__name__}: "
+                                     f"{exc} (training goes on; pass strict=True to raise).")
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if self._writer is None:
+            return
+        try:
+            self._write_final()
+        except Exception as exc:
+            if self.strict:
+                raise
+            self._warn_once("final", f"training-advisor could not write its final advice: {exc}")
+        unwritten = self._writer.close(timeout=30.0)
+        if unwritten:
+            self._warn_once("unwritten", (
+                f"training-advisor could not write to MLflow run {self._writer.run_id}: "
+                f"{unwritten.metrics} metric value(s), {unwritten.tags} tag(s) and artifacts "
+                f"{unwritten.artifacts} are not written ({self._writer.last_error}). The final "
+                f"advice is in callback.advice and callback.history."))
+        self._writer = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"advisor": None if self.advisor is None else self.advisor.state_dict(),
+                "history": list(self.history), "stop_reason": self.stop_reason}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.advisor is None:
+            self._pending_state = dict(state_dict)  # restored in setup, once the budget is known
+        else:
+            self._restore(state_dict)
+
+    # ------------------------------------------------------------------ the rule
+    def _restore(self, state: dict[str, Any]) -> None:
+        if state.get("advisor") is not None:
+            self.advisor.load_state_dict(state["advisor"])
+            self.advice = self.advisor.advice
+        self.history = list(state.get("history", []))
+        self.stop_reason = state.get("stop_reason")
+        self._pending_state = None
+
+    def _check(self, trainer: Any) -> None:
+        metrics = self._read_metrics(trainer)
+        # decide once: rank 0's values go to every rank, so the advice is identical everywhere
+        metrics = trainer.strategy.broadcast(metrics, src=0)
+        if self.monitor not in metrics:
+            raise KeyError(f"monitored metric {self.monitor!r} was not logged at this check; "
+                           f"metrics present: {', '.join(sorted(metrics)) or 'none'}.")
+        if self.unit == "step" and self.advisor.max_steps is None:
+            self.advisor.max_steps = float(trainer.estimated_stepping_batches)
+            self.budget = self.advisor.max_steps
+        step = trainer.current_epoch + 1 if self.unit == "epoch" else trainer.global_step
+        advice = self.advisor.update(step, metrics)
+        self.advice = advice
+        if self.history and self.history[-1]["step"] == advice.step:
+            self.history[-1] = advice_history_row(advice)
+        else:
+            self.history.append(advice_history_row(advice))
+        if self._writer is not None:
+            self._log(trainer, metrics, advice)
+        if self.action == "stop" and advice.should_stop and self._can_stop(trainer):
+            self.stop_reason = advice.reason
+            self.stopped_step = advice.step
+            trainer.should_stop = True
+            if trainer.is_global_zero:
+                print(f"training-advisor stopped training at {self.unit} {advice.step:g}: "
+                      f"{advice.reason}")
+
+    def _read_metrics(self, trainer: Any) -> dict[str, float]:
+        values: dict[str, float] = {}
+        for key, value in trainer.callback_metrics.items():
+            try:
+                values[key] = float(value)
+            except (TypeError, ValueError):
+                continue  # not a scalar: not a curve the advisor can judge
+        optimizers = getattr(trainer, "optimizers", None) or []
+        if optimizers and "lr" not in values:
+            values["lr"] = float(optimizers[0].param_groups[0]["lr"])
+        return values
+
+    def _can_stop(self, trainer: Any) -> bool:
+        """Stop only once Trainer(min_epochs/min_steps) is met, so no early decision latches."""
+        min_epochs = trainer.fit_loop.min_epochs or 0
+        min_steps = trainer.fit_loop.min_steps or 0
+        return trainer.current_epoch + 1 >= min_epochs and trainer.global_step >= min_steps
+
+    # ------------------------------------------------------------------ MLflow (rank 0 only)
+    def _start_writer(self, trainer: Any) -> None:
+        logger = self._mlflow_logger(trainer)
+        if logger is not None:
+            def connect() -> tuple[Any, str]:
+                return logger.experiment, logger.run_id
+        else:
+            self._log_trainer_metrics = True
+
+            def connect() -> tuple[Any, str]:
+                client, run_id, _ = resolve_run(self.tracking_uri, self.experiment_name,
+                                                self.run_name)
+                return client, run_id
+        self._writer = MlflowWriter(connect)
+
+    @staticmethod
+    def _mlflow_logger(trainer: Any) -> Any:
+        for logger in getattr(trainer, "loggers", []):
+            if type(logger).__name__ == "MLFlowLogger":
+                return logger
+        return None
+
+    def _log(self, trainer: Any, metrics: dict[str, float], advice: Advice) -> None:
+        step = int(advice.step)
+        values = {f"advisor/{k}": v for k, v in self._advice_metrics(advice).items()
+                  if v is not None and math.isfinite(v)}
+        if self._log_trainer_metrics:
+            values.update({k: v for k, v in metrics.items() if math.isfinite(v)})
+        checkpoint = self._best_checkpoint(trainer, advice)
+        tags = {
+            "advisor.verdict": advice.verdict.value,
+            "advisor.reason": advice.reason,
+            f"advisor.best_{self.unit}": f"{advice.best_step:g}" if advice.best_step else "",
+            f"advisor.suggested_stop_{self.unit}": "" if advice.suggested_stop_step is None
+            else f"{advice.suggested_stop_step:g}",
+            "mlflow.note.content": advice_markdown(advice, self.unit, self.budget, checkpoint),
+        }
+        if checkpoint:
+            tags["advisor.best_checkpoint"] = checkpoint
+        self._writer.submit(values, step=step, tags=tags)
+
+    @staticmethod
+    def _advice_metrics(advice: Advice) -> dict[str, float | None]:
+        row = advice_history_row(advice)
+        return {"should_stop": float(advice.should_stop), "trend_pvalue": row["trend_pvalue"],
+                "slope": row["slope"], "forecast": row["forecast"],
+                "forecast_low": row["forecast_low"], "forecast_high": row["forecast_high"],
+                "expected_gain": row["expected_gain"], "best_value": row["best_value"]}
+
+    def _best_checkpoint(self, trainer: Any, advice: Advice) -> str | None:
+        """The best_model_path of a ModelCheckpoint on the same metric, if it saved the best."""
+        for cb in getattr(trainer, "checkpoint_callbacks", []):
+            if getattr(cb, "monitor", None) != self.monitor:
+                continue
+            path = getattr(cb, "best_model_path", "")
+            score = getattr(cb, "best_model_score", None)
+            if path and score is not None and advice.best_value is not None and math.isclose(
+                    float(score), advice.best_value, rel_tol=1e-6, abs_tol=1e-12):
+                return path
+            if advice.should_stop:
+                self._warn_once("checkpoint", f"the best {self.unit} ({advice.best_step:g}) was "
+                                              f"never checkpointed by {type(cb).__name__}.")
+        return None
+
+    def _write_final(self) -> None:
+        if self.advice is None:
+            return
+        final = self.advice.to_dict()
+        final["stopped"] = self.stop_reason is not None
+        final["unit"] = self.unit
+        self._writer.submit_artifact("advice.json", json.dumps(final, indent=2))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(self.history[0]))
+        writer.writeheader()
+        writer.writerows(self.history)
+        self._writer.submit_artifact("advice_history.csv", buffer.getvalue())
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, AdvisorWarning, stacklevel=2)

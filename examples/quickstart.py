@@ -1,0 +1,91 @@
+"""Quickstart: an MLP on scikit-learn's digits, trained with the advisor in stop mode.
+
+Logs to the embedded MLflow store (``sqlite:///mlflow.db``), prints the final advice and the
+command that opens it in the MLflow UI. Runs on a CPU in about a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import warnings
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import MLFlowLogger
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from advisor import AdvisorCallback
+
+
+class DigitsMLP(pl.LightningModule):
+    def __init__(self, hidden: int = 64, lr: float = 3e-3) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.cross_entropy(self(x), y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.log("val_loss", nn.functional.cross_entropy(logits, y))
+        self.log("val_acc", (logits.argmax(1) == y).float().mean())
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, step_size=30, gamma=0.3)]
+
+
+def loaders(batch_size: int = 128, seed: int = 0) -> tuple[DataLoader, DataLoader]:
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype("float32")
+    x_tr, x_va, y_tr, y_va = train_test_split(x, y, test_size=0.3, random_state=seed, stratify=y)
+    train = TensorDataset(torch.from_numpy(x_tr), torch.from_numpy(y_tr))
+    val = TensorDataset(torch.from_numpy(x_va), torch.from_numpy(y_va))
+    return (DataLoader(train, batch_size=batch_size, shuffle=True),
+            DataLoader(val, batch_size=512))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-epochs", type=int, default=60)
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI",
+                                                                 "sqlite:///mlflow.db"))
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    pl.seed_everything(0, verbose=False)
+    train, val = loaders()
+    logger = MLFlowLogger(experiment_name="training-advisor-quickstart",
+                          tracking_uri=args.tracking_uri)
+    advisor = AdvisorCallback(monitor="val_loss", mode="min", train_metric="train_loss",
+                              action="stop")
+    trainer = pl.Trainer(max_epochs=args.max_epochs, logger=logger, callbacks=[advisor],
+                         enable_progress_bar=False, enable_model_summary=False,
+                         log_every_n_steps=10)
+    trainer.fit(DigitsMLP(), train, val)
+    advice = advisor.advice
+    print()
+    print(f"Verdict: {advice.verdict.value} at epoch {advice.step:g} of {args.max_epochs} "
+          f"(stopped: {advisor.stop_reason is not None})")
+    print(f"Reason:  {advice.reason}")
+    print(f"Best val_loss {advice.best_value:.4f} at epoch {advice.best_step:g}")
+    experiment_id = logger.experiment_id
+    print()
+    print("Open the advice in the MLflow UI:")
+    print(f"  .venv/bin/mlflow ui --backend-store-uri {args.tracking_uri} --port 5000")
+    print(f"  then http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{logger.run_id}")
+
+
+if __name__ == "__main__":
+    main()
