@@ -22,7 +22,7 @@ from advisor import AdvisorCallback
 
 
 class DigitsMLP(pl.LightningModule):
-    def __init__(self, hidden: int = 64, lr: float = 3e-3) -> None:
+    def __init__(self, hidden: int = 128, lr: float = 1e-2) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
@@ -43,8 +43,7 @@ class DigitsMLP(pl.LightningModule):
         self.log("val_acc", (logits.argmax(1) == y).float().mean())
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
-        return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, step_size=30, gamma=0.3)]
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
 
 def loaders(batch_size: int = 128, seed: int = 0) -> tuple[DataLoader, DataLoader]:
@@ -59,7 +58,7 @@ def loaders(batch_size: int = 128, seed: int = 0) -> tuple[DataLoader, DataLoade
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-epochs", type=int, default=60)
+    parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI",
                                                                  "sqlite:///mlflow.db"))
     args = parser.parse_args()

@@ -97,6 +97,7 @@ class AdvisorCallback(*_callback_bases()):
         self._log_trainer_metrics = False
         self._warned: set[str] = set()
         self._pending_state: dict[str, Any] | None = None
+        self._lr: float | None = None
 
     @property
     def state_key(self) -> str:
@@ -106,19 +107,23 @@ class AdvisorCallback(*_callback_bases()):
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit":
             return
-        per_epoch = trainer.val_check_interval == 1.0 if isinstance(
-            trainer.val_check_interval, float) else False
+        interval = trainer.val_check_interval
+        per_epoch = isinstance(interval, float) and interval == 1.0
         self.unit = "epoch" if per_epoch else "step"
-        if per_epoch:
-            self.budget = float(trainer.max_epochs) if trainer.max_epochs not in (None, -1) else None
-        else:
-            self.budget = None  # estimated_stepping_batches needs the dataloaders: set later
+        max_epochs = trainer.max_epochs
+        # per step, estimated_stepping_batches needs the dataloaders: set at the first check
+        self.budget = float(max_epochs) if per_epoch and max_epochs not in (None, -1) else None
         self.advisor = Advisor(self.monitor, self.mode, self.train_metric,
                                max_steps=self.budget, **self.advisor_kwargs)
         if self._pending_state is not None:
             self._restore(self._pending_state)
         if self.log_to_mlflow and trainer.is_global_zero:
             self._start_writer(trainer)
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        # the rate this epoch trains with (schedulers step before validation ends)
+        optimizers = getattr(trainer, "optimizers", None) or []
+        self._lr = float(optimizers[0].param_groups[0]["lr"]) if optimizers else None
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or self.advisor is None:
@@ -202,9 +207,8 @@ class AdvisorCallback(*_callback_bases()):
                 values[key] = float(value)
             except (TypeError, ValueError):
                 continue  # not a scalar: not a curve the advisor can judge
-        optimizers = getattr(trainer, "optimizers", None) or []
-        if optimizers and "lr" not in values:
-            values["lr"] = float(optimizers[0].param_groups[0]["lr"])
+        if self._lr is not None and "lr" not in values:
+            values["lr"] = self._lr
         return values
 
     def _can_stop(self, trainer: Any) -> bool:
