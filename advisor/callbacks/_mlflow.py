@@ -5,12 +5,22 @@ pending into ``log_batch`` calls within MLflow's limits. When the tracking serve
 reached, the writer warns once, keeps everything and retries with back-off; when the server is
 back, it writes the backlog in order. ``close`` flushes with a time limit and reports what was
 not written, so no logged data disappears silently.
+
+MLflow's HTTP client retries a refused connection by itself for about four minutes
+(``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``; the settings are
+process-wide environment variables, so the writer does not change them). So that an outage is
+seen, warned about and retried on the writer's own short schedule, the writer first checks that
+an ``http(s)`` tracking server accepts connections (unless a proxy is configured for it).
 """
 
 from __future__ import annotations
 
+import socket
+import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +32,9 @@ __all__ = ["MlflowWriter", "Unwritten", "resolve_run"]
 
 _MAX_METRICS, _MAX_TAGS, _MAX_TAG_CHARS = 1000, 100, 8000
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+_CONNECT_TIMEOUT = 5.0
+# MLflow's active run is per thread: the writer's thread sees the run active where it was made
+_caller = threading.local()
 
 
 @dataclass
@@ -49,9 +62,11 @@ def resolve_run(tracking_uri: str | None, experiment_name: str, run_name: str | 
     from mlflow import MlflowClient
 
     active = mlflow.active_run()
-    if active is not None and tracking_uri is None:
-        return MlflowClient(mlflow.get_tracking_uri()), active.info.run_id, False
+    active_id = active.info.run_id if active is not None else getattr(_caller, "run_id", None)
+    if active_id is not None and tracking_uri is None:
+        return MlflowClient(mlflow.get_tracking_uri()), active_id, False
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    _check_reachable(uri)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None or experiment.lifecycle_stage == "deleted":
@@ -62,6 +77,32 @@ def resolve_run(tracking_uri: str | None, experiment_name: str, run_name: str | 
     tags = {"mlflow.runName": run_name} if run_name else None
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     return client, run.info.run_id, True
+
+
+def _check_reachable(uri: str | None, timeout: float = _CONNECT_TIMEOUT) -> None:
+    """Raise ``ConnectionError`` at once if an ``http(s)`` tracking server refuses connections.
+
+    Without it, MLflow's own retries hold a call for minutes before it fails. Other stores, and
+    servers reached through a configured proxy, are not checked.
+    """
+    parts = urllib.parse.urlsplit(uri or "")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    if urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.hostname):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"MLflow server {parts.hostname}:{port} is unreachable "
+                              f"({exc})") from exc
+
+
+def _active_run_id() -> str | None:
+    """The MLflow run active in the calling thread (mlflow not imported: none)."""
+    mlflow = sys.modules.get("mlflow")
+    active = getattr(mlflow, "active_run", lambda: None)() if mlflow is not None else None
+    return None if active is None else active.info.run_id
 
 
 class MlflowWriter:
@@ -82,7 +123,9 @@ class MlflowWriter:
         self._tags: dict[str, str] = {}
         self._artifacts: dict[str, str] = {}
         self._closing = False
+        self._abandoned = False
         self._outage = False
+        self._caller_run_id = _active_run_id()
         self._client: Any = None
         self.run_id: str | None = None
         self.last_error: str | None = None
@@ -112,6 +155,9 @@ class MlflowWriter:
         self._wake.set()
         self._thread.join(timeout)
         with self._lock:
+            # what is reported as not written stays so: the thread gives up, and no late
+            # write (or warning) comes from it after the run has ended
+            self._abandoned = self._thread.is_alive()
             return Unwritten(len(self._metrics), len(self._tags), sorted(self._artifacts))
 
     def flush(self, timeout: float = 30.0) -> bool:
@@ -127,10 +173,13 @@ class MlflowWriter:
 
     # ------------------------------------------------------------------ background thread
     def _loop(self) -> None:
+        _caller.run_id = self._caller_run_id
         delay = 0.25
         while True:
             self._wake.wait(timeout=1.0)
             self._wake.clear()
+            if self._abandoned:
+                return
             try:
                 self._write_pending()
             except Exception as exc:  # server down, network, bad response: keep data, retry
@@ -158,6 +207,8 @@ class MlflowWriter:
     def _write_pending(self) -> None:
         if self._client is None:
             self._client, self.run_id = self._connect()
+        else:
+            _check_reachable(getattr(self._client, "tracking_uri", None))
         from mlflow.entities import Metric, RunTag
 
         while True:

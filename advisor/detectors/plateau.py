@@ -33,6 +33,8 @@ class PlateauResult:
         projected_gain: gain the point slope projects over the horizon (>= 0).
         projected_gain_high: gain the optimistic end of the slope interval projects (>= 0).
         tolerance: the smallest gain worth training for.
+        stalled: the plateau rests on the stall rule (no downward trend, no new best) rather
+            than on the slope interval.
     """
 
     state: PlateauState
@@ -44,6 +46,7 @@ class PlateauResult:
     projected_gain: float
     projected_gain_high: float
     tolerance: float
+    stalled: bool = False
 
 
 def adaptive_window(n: int, fraction: float, min_points: int, max_points: int) -> np.ndarray:
@@ -106,14 +109,15 @@ def detect_plateau(
     noise = noise_scale(y) if noise is None else noise
     gain = max(0.0, -trend.slope) * horizon
     gain_high = max(0.0, -trend.low_slope) * horizon
+    stalled = False
     if trend.pvalue_decreasing < alpha and gain >= tolerance:
         state = PlateauState.IMPROVING
-    elif gain_high <= tolerance or (
-        prior_best is not None and y.size >= stall_points and trend.slope >= 0
-        and prior_best - float(y.min()) < tolerance
-    ):
+    elif gain_high <= tolerance:
         state = PlateauState.PLATEAU
+    elif (prior_best is not None and y.size >= stall_points and trend.slope >= 0
+          and prior_best - float(y.min()) < tolerance):
+        state, stalled = PlateauState.PLATEAU, True
     else:
         state = PlateauState.UNDECIDED
     return PlateauResult(state, trend, float(x[0]), float(x[-1]), noise, horizon, gain, gain_high,
-                         tolerance)
+                         tolerance, stalled)
