@@ -189,12 +189,18 @@ def fit_learning_curve(
     origin = float(x[0]) - spacing
     span_x = float(x[-1]) - origin
     y_ref = median(y[-3:])
-    with np.errstate(over="ignore"):
-        span_y = float(np.max(y) - np.min(y))
-    if not math.isfinite(span_y):
-        return None  # values near the float limit: nothing sensible to fit
-    if not span_y > 0:
-        span_y = 1.0
+    # The curve's range, from a start robust to initialisation transients (the median of the
+    # first quarter); values far above that start are clipped so they do not drive the fit.
+    start = median(y[: max(3, y.size // 4)])
+    with np.errstate(over="ignore", invalid="ignore"):
+        span_y = float(start - np.min(y))
+        if not span_y > 0:
+            span_y = float(np.max(y) - np.min(y))
+        if not math.isfinite(span_y):
+            return None  # values near the float limit: nothing sensible to fit
+        if not span_y > 0:
+            span_y = 1.0
+        y = np.minimum(y, start + span_y)
     t = (x - origin) / span_x
     z = (y - y_ref) / span_y
     members = [_fit_family(name, t, z) for name in _FAMILIES]
