@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                 for r in part]
     table, result = [], {"split": args.split, "max_runs_per_task": args.max_runs_per_task,
                          "level": 0.9, "target": [0.85, 0.95], "by_source": {}}
-    header = f"{'source':<10}{'budget':>8}{'runs':>7}{'coverage':>10}{'median width':>14}{'target':>8}"
+    header = (f"{'source':<10}{'budget':>8}{'runs':>7}{'coverage':>10}{'median width':>14}"
+              f"{'target':>8}")
     table.append(header)
     for source in sorted({r["source"] for r in rows}):
         result["by_source"][source] = {}

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,3 +90,99 @@ def saturating_curve() -> np.ndarray:
     """0.3 + exp(-e/4) for epochs 1..60: saturates within about 30 epochs."""
     e = np.arange(1, 61, dtype=float)
     return 0.3 + np.exp(-e / 4)
+
+
+# ---------------------------------------------------------------------------- MLflow server
+class MlflowServer:
+    """A real ``mlflow server`` on a free loopback port, SQLite backend and artifacts in ``root``.
+
+    ``stop()`` and ``start()`` take it down and bring it back on the same port with the same
+    backend (for outage tests); ``url`` is what clients pass as the tracking URI.
+    """
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root = root
+        self.port = port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = root / "server.log"
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start the server (no-op if it runs) and wait until ``/health`` answers."""
+        if self.running:
+            return
+        mlflow_exe = Path(sys.executable).parent / "mlflow"
+        command = [str(mlflow_exe), "server",
+                   "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+                   "--artifacts-destination", str(self.root / "artifacts"),
+                   "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+        with open(self.log_path, "ab") as log:
+            # its own process group: stop() ends the server and its uvicorn worker together
+            self._proc = subprocess.Popen(command, cwd=self.root, env=env, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {self._proc.returncode}:\n"
+                                   f"{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"mlflow server not ready after {timeout:g} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """Terminate the server (its whole process group) and wait until the port is closed."""
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait(timeout=10)
+        # the uvicorn worker may outlive its parent for a moment: wait for the port to close
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _port_open(self.port):
+            time.sleep(0.1)
+        self._proc = None
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> MlflowServer:
+    """One real MLflow tracking server for the whole test session (started on first use)."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
