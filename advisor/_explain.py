@@ -9,7 +9,6 @@ from __future__ import annotations
 from .advice import Evidence, Forecast
 from .detectors import (
     DivergenceResult,
-    ForecastResult,
     OverfittingResult,
     PlateauResult,
     ScheduleState,
@@ -90,9 +89,10 @@ def schedule_evidence(s: ScheduleState) -> Evidence:
                              "warming_up": s.warming_up})
 
 
-def to_forecast(r: ForecastResult, sign: float) -> Forecast:
+def to_forecast(r: Forecast, sign: float) -> Forecast:
+    """The detector's forecast (lower is better) in the metric's own direction."""
     low, high = sorted((sign * r.low, sign * r.high))
-    return Forecast(r.step, sign * r.value, low, high, r.level, r.models)
+    return Forecast(r.step, sign * r.value, low, high, r.level, r.models, r.weights)
 
 
 def forecast_evidence(f: Forecast, gain: float, gain_interval: tuple[float, float],

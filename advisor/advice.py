@@ -84,7 +84,8 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Forecast:
-    """The predicted value of the monitored metric at ``step``, with a prediction interval."""
+    """The predicted value of the monitored metric at ``step``, with a ``level`` prediction
+    interval, from the learning-curve ``models`` weighted by ``weights`` (BIC)."""
 
     step: float
     value: float
@@ -92,6 +93,7 @@ class Forecast:
     high: float
     level: float
     models: tuple[str, ...]
+    weights: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _json_safe(getattr(self, f.name)) for f in fields(self)}

@@ -5,7 +5,7 @@ negates ``mode="max"`` metrics before calling them.
 """
 
 from .divergence import DivergenceResult, detect_divergence
-from .forecast import CurveFit, ForecastResult, fit_learning_curve
+from .forecast import CurveFit, fit_learning_curve
 from .overfitting import OverfittingResult, detect_overfitting
 from .plateau import PlateauResult, PlateauState, detect_plateau
 from .schedule import ScheduleState, read_schedule
@@ -13,7 +13,6 @@ from .schedule import ScheduleState, read_schedule
 __all__ = [
     "CurveFit",
     "DivergenceResult",
-    "ForecastResult",
     "OverfittingResult",
     "PlateauResult",
     "PlateauState",

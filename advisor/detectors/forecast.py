@@ -9,9 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtri
 
+from ..advice import Forecast
 from ._stats import median
 
-__all__ = ["CurveFit", "ForecastResult", "curve_fit_from_dict", "curve_fit_to_dict",
+__all__ = ["CurveFit", "curve_fit_from_dict", "curve_fit_to_dict",
            "fit_learning_curve"]
 
 
@@ -39,19 +40,6 @@ _FAMILIES: dict[str, tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], np.nd
     "exp3": (_exp3, _grid(np.geomspace(1e-3, 100.0, 48))),
     "logpower": (_logpower, _grid(np.linspace(-5.0, 3.0, 24), np.geomspace(0.05, 10.0, 16))),
 }
-
-
-@dataclass(frozen=True)
-class ForecastResult:
-    """Predicted value of the curve at ``step`` with a ``level`` prediction interval."""
-
-    step: float
-    value: float
-    low: float
-    high: float
-    level: float
-    models: tuple[str, ...]
-    weights: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -84,7 +72,7 @@ class CurveFit:
     n: int
 
     def predict(self, step: float, level: float = 0.9, extrapolation: float = 0.3,
-                exponent: float = 0.8) -> ForecastResult:
+                exponent: float = 0.8) -> Forecast:
         """Ensemble prediction at ``step``.
 
         The members are weighted by BIC (``exp(-BIC/2)``). The predictive variance is the weighted
@@ -116,7 +104,7 @@ class CurveFit:
         var += (extrapolation * max(t - 1.0, 0.0) ** exponent) ** 2
         z = float(ndtri(0.5 + level / 2.0)) * math.sqrt(var)
         scale = self.span_y
-        return ForecastResult(
+        return Forecast(
             float(step), mean * scale + self.y_ref, (mean - z) * scale + self.y_ref,
             (mean + z) * scale + self.y_ref, level, tuple(m.name for m in self.members),
             tuple(float(v) for v in w),
