@@ -30,6 +30,8 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
 import datetime as dt
+import hashlib
+import inspect
 import json
 import math
 import multiprocessing as mp
@@ -48,6 +50,7 @@ if __package__ in (None, ""):  # allow ``python benchmarks/stopping.py``
     __package__ = "benchmarks"
 
 from benchmarks._curves import (  # noqa: E402
+    CACHE_DIR,
     DATA_DIR,
     Monitor,
     Run,
@@ -350,6 +353,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs-csv", type=Path,
                    default=ROOT / "benchmarks" / ".cache" / "stopping_runs.csv.gz",
                    help="per-run stops and regrets (for digging into failures)")
+    p.add_argument("--fresh", action="store_true",
+                   help="ignore and do not write the store of finished replays (benchmarks/.cache/"
+                        "replays/), which otherwise lets a killed or repeated run resume")
+    p.add_argument("--store", type=Path, default=None,
+                   help="use this file of finished replays whatever its key (e.g. to re-render a "
+                        "report after the advisor's source changed; you vouch it still fits)")
     p.add_argument("--selfcheck", action="store_true", help="check the anchors and exit")
     return p.parse_args(argv)
 
@@ -381,34 +390,77 @@ def build_jobs(args: argparse.Namespace) -> tuple[list[tuple[Run, Monitor]], dic
     return jobs, weights, splits, sizes
 
 
+def store_path(cache_dir: Path, use_advisor: bool, advisor_kwargs: dict[str, Any]) -> Path:
+    """Where finished replays are appended, keyed by everything that changes their result: the
+    anchors and loader (``_rules``, ``_curves``), :func:`replay`, the advisor's source files and
+    its kwargs. A killed or repeated run resumes from it."""
+    h = hashlib.sha1()
+    files = [Path(__file__).with_name("_rules.py"), Path(__file__).with_name("_curves.py")]
+    if use_advisor:
+        import advisor
+
+        files += sorted(Path(advisor.__file__).parent.rglob("*.py"))
+    for f in files:
+        h.update(f.read_bytes())
+    h.update(inspect.getsource(replay).encode())
+    h.update(json.dumps([use_advisor, advisor_kwargs], sort_keys=True).encode())
+    return cache_dir / "replays" / f"{h.hexdigest()[:16]}.jsonl"
+
+
+def _job_key(run: Run, mon: Monitor) -> str:
+    return f"{run.source}|{run.task}|{run.run_id}|{mon.metric}"
+
+
 def run_jobs(jobs: list[tuple[Run, Monitor]], workers: int, use_advisor: bool,
-             advisor_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+             advisor_kwargs: dict[str, Any], store: Path | None) -> tuple[list[dict], int]:
+    """Replay every job (long runs first) on ``workers`` processes; return results and how many
+    came from ``store`` (finished replays of an earlier, identical run)."""
     global _JOBS
     _JOBS = jobs
-    order = sorted(range(len(jobs)), key=lambda i: -jobs[i][0].n_evals)  # long runs first
-    results: list[dict[str, Any]] = [{}] * len(jobs)
+    done_before: dict[str, dict] = {}
+    if store is not None and store.exists():
+        for line in store.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+            done_before[rec["job"]] = rec["res"]
+    results: list[dict[str, Any]] = [done_before.get(_job_key(*j), {}) for j in jobs]
+    todo = sorted((i for i, r in enumerate(results) if not r), key=lambda i: -jobs[i][0].n_evals)
+    resumed = len(jobs) - len(todo)
+    if resumed:
+        print(f"[stopping] {resumed} replays resumed from {store}", file=sys.stderr)
     t0, last = time.time(), 0.0
     if workers <= 1:
         _init_worker(use_advisor, advisor_kwargs)
-        it = map(_replay_job, order)
+        it = map(_replay_job, todo)
         pool = None
     else:
         pool = mp.get_context("fork").Pool(workers, _init_worker, (use_advisor, advisor_kwargs))
-        it = pool.imap_unordered(_replay_job, order, chunksize=4)
+        it = pool.imap_unordered(_replay_job, todo, chunksize=2)
+    fh = None
+    if store is not None:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        fh = store.open("a")
     try:
         for done, (i, res) in enumerate(it, 1):
             results[i] = res
+            if fh is not None:
+                fh.write(json.dumps({"job": _job_key(*jobs[i]), "res": res}) + "\n")
+                fh.flush()
             now = time.time()
-            if now - last > 10 or done == len(jobs):
+            if now - last > 10 or done == len(todo):
                 el = now - t0
-                print(f"[stopping] {done}/{len(jobs)} replays, {el:.0f}s elapsed, "
-                      f"~{el / done * (len(jobs) - done):.0f}s left", file=sys.stderr, flush=True)
+                print(f"[stopping] {done}/{len(todo)} replays, {el:.0f}s elapsed, "
+                      f"~{el / done * (len(todo) - done):.0f}s left", file=sys.stderr, flush=True)
                 last = now
     finally:
+        if fh is not None:
+            fh.close()
         if pool is not None:
             pool.close()
             pool.join()
-    return results
+    return results, resumed
 
 
 def to_frame(jobs: list[tuple[Run, Monitor]], results: list[dict[str, Any]], weights: dict,
@@ -443,7 +495,11 @@ def report(df: pd.DataFrame, meta: dict[str, Any], out_dir: Path) -> None:
     head = {(lab, grp): s for (lab, grp, spl), s in summaries.items() if spl == head_split
             and grp in ("learners", "all")}
     tgt = targets(head)
-    per_task = {f"{lab}|{task}": summarize(g) for (lab, task), g in df.groupby(["label", "task"])}
+    views = [(lab, grp, sub) for lab, g in df.groupby("label") for grp, sub in (
+        [("learners", g[g.learner == True]), ("all", g)] if lab == "taskset"  # noqa: E712
+        else [("all", g)])]
+    per_task = {f"{lab} {grp}": {t: summarize(gt) for t, gt in sub.groupby("task")}
+                for lab, grp, sub in views}
     adv = df[(df.rule == "advisor")]
     cost = {lab: {"calls": int(g.adv_calls.sum()),
                   "us_per_update": float(g.adv_ns.sum() / 1e3 / max(g.adv_calls.sum(), 1))}
@@ -471,11 +527,10 @@ def report(df: pd.DataFrame, meta: dict[str, Any], out_dir: Path) -> None:
         lines = ["(targets not checked: the advisor rule was not run)"]
     md.append("## Targets\n\n" + "\n".join(f"- {ln}" for ln in lines) + "\n")
     txt.append("\n== Targets\n" + "\n".join(lines))
-    for label, g in df.groupby("label"):
-        md.append(f"## Per task: {label} (saved% / mean regret% / harmful%)\n\n"
-                  f"{task_table(g, True)}\n")
-        txt.append(f"\n== Per task: {label} (saved% / mean regret% / harmful%)\n"
-                   f"{task_table(g, False)}")
+    for label, group, g in views:
+        h = f"Per task: {label} {group} (saved% / mean regret% / harmful%)"
+        md.append(f"## {h}\n\n{task_table(g, True)}\n")
+        txt.append(f"\n== {h}\n{task_table(g, False)}")
     if len(adv):
         md.append(f"## Advisor verdicts at the stop (all selected runs)\n\n"
                   f"{verdict_table(df, True)}\n")
@@ -514,7 +569,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs, weights, splits, sizes = build_jobs(args)
     print(f"[stopping] {len(jobs)} replays (run x monitor) from {len(weights)} runs, "
           f"loaded in {time.time() - t0:.0f}s", file=sys.stderr)
-    results = run_jobs(jobs, args.workers, advisor_cls is not None, advisor_kwargs)
+    use_adv = advisor_cls is not None
+    store = args.store or (None if args.fresh else store_path(CACHE_DIR, use_adv, advisor_kwargs))
+    results, resumed = run_jobs(jobs, args.workers, use_adv, advisor_kwargs, store)
     df = to_frame(jobs, results, weights, splits)
     meta = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -525,7 +582,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rules": list(RULES), "harmful_threshold": HARMFUL,
         "split": {src: {s: sorted(t for t, v in sp.items() if v == s) for s in ("tune", "holdout")}
                   for src, sp in splits.items()},
-        "sample_sizes": sizes, "replays": len(jobs), "wall_s": round(time.time() - t0, 1),
+        "sample_sizes": sizes, "replays": len(jobs), "resumed_replays": resumed,
+        "wall_s": round(time.time() - t0, 1),
     }
     report(df, meta, args.out)
     if args.runs_csv:
