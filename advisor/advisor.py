@@ -294,7 +294,7 @@ class Advisor:
         over = detect_overfitting(
             x, y, tolerance=max(tol, 2.0 * noise), alpha=self.alpha,
             train_values=None if self.train_metric is None
-            else h.values(self.train_metric)[logged][finite])
+            else sign * h.values(self.train_metric)[logged][finite])
         evidence.append(_explain.overfitting_evidence(over, monitor, self.train_metric,
                                                       float(x[over.best_index]), step, noise))
         if over.overfitting:

@@ -312,6 +312,22 @@ def test_u_shaped_validation_with_decreasing_train_is_overfitting():
     assert details["train_improving"] is True
 
 
+def test_accuracy_that_falls_with_train_accuracy_is_not_overfitting():
+    # mode="max": validation and training accuracy collapse together (an unstable run): the
+    # train metric must be read in the metric's own direction, so this is not overfitting.
+    x, val, train = _u_shaped_run()
+    val_acc, train_acc = 1.0 - val, 1.0 - train
+    collapsing = train_acc.copy()
+    collapsing[25:] = train_acc[25] - (train_acc[25:] - train_acc[25]) * 3.0
+    unstable = Advisor("val_acc", "max", train_metric="train_acc", max_steps=100)
+    seen = {a.verdict for a in feed(unstable, val_acc, extra={"train_acc": collapsing})}
+    assert Verdict.OVERFITTING not in seen
+    learning = Advisor("val_acc", "max", train_metric="train_acc", max_steps=100)
+    stop = feed(learning, val_acc, extra={"train_acc": train_acc}, stop=True)[-1]
+    assert stop.verdict is Verdict.OVERFITTING
+    assert stop.evidence_for("overfitting").details["train_improving"] is True
+
+
 def test_overfitting_without_a_train_metric_says_it_is_validation_only():
     x, val, _ = _u_shaped_run()
     stop = feed(Advisor(max_steps=100), val, stop=True)[-1]
