@@ -75,8 +75,9 @@ class Advisor:
         train_veto: a plateau of the monitor is not a stop while ``train_metric`` still improves
             significantly over the same checks (the model is still learning; an unseen
             learning-rate decay often brings validation down later).
-        blind_stall_after: with no learning rate logged, a stall counts as a plateau only after
-            this share of ``max_steps`` (schedules mostly decay in the second half).
+        min_progress_without_lr: with no learning rate logged and a known budget, a plateau is a
+            stop only after this share of ``max_steps``: most schedules (cosine, linear, step)
+            decay later and often break an early plateau. Overfitting and divergence stop anytime.
         decay: how fast improvement is assumed to slow down (power-law exponent of the rate);
             larger means less is expected from the rest of the budget.
         forecast_level: coverage of the forecast's prediction interval.
@@ -104,7 +105,7 @@ class Advisor:
         max_window: int = 48,
         stall_window: int = 10,
         train_veto: bool = False,
-        blind_stall_after: float = 0.5,
+        min_progress_without_lr: float = 0.5,
         decay: float = 1.0,
         forecast_level: float = 0.9,
         forecast_extrapolation: float = 0.3,
@@ -155,7 +156,7 @@ class Advisor:
         self.max_window = int(max_window)
         self.stall_window = int(stall_window)
         self.train_veto = bool(train_veto)
-        self.blind_stall_after = float(blind_stall_after)
+        self.min_progress_without_lr = float(min_progress_without_lr)
         self.decay = float(decay)
         self.forecast_level = float(forecast_level)
         self.forecast_extrapolation = float(forecast_extrapolation)
@@ -335,12 +336,11 @@ class Advisor:
                           reason=f"Flat for now, but {sched.describe()}, so a scheduled decay is "
                                  f"likely to bring more: {text}.", **base)
         progress = None if self.max_steps is None else step / self.max_steps
-        if (plateau.stalled and not sched.known and progress is not None
-                and progress < self.blind_stall_after):
+        if not sched.known and progress is not None and progress < self.min_progress_without_lr:
             return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=evidence,
-                          reason=f"Stalled at {progress:.0%} of the budget, but the learning-rate "
-                                 f"schedule is unknown and most schedules decay in the second "
-                                 f"half, which often brings more: {text}.", **base)
+                          reason=f"Flat at {progress:.0%} of the budget, but the learning-rate "
+                                 f"schedule is unknown and most schedules decay later, which "
+                                 f"often brings more: {text}.", **base)
         train_trend = self._train_trend(logged, finite, phase, w)
         if self.train_veto and train_trend is not None and (
                 train_trend.pvalue_decreasing < self.alpha):

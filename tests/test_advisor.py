@@ -54,12 +54,23 @@ def test_still_improving_curve_is_not_stopped_early():
 
 
 def test_constant_curve_is_eventually_a_plateau_and_never_crashes():
-    advices = feed(Advisor(max_steps=200), np.full(40, 0.5))
+    advices = feed(Advisor(max_steps=200), np.full(140, 0.5))
     assert all(isinstance(a, Advice) for a in advices)
     assert not any(a.verdict is Verdict.IMPROVING for a in advices)
     stop = first_stop(advices)
     assert stop is not None and stop.verdict is Verdict.PLATEAU
     assert stop.best_value == 0.5
+    # no learning rate logged: a plateau in the first half of the budget is not a stop, and
+    # the advice says why
+    assert stop.step >= 100
+    early = advices[59]
+    assert early.verdict is Verdict.UNDECIDED and "schedule is unknown" in early.reason
+
+
+def test_constant_curve_with_a_constant_learning_rate_stops_early():
+    advices = feed(Advisor(max_steps=200), np.full(40, 0.5), extra={"lr": np.full(40, 1e-3)})
+    stop = first_stop(advices)
+    assert stop is not None and stop.verdict is Verdict.PLATEAU and stop.step < 40
 
 
 def test_validation_every_other_epoch_with_training_logged_every_epoch():
