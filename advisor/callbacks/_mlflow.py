@@ -28,7 +28,7 @@ from typing import Any
 
 from ..history import AdvisorWarning
 
-__all__ = ["MlflowWriter", "Unwritten", "resolve_run"]
+__all__ = ["MlflowWriter", "Unwritten", "mark_training_experiment", "resolve_run"]
 
 _MAX_METRICS, _MAX_TAGS, _MAX_TAG_CHARS = 1000, 100, 8000
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -79,6 +79,14 @@ def resolve_run(tracking_uri: str | None, experiment_name: str, run_name: str | 
     return client, run.info.run_id, True
 
 
+def mark_training_experiment(client: Any, experiment_id: str) -> None:
+    """Tag an experiment as model training (``mlflow.experimentKind``) unless it says otherwise,
+    so MLflow 3.17 opens its runs in the training view rather than the GenAI view."""
+    experiment = client.get_experiment(experiment_id)
+    if EXPERIMENT_KIND_TAG not in (experiment.tags or {}):
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
+
+
 def _check_reachable(uri: str | None, timeout: float = _CONNECT_TIMEOUT) -> None:
     """Raise ``ConnectionError`` at once if an ``http(s)`` tracking server refuses connections.
 
@@ -109,12 +117,13 @@ class MlflowWriter:
     """Background writer of metrics, tags and text artifacts to one MLflow run.
 
     Args:
-        connect: returns ``(client, run_id)``; called in the background thread (and retried), so
-            an unreachable server at start does not block or crash training.
+        connect: returns ``(client, run_id, created)``; called in the background thread (and
+            retried), so an unreachable server at start does not block or crash training.
+            ``created`` says the run was made for this writer, which then also ends it.
         retry_seconds: the longest wait between two attempts while the server is down.
     """
 
-    def __init__(self, connect: Callable[[], tuple[Any, str]], retry_seconds: float = 5.0):
+    def __init__(self, connect: Callable[[], tuple[Any, str, bool]], retry_seconds: float = 5.0):
         self._connect = connect
         self._retry = retry_seconds
         self._lock = threading.Lock()
@@ -123,11 +132,13 @@ class MlflowWriter:
         self._tags: dict[str, str] = {}
         self._artifacts: dict[str, str] = {}
         self._closing = False
+        self._final_status: str | None = None
         self._abandoned = False
         self._outage = False
         self._caller_run_id = _active_run_id()
         self._client: Any = None
         self.run_id: str | None = None
+        self.created_run = False
         self.last_error: str | None = None
         self._thread = threading.Thread(target=self._loop, name="advisor-mlflow", daemon=True)
         self._thread.start()
@@ -149,8 +160,13 @@ class MlflowWriter:
             self._artifacts[name] = text
         self._wake.set()
 
-    def close(self, timeout: float = 30.0) -> Unwritten:
-        """Write what is pending (waiting at most ``timeout`` seconds) and stop the thread."""
+    def close(self, timeout: float = 30.0, status: str | None = None) -> Unwritten:
+        """Write what is pending (waiting at most ``timeout`` seconds) and stop the thread.
+
+        With ``status`` (``"FINISHED"``, ``"FAILED"``), a run that ``connect`` created is then
+        marked terminated, so it does not stay "Running" in the UI; other runs are left alone.
+        """
+        self._final_status = status
         self._closing = True
         self._wake.set()
         self._thread.join(timeout)
@@ -201,12 +217,21 @@ class MlflowWriter:
             delay = 0.25
             if self._closing:
                 with self._lock:
-                    if not (self._metrics or self._tags or self._artifacts):
-                        return
+                    if self._metrics or self._tags or self._artifacts:
+                        continue
+                if self._final_status is not None and self.created_run:
+                    try:
+                        self._client.set_terminated(self.run_id, self._final_status)
+                    except Exception as exc:  # retried like any write
+                        self.last_error = f"{type(exc).__name__}: {exc}"
+                        time.sleep(delay)
+                        self._wake.set()
+                        continue
+                return
 
     def _write_pending(self) -> None:
         if self._client is None:
-            self._client, self.run_id = self._connect()
+            self._client, self.run_id, self.created_run = self._connect()
         else:
             _check_reachable(getattr(self._client, "tracking_uri", None))
         from mlflow.entities import Metric, RunTag

@@ -13,7 +13,7 @@ from ..advice import Advice
 from ..advisor import Advisor
 from ..dashboards import advice_history_row, advice_markdown
 from ..history import AdvisorWarning
-from ._mlflow import MlflowWriter, resolve_run
+from ._mlflow import MlflowWriter, mark_training_experiment, resolve_run
 
 __all__ = ["AdvisorCallback"]
 
@@ -98,6 +98,8 @@ class AdvisorCallback(*_callback_bases()):
         self._warned: set[str] = set()
         self._pending_state: dict[str, Any] | None = None
         self._lr: float | None = None
+        self._check_pending = False  # validation ran this epoch; judged at the epoch's end
+        self._trainer: Any = None
 
     @property
     def state_key(self) -> str:
@@ -128,6 +130,20 @@ class AdvisorCallback(*_callback_bases()):
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or self.advisor is None:
             return
+        if self.unit == "epoch":
+            # judged at the end of the epoch, once Lightning has averaged the epoch's training
+            # metrics and a ModelCheckpoint on the same metric has saved this epoch
+            self._check_pending = True
+            self._trainer = trainer  # a checkpoint saved before the epoch ends reads it
+            return
+        self._guarded_check(trainer)
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if self._check_pending and self.advisor is not None:
+            self._check_pending = False
+            self._guarded_check(trainer)
+
+    def _guarded_check(self, trainer: Any) -> None:
         try:
             self._check(trainer)
         except Exception as exc:
@@ -136,16 +152,21 @@ class AdvisorCallback(*_callback_bases()):
             self._warn_once("check", f"training-advisor skipped a check: {type(exc).__name__}: "
                                      f"{exc} (training goes on; pass strict=True to raise).")
 
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        if self._writer is not None:
+            self._writer.close(timeout=10.0, status="FAILED")
+            self._writer = None
+
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         if self._writer is None:
             return
         try:
-            self._write_final()
+            self._write_final(trainer)
         except Exception as exc:
             if self.strict:
                 raise
             self._warn_once("final", f"training-advisor could not write its final advice: {exc}")
-        unwritten = self._writer.close(timeout=30.0)
+        unwritten = self._writer.close(timeout=30.0, status="FINISHED")
         if unwritten:
             self._warn_once("unwritten", (
                 f"training-advisor could not write to MLflow run {self._writer.run_id}: "
@@ -155,8 +176,13 @@ class AdvisorCallback(*_callback_bases()):
         self._writer = None
 
     def state_dict(self) -> dict[str, Any]:
+        pending = None
+        if self._check_pending and self._trainer is not None:  # saved at validation end
+            pending = {"step": self._trainer.current_epoch + 1,
+                       "metrics": self._read_metrics(self._trainer)}
         return {"advisor": None if self.advisor is None else self.advisor.state_dict(),
-                "history": list(self.history), "stop_reason": self.stop_reason}
+                "history": list(self.history), "stop_reason": self.stop_reason,
+                "pending_check": pending}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self.advisor is None:
@@ -172,6 +198,9 @@ class AdvisorCallback(*_callback_bases()):
         self.history = list(state.get("history", []))
         self.stop_reason = state.get("stop_reason")
         self._pending_state = None
+        pending = state.get("pending_check")
+        if pending is not None:  # the check of the epoch the checkpoint was saved in
+            self._record(self.advisor.update(pending["step"], pending["metrics"]))
 
     def _check(self, trainer: Any) -> None:
         metrics = self._read_metrics(trainer)
@@ -185,11 +214,7 @@ class AdvisorCallback(*_callback_bases()):
             self.budget = self.advisor.max_steps
         step = trainer.current_epoch + 1 if self.unit == "epoch" else trainer.global_step
         advice = self.advisor.update(step, metrics)
-        self.advice = advice
-        if self.history and self.history[-1]["step"] == advice.step:
-            self.history[-1] = advice_history_row(advice)
-        else:
-            self.history.append(advice_history_row(advice))
+        self._record(advice)
         if self._writer is not None:
             self._log(trainer, metrics, advice)
         if self.action == "stop" and advice.should_stop and self._can_stop(trainer):
@@ -199,6 +224,13 @@ class AdvisorCallback(*_callback_bases()):
             if trainer.is_global_zero:
                 print(f"training-advisor stopped training at {self.unit} {advice.step:g}: "
                       f"{advice.reason}")
+
+    def _record(self, advice: Advice) -> None:
+        self.advice = advice
+        if self.history and self.history[-1]["step"] == advice.step:
+            self.history[-1] = advice_history_row(advice)
+        else:
+            self.history.append(advice_history_row(advice))
 
     def _read_metrics(self, trainer: Any) -> dict[str, float]:
         values: dict[str, float] = {}
@@ -221,15 +253,15 @@ class AdvisorCallback(*_callback_bases()):
     def _start_writer(self, trainer: Any) -> None:
         logger = self._mlflow_logger(trainer)
         if logger is not None:
-            def connect() -> tuple[Any, str]:
-                return logger.experiment, logger.run_id
+            def connect() -> tuple[Any, str, bool]:
+                client, run_id = logger.experiment, logger.run_id
+                mark_training_experiment(client, logger.experiment_id)
+                return client, run_id, False  # the logger's run: the logger ends it
         else:
             self._log_trainer_metrics = True
 
-            def connect() -> tuple[Any, str]:
-                client, run_id, _ = resolve_run(self.tracking_uri, self.experiment_name,
-                                                self.run_name)
-                return client, run_id
+            def connect() -> tuple[Any, str, bool]:
+                return resolve_run(self.tracking_uri, self.experiment_name, self.run_name)
         self._writer = MlflowWriter(connect)
 
     @staticmethod
@@ -276,14 +308,23 @@ class AdvisorCallback(*_callback_bases()):
             if path and score is not None and advice.best_value is not None and math.isclose(
                     float(score), advice.best_value, rel_tol=1e-6, abs_tol=1e-12):
                 return path
-            if advice.should_stop:
-                self._warn_once("checkpoint", f"the best {self.unit} ({advice.best_step:g}) was "
-                                              f"never checkpointed by {type(cb).__name__}.")
         return None
 
-    def _write_final(self) -> None:
+    def _write_final(self, trainer: Any) -> None:
         if self.advice is None:
             return
+        # checkpoints of the last epoch are saved after the last check: name the best one now
+        checkpoint = self._best_checkpoint(trainer, self.advice)
+        watching = [cb for cb in getattr(trainer, "checkpoint_callbacks", [])
+                    if getattr(cb, "monitor", None) == self.monitor]
+        if watching and checkpoint is None:
+            self._warn_once("checkpoint", f"the best {self.unit} ({self.advice.best_step:g}) was "
+                                          f"never checkpointed by {type(watching[0]).__name__}.")
+        tags = {"mlflow.note.content": advice_markdown(self.advice, self.unit, self.budget,
+                                                       checkpoint)}
+        if checkpoint:
+            tags["advisor.best_checkpoint"] = checkpoint
+        self._writer.submit(tags=tags)
         final = self.advice.to_dict()
         final["stopped"] = self.stop_reason is not None
         final["unit"] = self.unit

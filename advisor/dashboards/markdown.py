@@ -8,10 +8,6 @@ from ..advice import Advice
 
 __all__ = ["advice_history_row", "advice_markdown"]
 
-_BADGE = {"improving": "🟢", "undecided": "⚪", "plateau": "🟡", "overfitting": "🟠",
-          "diverged": "🔴"}
-
-
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
@@ -30,7 +26,7 @@ def advice_markdown(advice: Advice, unit: str = "epoch", budget: float | None = 
     action = "stop" if advice.should_stop else "keep training"
     of_budget = f" of {budget:g}" if budget else ""
     lines = [
-        f"**training-advisor: {verdict.upper()}** {_BADGE.get(verdict, '')} ({action}, "
+        f"**training-advisor: {verdict.upper()}** ({action}, "
         f"{unit} {advice.step:g}{of_budget})",
         "",
         _escape(advice.reason),

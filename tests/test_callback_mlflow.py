@@ -1,0 +1,413 @@
+"""AdvisorCallback against a real MLflow tracking server (the session's ``mlflow_server``).
+
+Each test trains a tiny linear model for a few CPU epochs on data made here with torch, then
+reads back through ``MlflowClient`` what a user would see in MLflow: tags, the run
+description, ``advisor/`` metric histories and the ``advice.json`` / ``advice_history.csv``
+artifacts. The outage tests stop the real server mid-run and bring it back.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import threading
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+import mlflow
+import pytest
+import pytorch_lightning as pl
+import torch
+from mlflow import MlflowClient
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, MLFlowLogger
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from advisor import AdvisorCallback, AdvisorWarning, Verdict
+
+VERDICTS = {v.value for v in Verdict}
+STOPPING = {Verdict.PLATEAU.value, Verdict.OVERFITTING.value, Verdict.DIVERGED.value}
+WRITE_FAILED = "could not write to MLflow"  # the writer's outage / unwritten warnings
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:.*does not have many workers.*",
+    "ignore:.*LeafSpec.*:DeprecationWarning",
+)
+
+
+class Tiny(pl.LightningModule):
+    """Linear regression; with ``lr=0`` the validation loss is exactly flat."""
+
+    def __init__(self, lr: float = 0.05, epoch_sleep: float = 0.0) -> None:
+        super().__init__()
+        self.net = nn.Linear(4, 1)
+        self.lr = lr
+        self.epoch_sleep = epoch_sleep
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.mse_loss(self.net(x), y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", nn.functional.mse_loss(self.net(x), y))
+
+    def on_train_epoch_end(self) -> None:
+        if self.epoch_sleep:
+            time.sleep(self.epoch_sleep)  # a slower "real" epoch, for the outage tests
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+def loaders() -> tuple[DataLoader, DataLoader]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 4, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1 * torch.randn(256, 1, generator=g)
+    return (DataLoader(TensorDataset(x[:192], y[:192]), batch_size=64),
+            DataLoader(TensorDataset(x[192:], y[192:]), batch_size=64))
+
+
+def fit(callbacks: list, *, lr: float = 0.05, max_epochs: int = 12, logger=False,
+        epoch_sleep: float = 0.0, **trainer_kwargs) -> pl.Trainer:
+    torch.manual_seed(0)
+    trainer = pl.Trainer(max_epochs=max_epochs, logger=logger, callbacks=callbacks,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=any(isinstance(c, ModelCheckpoint)
+                                                  for c in callbacks),
+                         num_sanity_val_steps=0, **trainer_kwargs)
+    train, val = loaders()
+    trainer.fit(Tiny(lr, epoch_sleep), train, val)
+    return trainer
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def write_failures(caught) -> list[str]:
+    return [str(w.message) for w in caught
+            if issubclass(w.category, AdvisorWarning) and WRITE_FAILED in str(w.message)]
+
+
+def metric_steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def artifact_text(client: MlflowClient, run_id: str, name: str, tmp_path: Path) -> str:
+    dst = tmp_path / f"artifacts-{run_id}"
+    dst.mkdir(exist_ok=True)
+    return Path(client.download_artifacts(run_id, name, str(dst))).read_text()
+
+
+def assert_advice_in_run(client: MlflowClient, run_id: str, callback: AdvisorCallback,
+                         checks: int, tmp_path: Path) -> dict[str, str]:
+    """The advice a user looks for in the run: tags, description, metrics, artifacts."""
+    tags = client.get_run(run_id).data.tags
+    verdict = tags["advisor.verdict"]
+    assert verdict in VERDICTS
+    assert verdict == callback.advice.verdict.value
+    assert tags["advisor.reason"] == callback.advice.reason
+    assert len(tags["advisor.reason"]) > 20 and callback.monitor in tags["advisor.reason"]
+    assert tags["advisor.best_epoch"] == f"{callback.advice.best_step:g}"
+    assert "advisor.suggested_stop_epoch" in tags
+    assert verdict.upper() in tags["mlflow.note.content"].splitlines()[0]
+    # one value per validation check, at steps 1..checks, none lost and none twice
+    for key in ("advisor/should_stop", "advisor/best_value"):
+        assert metric_steps(client, run_id, key) == list(range(1, checks + 1)), key
+    best = client.get_metric_history(run_id, "advisor/best_value")
+    assert max(best, key=lambda m: m.step).value == pytest.approx(callback.advice.best_value)
+    advice = json.loads(artifact_text(client, run_id, "advice.json", tmp_path))
+    assert advice["verdict"] == verdict
+    assert advice["stopped"] == (callback.stop_reason is not None)
+    rows = list(csv.DictReader(artifact_text(client, run_id, "advice_history.csv",
+                                             tmp_path).splitlines()))
+    assert [float(r["step"]) for r in rows] == [float(s) for s in range(1, checks + 1)]
+    assert rows[-1]["verdict"] == verdict
+    return tags
+
+
+# ---------------------------------------------------------------------------- where it writes
+def test_mlflow_logger_run_gets_the_advice(mlflow_server, tmp_path):
+    client = MlflowClient(mlflow_server.url)
+    logger = MLFlowLogger(experiment_name=unique("logger"), tracking_uri=mlflow_server.url)
+    callback = AdvisorCallback(monitor="val_loss", train_metric="train_loss")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = fit([callback], logger=logger, max_epochs=8)
+    assert write_failures(caught) == []
+    assert trainer.current_epoch == 8 and len(callback.history) == 8
+    assert_advice_in_run(client, logger.run_id, callback, checks=8, tmp_path=tmp_path)
+    # the logger's run, not a second one
+    runs = client.search_runs([logger.experiment_id])
+    assert [r.info.run_id for r in runs] == [logger.run_id]
+
+
+def test_without_mlflow_logger_a_new_run_holds_advice_and_trainer_metrics(
+        mlflow_server, tmp_path):
+    client = MlflowClient(mlflow_server.url)
+    name = unique("no-logger")
+    callback = AdvisorCallback(monitor="val_loss", train_metric="train_loss",
+                               tracking_uri=mlflow_server.url, experiment_name=name,
+                               run_name="tiny")
+    csv_logger = CSVLogger(tmp_path)
+    trainer = fit([callback], logger=csv_logger, max_epochs=8)
+    experiment = client.get_experiment_by_name(name)
+    assert experiment is not None
+    assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.run_name == "tiny"
+    checks = trainer.current_epoch
+    assert checks == 8
+    assert_advice_in_run(client, run.info.run_id, callback, checks=checks, tmp_path=tmp_path)
+    # the trainer's curves, each value at the epoch it belongs to (as the CSVLogger has them)
+    with open(Path(csv_logger.log_dir) / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    for key in ("val_loss", "train_loss"):
+        expected = {int(r["epoch"]) + 1: float(r[key]) for r in rows if r.get(key)}
+        assert sorted(expected) == list(range(1, checks + 1)), key
+        logged = {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+        assert logged == pytest.approx(expected), (key, logged, expected)
+
+
+def test_a_run_the_callback_created_is_finished_when_training_ends(mlflow_server):
+    client = MlflowClient(mlflow_server.url)
+    name = unique("finished")
+    fit([AdvisorCallback(tracking_uri=mlflow_server.url, experiment_name=name)], max_epochs=3)
+    (run,) = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    assert run.info.status == "FINISHED"
+
+
+@pytest.fixture
+def fluent_tracking_uri(mlflow_server, monkeypatch, tmp_path):
+    """``mlflow.set_tracking_uri(server)`` for one test, undone afterwards."""
+    monkeypatch.chdir(tmp_path)  # advice sent to the default store (./mlflow.db) stays here
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)  # as set_tracking_uri does
+    mlflow.set_tracking_uri(mlflow_server.url)
+    yield mlflow_server.url
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+def test_active_run_gets_the_advice(fluent_tracking_uri, tmp_path):
+    client = MlflowClient(fluent_tracking_uri)
+    experiment = mlflow.set_experiment(unique("active"))
+    default_before = client.get_experiment_by_name("training-advisor")
+    runs_before = (0 if default_before is None
+                   else len(client.search_runs([default_before.experiment_id])))
+    callback = AdvisorCallback(monitor="val_loss", train_metric="train_loss")
+    with mlflow.start_run() as run:
+        trainer = fit([callback], max_epochs=6)
+    assert_advice_in_run(client, run.info.run_id, callback, checks=trainer.current_epoch,
+                         tmp_path=tmp_path)
+    assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == [
+        run.info.run_id]
+    # and no stray run in the callback's default experiment
+    default_after = client.get_experiment_by_name("training-advisor")
+    runs_after = (0 if default_after is None
+                  else len(client.search_runs([default_after.experiment_id])))
+    assert runs_after == runs_before
+
+
+# ---------------------------------------------------------------------------- stopping
+def test_stop_mode_stops_on_a_plateau_and_advise_mode_does_not(mlflow_server, tmp_path):
+    client = MlflowClient(mlflow_server.url)
+    name = unique("stop")
+    stopper = AdvisorCallback(monitor="val_loss", train_metric="train_loss", action="stop",
+                              tracking_uri=mlflow_server.url, experiment_name=name,
+                              run_name="stop")
+    trainer = fit([stopper], lr=0.0, max_epochs=30)  # lr=0: the curve is flat from epoch 1
+    assert trainer.should_stop
+    assert trainer.current_epoch < 30
+    assert stopper.stop_reason and "val_loss" in stopper.stop_reason
+    assert stopper.stopped_step == trainer.current_epoch
+    assert stopper.advice.should_stop
+    run_ids = {r.info.run_name: r.info.run_id for r in client.search_runs(
+        [client.get_experiment_by_name(name).experiment_id])}
+    tags = assert_advice_in_run(client, run_ids["stop"], stopper,
+                                checks=trainer.current_epoch, tmp_path=tmp_path)
+    assert tags["advisor.verdict"] in STOPPING
+    assert tags["advisor.suggested_stop_epoch"] != ""
+    assert "STOP" in tags["mlflow.note.content"].splitlines()[0].upper()
+
+    adviser = AdvisorCallback(monitor="val_loss", train_metric="train_loss", action="advise",
+                              tracking_uri=mlflow_server.url, experiment_name=name,
+                              run_name="advise")
+    trainer = fit([adviser], lr=0.0, max_epochs=30)
+    assert trainer.current_epoch == 30
+    assert adviser.stop_reason is None
+    assert adviser.advice.should_stop  # it says so, but only advises
+    run_ids = {r.info.run_name: r.info.run_id for r in client.search_runs(
+        [client.get_experiment_by_name(name).experiment_id])}
+    tags = assert_advice_in_run(client, run_ids["advise"], adviser, checks=30,
+                                tmp_path=tmp_path)
+    assert tags["advisor.verdict"] in STOPPING
+
+
+def test_stop_mode_waits_for_min_epochs():
+    # where the advice first says stop on this flat curve (an advise-mode run trains on)
+    adviser = AdvisorCallback(monitor="val_loss", log_to_mlflow=False)
+    fit([adviser], lr=0.0, max_epochs=40)
+    first = next(int(h["step"]) for h in adviser.history if h["should_stop"])
+    assert first + 4 < 40
+    callback = AdvisorCallback(monitor="val_loss", action="stop", log_to_mlflow=False)
+    trainer = fit([callback], lr=0.0, max_epochs=40, min_epochs=first + 4)
+    assert [h["should_stop"] for h in callback.history][first - 1:] == [True] * 5
+    assert trainer.current_epoch == first + 4  # not before min_epochs, and right at it
+    assert callback.stopped_step == first + 4
+
+
+# ---------------------------------------------------------------------------- checkpoints
+@pytest.mark.parametrize("lr", [0.0, 0.05], ids=["best-early", "best-last"])
+def test_best_checkpoint_is_named_in_the_run(mlflow_server, tmp_path, lr):
+    client = MlflowClient(mlflow_server.url)
+    name = unique("ckpt")
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_loss", mode="min")
+    callback = AdvisorCallback(monitor="val_loss", action="stop",
+                               tracking_uri=mlflow_server.url, experiment_name=name)
+    trainer = fit([callback, checkpoint], lr=lr, max_epochs=30)
+    assert callback.stop_reason is not None
+    assert checkpoint.best_model_path
+    assert float(checkpoint.best_model_score) == pytest.approx(callback.advice.best_value)
+    (run,) = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    tags = run.data.tags
+    assert tags.get("advisor.best_checkpoint") == checkpoint.best_model_path
+    assert checkpoint.best_model_path in tags["mlflow.note.content"]
+    assert trainer.current_epoch == callback.stopped_step
+
+
+# ---------------------------------------------------------------------------- missing monitor
+def test_missing_monitor_warns_with_the_metrics_present(mlflow_server):
+    callback = AdvisorCallback(monitor="no_such_metric", tracking_uri=mlflow_server.url,
+                               experiment_name=unique("missing"))
+    with pytest.warns(AdvisorWarning, match="no_such_metric") as record:
+        trainer = fit([callback], max_epochs=3)
+    assert trainer.current_epoch == 3
+    messages = [str(w.message) for w in record if "no_such_metric" in str(w.message)]
+    assert len(messages) == 1  # once, not at every check
+    assert "metrics present:" in messages[0]
+    assert all(name in messages[0] for name in ("lr", "train_loss", "val_loss"))
+    assert callback.advice is None
+
+
+def test_missing_monitor_raises_when_strict():
+    callback = AdvisorCallback(monitor="no_such_metric", strict=True, log_to_mlflow=False)
+    with pytest.raises(KeyError, match="no_such_metric"):
+        fit([callback], max_epochs=3)
+
+
+# ---------------------------------------------------------------------------- outages
+class ServerOutage(pl.Callback):
+    """Stops the real server after epoch ``down_at``, between two checks (once the server has
+    the advice of the checks so far); restarts it (in the background, as it takes a while)
+    after ``up_at``; waits for it after ``wait_at`` so the rest of the run trains with the
+    server back."""
+
+    def __init__(self, server, experiment_name: str, down_at: int, up_at: int,
+                 wait_at: int) -> None:
+        self.server, self.experiment_name = server, experiment_name
+        self.down_at, self.up_at, self.wait_at = down_at, up_at, wait_at
+        self.restart: threading.Thread | None = None
+        self.epochs_while_down: list[int] = []
+        self.error: BaseException | None = None
+
+    def _start(self) -> None:
+        try:
+            self.server.start()
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    def _wait_until_written(self, checks: int, timeout: float = 30.0) -> None:
+        client = MlflowClient(self.server.url)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            experiment = client.get_experiment_by_name(self.experiment_name)
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            if runs and len(client.get_metric_history(
+                    runs[0].info.run_id, "advisor/should_stop")) >= checks:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"the first {checks} checks never reached the server")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        epoch = trainer.current_epoch + 1
+        if epoch == self.down_at:
+            self._wait_until_written(epoch)
+            self.server.stop()
+        elif self.down_at < epoch <= self.up_at:
+            self.epochs_while_down.append(epoch)
+        if epoch == self.up_at:
+            self.restart = threading.Thread(target=self._start, daemon=True)
+            self.restart.start()
+        if epoch == self.wait_at and self.restart is not None:
+            self.restart.join(timeout=120)
+
+
+def test_server_outage_mid_run_loses_nothing(mlflow_server, tmp_path):
+    client = MlflowClient(mlflow_server.url)
+    name = unique("outage")
+    callback = AdvisorCallback(monitor="val_loss", train_metric="train_loss",
+                               tracking_uri=mlflow_server.url, experiment_name=name)
+    outage = ServerOutage(mlflow_server, name, down_at=3, up_at=7, wait_at=8)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer = fit([callback, outage], max_epochs=12, epoch_sleep=0.3)
+    finally:
+        if outage.restart is not None:
+            outage.restart.join(timeout=120)
+        mlflow_server.start()  # whatever happened, the next tests get their server back
+    assert outage.error is None
+    assert trainer.current_epoch == 12
+    assert outage.epochs_while_down == [4, 5, 6, 7]  # it trained on while the server was down
+    failures = write_failures(caught)
+    assert len(failures) == 1, failures  # one warning for the outage, no "not written" at the end
+    assert "training goes on" in failures[0]
+    assert any("reached MLflow again" in str(w.message) for w in caught)
+    (run,) = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    assert_advice_in_run(client, run.info.run_id, callback, checks=12, tmp_path=tmp_path)
+    assert metric_steps(client, run.info.run_id, "val_loss") == list(range(1, 13))
+
+
+def test_unreachable_server_does_not_stop_training(tmp_path):
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    callback = AdvisorCallback(monitor="val_loss", action="stop", tracking_uri=url,
+                               experiment_name="never")
+    threads_before = set(threading.enumerate())
+    start = time.monotonic()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = fit([callback], lr=0.0, max_epochs=30)
+    elapsed = time.monotonic() - start
+    assert callback.stop_reason is not None and trainer.current_epoch < 30
+    assert callback.advice.verdict.value in STOPPING  # the advice is there, in Python
+    # a guard against hanging on MLflow's own retries (minutes), not a benchmark: the callback
+    # waits at most its close timeout (30 s) for a server that might come back
+    assert elapsed < 60, f"fit took {elapsed:.0f} s against an unreachable server"
+    failures = write_failures(caught)
+    outage = [m for m in failures if "training goes on" in m]
+    unwritten = [m for m in failures if "not written" in m]
+    assert len(outage) == 1 and len(unwritten) == 1 and len(failures) == 2, failures
+    for message in (outage[0], unwritten[0]):  # why: the server and what went wrong
+        assert url.split("//")[1] in message and "refused" in message, message
+    assert "metric value(s)" in unwritten[0] and "advice.json" in unwritten[0]
+    assert "callback.advice" in unwritten[0]
+    assert not any("reached MLflow again" in str(w.message) for w in caught)
+    # the writer gives up once the run has ended: no thread left retrying (and warning) later
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(
+            t.name == "advisor-mlflow" for t in set(threading.enumerate()) - threads_before):
+        time.sleep(0.1)
+    assert not [t for t in set(threading.enumerate()) - threads_before
+                if t.name == "advisor-mlflow"]
