@@ -92,6 +92,7 @@ def _fit(callbacks, ckpt_dir: Path | None = None, ckpt_path: Path | None = None,
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", ".*exists and is not empty.*")  # resuming into it
         trainer.fit(Blobs(), ckpt_path=ckpt_path)
     return trainer
 

@@ -121,11 +121,18 @@ class MlflowWriter:
             retried), so an unreachable server at start does not block or crash training.
             ``created`` says the run was made for this writer, which then also ends it.
         retry_seconds: the longest wait between two attempts while the server is down.
+        min_interval: the shortest time between two writes: what is queued meanwhile goes in one
+            batch (tags keep their latest value), so the cost is bounded per second of training,
+            not per check; ``close`` writes at once.
     """
 
-    def __init__(self, connect: Callable[[], tuple[Any, str, bool]], retry_seconds: float = 5.0):
+    def __init__(self, connect: Callable[[], tuple[Any, str, bool]], retry_seconds: float = 5.0,
+                 min_interval: float = 2.0):
         self._connect = connect
         self._retry = retry_seconds
+        self._min_interval = min_interval
+        self._last_write = -float("inf")
+        self._closed = threading.Event()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._metrics: list[tuple[str, float, int, int]] = []
@@ -168,6 +175,7 @@ class MlflowWriter:
         """
         self._final_status = status
         self._closing = True
+        self._closed.set()
         self._wake.set()
         self._thread.join(timeout)
         with self._lock:
@@ -196,8 +204,12 @@ class MlflowWriter:
             self._wake.clear()
             if self._abandoned:
                 return
+            wait = self._last_write + self._min_interval - time.monotonic()
+            if wait > 0 and not self._closing:
+                self._closed.wait(wait)  # coalesce what arrives meanwhile; close cuts it short
             try:
                 self._write_pending()
+                self._last_write = time.monotonic()
             except Exception as exc:  # server down, network, bad response: keep data, retry
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 if not self._outage:
