@@ -13,9 +13,9 @@ import uuid
 import pytest
 import pytorch_lightning as pl
 import torch
+from lightning_models import LinearRegression
 from mlflow import MlflowClient
 from playwright.sync_api import expect, sync_playwright
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from advisor import AdvisorCallback
@@ -23,27 +23,6 @@ from advisor import AdvisorCallback
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
 PAGE_TIMEOUT_MS = 60_000  # the first load of the UI bundle is slow on a small CI machine
-
-
-class Frozen(pl.LightningModule):
-    """Trained with lr=0: a flat validation curve, so the advice is a plateau stop."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Linear(4, 1)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = nn.functional.mse_loss(self.net(x), y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val_loss", nn.functional.mse_loss(self.net(x), y))
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
 def _train(tracking_uri: str, experiment_name: str) -> AdvisorCallback:
@@ -57,7 +36,7 @@ def _train(tracking_uri: str, experiment_name: str) -> AdvisorCallback:
     trainer = pl.Trainer(max_epochs=30, logger=False, callbacks=[callback],
                          enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(Frozen(), data, data)
+    trainer.fit(LinearRegression(lr=0.0), data, data)  # flat: a plateau stop
     return callback
 
 

@@ -21,10 +21,10 @@ import mlflow
 import pytest
 import pytorch_lightning as pl
 import torch
+from lightning_models import LinearRegression
 from mlflow import MlflowClient
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, MLFlowLogger
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from advisor import AdvisorCallback, AdvisorWarning, Verdict
@@ -37,33 +37,6 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:.*does not have many workers.*",
     "ignore:.*LeafSpec.*:DeprecationWarning",
 )
-
-
-class Tiny(pl.LightningModule):
-    """Linear regression; with ``lr=0`` the validation loss is exactly flat."""
-
-    def __init__(self, lr: float = 0.05, epoch_sleep: float = 0.0) -> None:
-        super().__init__()
-        self.net = nn.Linear(4, 1)
-        self.lr = lr
-        self.epoch_sleep = epoch_sleep
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = nn.functional.mse_loss(self.net(x), y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val_loss", nn.functional.mse_loss(self.net(x), y))
-
-    def on_train_epoch_end(self) -> None:
-        if self.epoch_sleep:
-            time.sleep(self.epoch_sleep)  # a slower "real" epoch, for the outage tests
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
 def loaders() -> tuple[DataLoader, DataLoader]:
@@ -83,7 +56,7 @@ def fit(callbacks: list, *, lr: float = 0.05, max_epochs: int = 12, logger=False
                                                   for c in callbacks),
                          num_sanity_val_steps=0, **trainer_kwargs)
     train, val = loaders()
-    trainer.fit(Tiny(lr, epoch_sleep), train, val)
+    trainer.fit(LinearRegression(lr=lr, epoch_sleep=epoch_sleep), train, val)
     return trainer
 
 

@@ -32,8 +32,8 @@ def _tracking_uri(out: Path) -> str:
 def _train(out: Path) -> None:
     import pytorch_lightning as pl
     import torch
+    from lightning_models import LinearRegression
     from pytorch_lightning.loggers import MLFlowLogger
-    from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
     from advisor import AdvisorCallback
@@ -49,26 +49,11 @@ def _train(out: Path) -> None:
         y = x @ w + noise * torch.randn(n, 1, generator=g)
         return TensorDataset(x, y)
 
-    class Regression(pl.LightningModule):
+    class Regression(LinearRegression):
         """A linear model on noisy linear data: the loss falls to the noise floor and stays."""
 
         def __init__(self) -> None:
-            super().__init__()
-            self.net = nn.Linear(8, 1)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            loss = nn.functional.mse_loss(self.net(x), y)
-            self.log("train_loss", loss, on_step=False, on_epoch=True)
-            return loss
-
-        def validation_step(self, batch, batch_idx):
-            x, y = batch
-            # no sync_dist: each rank's val_loss is its own
-            self.log("val_loss", nn.functional.mse_loss(self.net(x), y))
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
+            super().__init__(in_features=8, lr=0.1)
 
         # every rank its own data (the distributed sampler is off)
         def train_dataloader(self):
