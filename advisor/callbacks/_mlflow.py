@@ -127,7 +127,7 @@ class MlflowWriter:
     """
 
     def __init__(self, connect: Callable[[], tuple[Any, str, bool]], retry_seconds: float = 5.0,
-                 min_interval: float = 2.0):
+                 min_interval: float = 10.0):
         self._connect = connect
         self._retry = retry_seconds
         self._min_interval = min_interval
