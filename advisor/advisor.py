@@ -17,7 +17,7 @@ from .detectors import (
     fit_learning_curve,
     read_schedule,
 )
-from .detectors._stats import median, noise_scale, trend_test
+from .detectors._stats import median, noise_scale
 from .detectors.forecast import CurveFit, curve_fit_from_dict, curve_fit_to_dict
 from .detectors.plateau import PlateauState, adaptive_window, remaining_gain_horizon
 from .history import MetricHistory
@@ -72,9 +72,6 @@ class Advisor:
             checks.
         stall_window: the fewest checks in the window for a stall (no downward trend at all and
             no new best by the tolerance) to count as a plateau.
-        train_veto: a plateau of the monitor is not a stop while ``train_metric`` still improves
-            significantly over the same checks (the model is still learning; an unseen
-            learning-rate decay often brings validation down later).
         min_progress_without_lr: with no learning rate logged and a known budget, a plateau is a
             stop only after this share of ``max_steps``: most schedules (cosine, linear, step)
             decay later and often break an early plateau. Overfitting and divergence stop anytime.
@@ -104,7 +101,6 @@ class Advisor:
         min_window: int = 6,
         max_window: int = 48,
         stall_window: int = 10,
-        train_veto: bool = False,
         min_progress_without_lr: float = 0.5,
         decay: float = 1.0,
         forecast_level: float = 0.9,
@@ -155,7 +151,6 @@ class Advisor:
         self.min_window = int(min_window)
         self.max_window = int(max_window)
         self.stall_window = int(stall_window)
-        self.train_veto = bool(train_veto)
         self.min_progress_without_lr = float(min_progress_without_lr)
         self.decay = float(decay)
         self.forecast_level = float(forecast_level)
@@ -341,14 +336,6 @@ class Advisor:
                           reason=f"Flat at {progress:.0%} of the budget, but the learning-rate "
                                  f"schedule is unknown and most schedules decay later, which "
                                  f"often brings more: {text}.", **base)
-        train_trend = self._train_trend(logged, finite, phase, w)
-        if self.train_veto and train_trend is not None and (
-                train_trend.pvalue_decreasing < self.alpha):
-            return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=evidence,
-                          reason=f"Flat for now, but {self.train_metric} is still improving "
-                                 f"(Mann-Kendall p={train_trend.pvalue_decreasing:.2g} over the "
-                                 f"same checks), so the model is still learning and a schedule may "
-                                 f"still be decaying: {text}.", **base)
         if gain_iv is not None and gain_iv[0] > tol:
             return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=evidence,
                           reason=f"Flat for now, but the learning-curve forecast expects at least "
@@ -363,18 +350,6 @@ class Advisor:
                       suggested_stop_step=stop_at,
                       reason=f"Plateau: {text}{schedule_note}; best {sign * best:.4g} at step "
                              f"{best_step:g}.", **base)
-
-    def _train_trend(self, logged: np.ndarray, finite: np.ndarray, phase: np.ndarray,
-                     window: np.ndarray):
-        """Trend of the training metric over the plateau window's checks, if it was logged."""
-        if self.train_metric is None:
-            return None
-        steps = self.history.steps[logged][finite][phase][window]
-        train = self.history.values(self.train_metric)[logged][finite][phase][window]
-        ok = np.isfinite(train)
-        if ok.sum() < self.min_window:
-            return None
-        return trend_test(steps[ok], self._sign * train[ok])
 
     def _forecast(self, x: np.ndarray, y: np.ndarray, noise: float):
         """The forecast at ``max_steps``, refitting only when the phase has grown enough."""

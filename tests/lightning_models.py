@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 
-class LinearRegression(pl.LightningModule):
-    """Linear regression logging ``train_loss`` (per epoch) and ``val_loss``.
+class RegressionSteps:
+    """Linear regression logging ``train_loss`` (per epoch) and ``val_loss``, mixed into a
+    LightningModule of either package.
 
     With ``lr=0`` the validation loss is exactly flat (a plateau); ``epoch_sleep`` makes epochs
     slower, for the tests that stop a server mid-run.
@@ -39,3 +40,7 @@ class LinearRegression(pl.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+class LinearRegression(RegressionSteps, pl.LightningModule):
+    """The regression as a ``pytorch_lightning`` module."""

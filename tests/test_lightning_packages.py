@@ -5,31 +5,14 @@ from __future__ import annotations
 import lightning.pytorch as L
 import pytorch_lightning as pl
 import torch
-from torch import nn
+from lightning_models import RegressionSteps
 from torch.utils.data import DataLoader, TensorDataset
 
 from advisor import AdvisorCallback
 
 
-class FlatRegression(L.LightningModule):
-    """A lightning.pytorch module trained with lr=0: its validation loss is exactly flat."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Linear(4, 1)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = nn.functional.mse_loss(self.net(x), y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val_loss", nn.functional.mse_loss(self.net(x), y))
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.0)
+class FlatRegression(RegressionSteps, L.LightningModule):
+    """The shared regression as a lightning.pytorch module."""
 
 
 def test_callback_is_a_callback_of_both_packages():
@@ -47,7 +30,7 @@ def test_lightning_pytorch_trainer_is_stopped_by_the_callback():
     trainer = L.Trainer(max_epochs=30, callbacks=[callback], logger=False,
                         enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False)
-    trainer.fit(FlatRegression(), data, data)
+    trainer.fit(FlatRegression(lr=0.0), data, data)  # lr=0: exactly flat
     assert callback.stop_reason is not None and "Plateau" in callback.stop_reason
     assert trainer.current_epoch < 30
     assert callback.advice.verdict.value == "plateau"

@@ -184,17 +184,6 @@ class MlflowWriter:
             self._abandoned = self._thread.is_alive()
             return Unwritten(len(self._metrics), len(self._tags), sorted(self._artifacts))
 
-    def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until everything queued so far is written; False if the time ran out."""
-        deadline = time.monotonic() + timeout
-        self._wake.set()
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not (self._metrics or self._tags or self._artifacts):
-                    return True
-            time.sleep(0.02)
-        return False
-
     # ------------------------------------------------------------------ background thread
     def _loop(self) -> None:
         _caller.run_id = self._caller_run_id

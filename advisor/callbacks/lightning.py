@@ -290,9 +290,8 @@ class AdvisorCallback(*_callback_bases()):
             tags["advisor.best_checkpoint"] = checkpoint
         self._writer.submit(values, step=step, tags=tags)
 
-    @staticmethod
-    def _advice_metrics(advice: Advice) -> dict[str, float | None]:
-        row = advice_history_row(advice)
+    def _advice_metrics(self, advice: Advice) -> dict[str, float | None]:
+        row = self.history[-1]  # this check's row, recorded just before
         return {"should_stop": float(advice.should_stop), "trend_pvalue": row["trend_pvalue"],
                 "slope": row["slope"], "forecast": row["forecast"],
                 "forecast_low": row["forecast_low"], "forecast_high": row["forecast_high"],
