@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Advice",
     "AdvisorCallback",
+    "AdvisorPruner",
+    "AdvisorPruningCallback",
     "Advisor",
     "AdvisorWarning",
     "Evidence",
@@ -24,14 +26,24 @@ __all__ = [
     "MetricHistory",
     "MetricNotFoundError",
     "Verdict",
+    "advise_trial",
     "replay",
 ]
 
+_LAZY = {
+    "AdvisorCallback": "lightning",
+    "AdvisorPruningCallback": "_pruning_callback",
+    "AdvisorPruner": "optuna",
+    "advise_trial": "optuna",
+}
+
 
 def __getattr__(name: str) -> object:
-    """``advisor.AdvisorCallback`` is imported on first use, so ``import advisor`` stays light."""
-    if name == "AdvisorCallback":
-        from .callbacks.lightning import AdvisorCallback
+    """Integrations (Lightning, Optuna) are imported on first use, so ``import advisor`` stays
+    light and works without them."""
+    if name in _LAZY:
+        import importlib
 
-        return AdvisorCallback
+        module = importlib.import_module(f".callbacks.{_LAZY[name]}", __name__)
+        return getattr(module, name)
     raise AttributeError(f"module 'advisor' has no attribute {name!r}")

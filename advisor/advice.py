@@ -23,6 +23,8 @@ class Verdict(StrEnum):
     ``PLATEAU``: the metric has stopped improving by any margin the remaining budget could bring.
     ``OVERFITTING``: validation got significantly worse since its best while training went on.
     ``DIVERGED``: the metric became NaN/infinite or blew up far beyond its usual scale.
+    ``UNPROMISING``: in a sweep, the run is unlikely to end better than the best runs so far
+    (only :class:`advisor.AdvisorPruner` says this: it compares runs with each other).
     """
 
     IMPROVING = "improving"
@@ -30,11 +32,12 @@ class Verdict(StrEnum):
     PLATEAU = "plateau"
     OVERFITTING = "overfitting"
     DIVERGED = "diverged"
+    UNPROMISING = "unpromising"
 
     @property
     def stops(self) -> bool:
         """Whether this verdict, on its own, means training should stop."""
-        return self in (Verdict.PLATEAU, Verdict.OVERFITTING, Verdict.DIVERGED)
+        return self is not Verdict.IMPROVING and self is not Verdict.UNDECIDED
 
 
 def _json_safe(value: Any) -> Any:

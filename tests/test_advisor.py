@@ -474,11 +474,11 @@ def test_advice_to_dict_is_json_safe_for_every_verdict(saturating_curve):
 
 def test_verdict_values_are_plain_strings():
     assert [v.value for v in Verdict] == [
-        "improving", "undecided", "plateau", "overfitting", "diverged"]
+        "improving", "undecided", "plateau", "overfitting", "diverged", "unpromising"]
     assert Verdict("plateau") is Verdict.PLATEAU
     assert Verdict.PLATEAU == "plateau"
     assert {v for v in Verdict if v.stops} == {
-        Verdict.PLATEAU, Verdict.OVERFITTING, Verdict.DIVERGED}
+        Verdict.PLATEAU, Verdict.OVERFITTING, Verdict.DIVERGED, Verdict.UNPROMISING}
 
 
 def test_advice_property_is_the_latest_advice():

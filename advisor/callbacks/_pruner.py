@@ -1,0 +1,194 @@
+"""AdvisorPruner: prune Optuna trials the forecast says cannot win, or that diverged."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import optuna
+from optuna.pruners import BasePruner
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from ..advice import Advice, Evidence, Verdict
+from ..detectors.promise import chance_to_beat
+from ._trials import TrialAdvisors, advice_attrs, record_advice
+
+__all__ = ["AdvisorPruner"]
+
+
+class AdvisorPruner(BasePruner):
+    """Prunes a trial when it is unlikely to end better than the best trials so far, or diverged.
+
+    At each ``trial.should_prune()`` the trial's reported values go through an
+    :class:`advisor.Advisor` (one per trial, fed incrementally). Its learning-curve forecast of
+    the value at the end of the budget, with its prediction interval, gives the chance that the
+    trial's best value ends better than the ``n_best``-th best COMPLETE trial; below
+    ``threshold``, the trial is pruned as :attr:`advisor.Verdict.UNPROMISING`. A trial whose
+    values became NaN/infinite or blew up is pruned as :attr:`advisor.Verdict.DIVERGED`. Every
+    pruned trial gets user attributes ``advisor.verdict``, ``advisor.reason``,
+    ``advisor.probability``, ``advisor.threshold``, ``advisor.target`` and
+    ``advisor.predicted_final``.
+
+    A trial that has converged near a competitive value is not pruned: call
+    :func:`advisor.advise_trial` after each report and return ``advice.best_value`` when
+    ``advice.should_stop``, so the trial finishes early as COMPLETE and the sampler learns from it.
+
+    The pruner keeps no state that only one process sees: its cache of per-trial advisors is a
+    shortcut for values read from the study's storage, so several processes sharing a study
+    (``RDBStorage``, ``JournalStorage``) make the same decisions.
+
+    Example:
+        >>> import math, optuna
+        >>> from advisor import AdvisorPruner, advise_trial
+        >>> def objective(trial):
+        ...     rate = trial.suggest_float("rate", 0.01, 1.0, log=True)
+        ...     for epoch in range(60):
+        ...         trial.report(0.1 / rate + math.exp(-rate * epoch), epoch)
+        ...         if trial.should_prune():
+        ...             raise optuna.TrialPruned()
+        ...         advice = advise_trial(trial)
+        ...         if advice.should_stop:
+        ...             return advice.best_value
+        ...     return advice.best_value
+        >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
+        >>> study = optuna.create_study(pruner=AdvisorPruner(max_steps=59),
+        ...                             sampler=optuna.samplers.RandomSampler(seed=0))
+        >>> study.optimize(objective, n_trials=12)
+        >>> pruned = study.get_trials(states=(optuna.trial.TrialState.PRUNED,))
+        >>> len(pruned) > 0 and all(t.user_attrs["advisor.verdict"] == "unpromising"
+        ...                         for t in pruned)
+        True
+
+    Args:
+        max_steps: the last step a trial reports (its budget); ``"auto"`` takes the latest step
+            any COMPLETE trial reported (no forecast, so no pruning on promise, before one has).
+        threshold: prune when the chance to beat the target is below this.
+        n_best: the target is the ``n_best``-th best value among COMPLETE trials.
+        n_startup_trials: no pruning on promise until this many trials are COMPLETE.
+        n_warmup_steps: no pruning on promise before this step (divergence prunes at any step).
+        wrapped_pruner: another pruner also consulted; a trial it prunes is recorded as pruned
+            by it.
+        **advisor_kwargs: further :class:`advisor.Advisor` settings (``min_checks``,
+            ``forecast_level``, ...).
+    """
+
+    def __init__(
+        self,
+        max_steps: int | float | str | None = "auto",
+        *,
+        threshold: float = 0.05,
+        n_best: int = 1,
+        n_startup_trials: int = 5,
+        n_warmup_steps: int = 0,
+        wrapped_pruner: BasePruner | None = None,
+        **advisor_kwargs: Any,
+    ) -> None:
+        if not (max_steps is None or max_steps == "auto" or (
+                isinstance(max_steps, int | float) and not isinstance(max_steps, bool)
+                and max_steps > 0)):
+            raise ValueError(
+                f"max_steps must be a positive number, 'auto' or None, but got {max_steps!r}.")
+        if not 0 < threshold < 1:
+            raise ValueError(f"threshold must be in (0, 1), but got {threshold!r}.")
+        if isinstance(n_best, bool) or not isinstance(n_best, int) or n_best < 1:
+            raise ValueError(f"n_best must be a positive integer, but got {n_best!r}.")
+        if n_startup_trials < 0:
+            raise ValueError(f"n_startup_trials cannot be negative, but got {n_startup_trials!r}.")
+        if n_warmup_steps < 0:
+            raise ValueError(f"n_warmup_steps cannot be negative, but got {n_warmup_steps!r}.")
+        if wrapped_pruner is not None and not isinstance(wrapped_pruner, BasePruner):
+            raise TypeError(f"wrapped_pruner must be an optuna pruner, but got "
+                            f"{type(wrapped_pruner).__name__}.")
+        self.max_steps = max_steps
+        self.threshold = float(threshold)
+        self.n_best = n_best
+        self.n_startup_trials = int(n_startup_trials)
+        self.n_warmup_steps = int(n_warmup_steps)
+        self.wrapped_pruner = wrapped_pruner
+        self.advisors = TrialAdvisors(advisor_kwargs)
+
+    # ------------------------------------------------------------------ Optuna's interface
+    def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        advice = self.advise(study, trial, complete)
+        if advice is None:
+            return False
+        sign = 1.0 if study.direction == StudyDirection.MINIMIZE else -1.0
+        values = sorted(sign * t.value for t in complete
+                        if t.value is not None and math.isfinite(t.value))
+        enough = len(values) >= max(self.n_startup_trials, self.n_best)
+        target = sign * values[self.n_best - 1] if enough else None
+        if advice.step < self.n_warmup_steps:
+            target = None
+        decision = self.decide(advice, target)
+        if decision.verdict in (Verdict.DIVERGED, Verdict.UNPROMISING):
+            self._record(study, trial, decision, pruned_by="advisor")
+            return True
+        if self.wrapped_pruner is not None and self.wrapped_pruner.prune(study, trial):
+            name = type(self.wrapped_pruner).__name__
+            self._record(study, trial, dataclasses.replace(
+                decision, should_stop=True,
+                reason=f"Pruned by {name}; the advisor alone would not prune: {decision.reason}"),
+                pruned_by=name)
+            return True
+        return False
+
+    # ------------------------------------------------------------------ the decision (pure)
+    def decide(self, advice: Advice, target: float | None) -> Advice:
+        """The trial's advice, turned UNPROMISING when its chance to beat ``target`` (the value
+        to beat, in the study's direction; ``None``: no comparison yet) is below the threshold."""
+        if advice.verdict is Verdict.DIVERGED or target is None:
+            return advice
+        f, best = advice.forecast, advice.best_value
+        if f is None or best is None:
+            return advice
+        sign = 1.0 if advice.mode == "min" else -1.0
+        lo, hi = sorted((sign * f.low, sign * f.high))
+        promise = chance_to_beat(sign * target, sign * best, sign * f.value, lo, hi, f.level)
+        p = promise.probability
+        ev = Evidence(
+            "promise",
+            f"chance {p:.3g} that the best value ends better than {target:.4g} (the "
+            f"{_rank(self.n_best)} complete trial); threshold {self.threshold:g}",
+            statistic=p, pvalue=p, interval=(f.low, f.high), window=(f.step, f.step),
+            details={"probability": p, "threshold": self.threshold, "target": target,
+                     "predicted_final": f.value, "level": f.level})
+        if p >= self.threshold:
+            return dataclasses.replace(advice, evidence=advice.evidence + (ev,))
+        return dataclasses.replace(
+            advice, verdict=Verdict.UNPROMISING, should_stop=True, evidence=advice.evidence + (ev,),
+            reason=f"Unpromising: forecast {f.value:.4g} at step {f.step:g} ({f.level:.0%} "
+                   f"interval {f.low:.4g} to {f.high:.4g}), best so far {best:.4g}: {ev.summary}.")
+
+    def advise(self, study: optuna.study.Study, trial: FrozenTrial,
+               complete: list[FrozenTrial] | None = None) -> Advice | None:
+        """The advisor's advice on the values ``trial`` has reported (no comparison with others)."""
+        if complete is None:
+            complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        mode = "min" if study.direction == StudyDirection.MINIMIZE else "max"
+        return self.advisors.advise(study.study_name, trial.number, trial.intermediate_values,
+                                    mode, self._budget(complete))
+
+    def _budget(self, complete: list[FrozenTrial]) -> float | None:
+        if self.max_steps != "auto":
+            return None if self.max_steps is None else float(self.max_steps)
+        steps = [t.last_step for t in complete if t.last_step is not None]
+        return float(max(steps)) if steps and max(steps) > 0 else None
+
+    def _record(self, study: optuna.study.Study, trial: FrozenTrial, advice: Advice,
+                pruned_by: str) -> None:
+        promise = advice.evidence_for("promise")
+        extra: dict[str, Any] = {"pruned": True, "pruned_by": pruned_by}
+        if promise is not None:
+            extra.update({k: promise.details[k] for k in ("probability", "threshold", "target")})
+        record_advice(study, trial._trial_id, advice_attrs(advice, extra))
+        self.advisors.forget(study.study_name, trial.number)
+
+
+def _rank(n: int) -> str:
+    if n == 1:
+        return "best"
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix} best"

@@ -1,0 +1,69 @@
+"""Optuna integration: :class:`AdvisorPruner` and :func:`advise_trial`.
+
+Optuna pruners rank a trial against the others at the same step; the advisor also tells a trial
+that has converged (finish it early as COMPLETE, with its best value) from one that cannot win
+(prune it), and says why in the trial's user attributes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..advice import Advice
+from ._pruner import AdvisorPruner
+from ._trials import TrialAdvisors, advice_attrs, frozen_trial
+
+__all__ = ["AdvisorPruner", "advise_trial"]
+
+_default_advisors: dict[float | None, TrialAdvisors] = {}
+
+
+def advise_trial(trial: Any, max_steps: float | None = None) -> Advice:
+    """The advice on the values ``trial`` has reported so far: cheap to call after every report.
+
+    When ``advice.should_stop`` for a converged trial (plateau or overfitting), return
+    ``advice.best_value`` from the objective: the trial finishes early as COMPLETE with the best
+    value it reached (restore that checkpoint), and its user attributes ``advisor.verdict``,
+    ``advisor.reason``, ``advisor.best_step`` and ``advisor.predicted_final`` say why.
+
+    With an :class:`AdvisorPruner` on the study, its settings and budget are used (and its cache:
+    ``trial.should_prune()`` and this function advise once per report). Otherwise give the last
+    step as ``max_steps``, or the trial is judged without a budget.
+
+    Example:
+        >>> import optuna
+        >>> from advisor import advise_trial
+        >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
+        >>> def objective(trial):
+        ...     for epoch in range(100):
+        ...         trial.report(0.2 + 0.8 * 0.8 ** epoch, epoch)
+        ...         advice = advise_trial(trial, max_steps=99)
+        ...         if advice.should_stop:
+        ...             break
+        ...     return advice.best_value
+        >>> study = optuna.create_study()
+        >>> study.optimize(objective, n_trials=1)
+        >>> study.trials[0].user_attrs["advisor.verdict"], study.trials[0].last_step < 99
+        ('plateau', True)
+
+    Raises:
+        ValueError: the trial has reported no value yet.
+    """
+    study = trial.study
+    frozen = frozen_trial(trial)
+    pruner = study.pruner
+    if isinstance(pruner, AdvisorPruner):
+        advice = pruner.advise(study, frozen)
+    else:
+        if max_steps not in _default_advisors:
+            _default_advisors[max_steps] = TrialAdvisors()
+        mode = "min" if study.direction.name == "MINIMIZE" else "max"
+        advice = _default_advisors[max_steps].advise(
+            study.study_name, frozen.number, frozen.intermediate_values, mode, max_steps)
+    if advice is None:
+        raise ValueError(f"trial {trial.number} has reported no value yet: call trial.report "
+                         f"before advise_trial.")
+    if advice.should_stop:
+        for key, value in advice_attrs(advice, {"finished_early": True}).items():
+            trial.set_user_attr(key, value)
+    return advice

@@ -1,0 +1,196 @@
+"""AdvisorPruner and advise_trial on constructed studies (in memory and on sqlite)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+from optuna.pruners import ThresholdPruner
+from optuna.trial import TrialState
+
+from advisor import AdvisorPruner, Verdict, advise_trial
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+EPOCHS = 50
+
+
+def curve(floor: float, scale: float = 0.8, tau: float = 6.0, noise: float = 0.005,
+          seed: int = 0, n: int = EPOCHS) -> list[float]:
+    rng = np.random.default_rng(seed)
+    e = np.arange(n)
+    return list(floor + scale * np.exp(-e / tau) + noise * rng.standard_normal(n))
+
+
+def run_trial(study: optuna.Study, values: list[float], *, finish_early: bool = False):
+    """Report ``values`` as a plain objective would; return the finished FrozenTrial."""
+    trial = study.ask()
+    reported = []
+    for step, value in enumerate(values):
+        trial.report(value, step)
+        reported.append(value)
+        if trial.should_prune():
+            study.tell(trial, state=TrialState.PRUNED)
+            return study.trials[trial.number]
+        if finish_early:
+            advice = advise_trial(trial)
+            if advice.should_stop:
+                study.tell(trial, advice.best_value)
+                return study.trials[trial.number]
+    best = min(reported) if study.direction.name == "MINIMIZE" else max(reported)
+    study.tell(trial, best)
+    return study.trials[trial.number]
+
+
+def study_with(pruner: AdvisorPruner, good: int = 3, **kwargs) -> optuna.Study:
+    study = optuna.create_study(pruner=pruner, **kwargs)
+    for seed in range(good):
+        run_trial(study, curve(0.2 + 0.01 * seed, seed=seed))
+    return study
+
+
+def test_a_trial_that_cannot_catch_up_is_pruned_early_with_its_reason():
+    study = study_with(AdvisorPruner(max_steps=EPOCHS - 1, n_startup_trials=3))
+    bad = run_trial(study, curve(0.6, seed=7))
+    assert bad.state is TrialState.PRUNED
+    assert bad.last_step < EPOCHS // 2  # most of its budget saved
+    attrs = bad.user_attrs
+    assert attrs["advisor.verdict"] == Verdict.UNPROMISING.value
+    assert attrs["advisor.pruned"] is True and attrs["advisor.pruned_by"] == "advisor"
+    assert attrs["advisor.probability"] < attrs["advisor.threshold"] == 0.05
+    assert attrs["advisor.target"] == pytest.approx(study.best_value)
+    assert attrs["advisor.predicted_final"] > study.best_value
+    assert "chance" in attrs["advisor.reason"] and "best complete trial" in attrs["advisor.reason"]
+
+
+def test_a_competitive_trial_is_not_pruned():
+    study = study_with(AdvisorPruner(max_steps=EPOCHS - 1, n_startup_trials=3))
+    close = run_trial(study, curve(0.195, seed=11))  # ends a little better than the best
+    assert close.state is TrialState.COMPLETE
+    assert close.last_step == EPOCHS - 1
+    assert "advisor.pruned" not in close.user_attrs
+
+
+def test_a_slow_starter_that_will_win_is_not_pruned():
+    # worse than the best trials for a long time, but its forecast clearly ends below them
+    study = study_with(AdvisorPruner(max_steps=EPOCHS - 1, n_startup_trials=3))
+    slow = run_trial(study, curve(0.1, scale=1.2, tau=15.0, seed=5))
+    assert slow.state is TrialState.COMPLETE
+    assert slow.value < 0.2
+
+
+def test_nothing_is_pruned_on_promise_before_the_startup_trials_complete():
+    study = study_with(AdvisorPruner(max_steps=EPOCHS - 1, n_startup_trials=5), good=3)
+    assert run_trial(study, curve(0.9, seed=3)).state is TrialState.COMPLETE
+
+
+def test_a_diverged_trial_is_pruned_at_once_even_before_the_startup_trials():
+    study = optuna.create_study(pruner=AdvisorPruner(max_steps=EPOCHS - 1))
+    values = curve(0.3, seed=1)[:8] + [math.nan] + curve(0.3, seed=1)[9:]
+    trial = run_trial(study, values)
+    assert trial.state is TrialState.PRUNED
+    assert trial.last_step == 8
+    assert trial.user_attrs["advisor.verdict"] == Verdict.DIVERGED.value
+    assert "diverged" in trial.user_attrs["advisor.reason"].lower()
+
+
+def test_auto_budget_waits_for_a_complete_trial_then_uses_its_last_step():
+    pruner = AdvisorPruner(n_startup_trials=1)  # max_steps="auto"
+    study = optuna.create_study(pruner=pruner)
+    run_trial(study, curve(0.2, seed=0))
+    bad = run_trial(study, curve(0.7, seed=2))
+    assert bad.state is TrialState.PRUNED
+    assert f"at step {EPOCHS - 1}" in bad.user_attrs["advisor.reason"]
+
+
+def test_maximize_studies_prune_low_accuracy():
+    study = optuna.create_study(direction="maximize",
+                                pruner=AdvisorPruner(max_steps=EPOCHS - 1, n_startup_trials=3))
+    for seed in range(3):
+        run_trial(study, [1 - v for v in curve(0.1 + 0.01 * seed, seed=seed)])
+    bad = run_trial(study, [1 - v for v in curve(0.5, seed=9)])
+    good = run_trial(study, [1 - v for v in curve(0.09, seed=10)])
+    assert bad.state is TrialState.PRUNED and good.state is TrialState.COMPLETE
+    assert bad.user_attrs["advisor.target"] == pytest.approx(max(
+        t.value for t in study.trials[:3]))
+
+
+def test_n_best_compares_with_the_nth_best_trial():
+    strict = study_with(AdvisorPruner(max_steps=EPOCHS - 1, n_startup_trials=3), good=3)
+    lenient = study_with(AdvisorPruner(max_steps=EPOCHS - 1, n_startup_trials=3, n_best=3),
+                         good=3)
+    middling = curve(0.212, seed=4)  # between the best (0.20) and the 3rd best (0.22)
+    assert run_trial(strict, middling).state is TrialState.PRUNED
+    assert run_trial(lenient, middling).state is TrialState.COMPLETE
+
+
+def test_wrapped_pruner_prunes_too_and_is_named():
+    pruner = AdvisorPruner(max_steps=EPOCHS - 1, wrapped_pruner=ThresholdPruner(upper=0.5))
+    study = optuna.create_study(pruner=pruner)
+    trial = run_trial(study, [0.4] * 5 + [0.6] * 10)
+    assert trial.state is TrialState.PRUNED and trial.last_step == 5
+    assert trial.user_attrs["advisor.pruned_by"] == "ThresholdPruner"
+    assert trial.user_attrs["advisor.reason"].startswith("Pruned by ThresholdPruner")
+
+
+def test_advise_trial_finishes_a_converged_trial_complete_with_its_best():
+    study = study_with(AdvisorPruner(max_steps=EPOCHS * 4 - 1, n_startup_trials=3))
+    values = curve(0.15, tau=4.0, seed=21, n=EPOCHS * 4)
+    trial = run_trial(study, values, finish_early=True)
+    assert trial.state is TrialState.COMPLETE
+    assert trial.last_step < EPOCHS * 2  # stopped well before its budget
+    assert trial.value == pytest.approx(min(values[: trial.last_step + 1]))
+    assert trial.user_attrs["advisor.verdict"] == Verdict.PLATEAU.value
+    assert trial.user_attrs["advisor.finished_early"] is True
+    assert trial.user_attrs["advisor.best_value"] == pytest.approx(trial.value)
+
+
+def test_advise_trial_without_an_advisor_pruner_uses_the_given_budget():
+    study = optuna.create_study()  # MedianPruner
+    trial = study.ask()
+    with pytest.raises(ValueError, match="reported no value"):
+        advise_trial(trial)
+    for step, value in enumerate(curve(0.3, seed=2)):
+        trial.report(value, step)
+        advice = advise_trial(trial, max_steps=EPOCHS - 1)
+    assert advice.forecast is not None and advice.forecast.step == EPOCHS - 1
+    assert advice.best_value == pytest.approx(min(curve(0.3, seed=2)))
+
+
+def test_decisions_are_the_same_in_a_process_that_never_saw_the_trial(tmp_path):
+    # two workers sharing a study: one followed the trial report by report, one did not
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    worker = AdvisorPruner(max_steps=EPOCHS - 1, n_startup_trials=3)
+    study = study_with(worker, storage=storage, study_name="shared")
+    trial = study.ask()
+    values = curve(0.3, seed=8)
+    for step, value in enumerate(values[:20]):
+        trial.report(value, step)
+        warm = worker.prune(study, study.trials[trial.number])
+    other = optuna.load_study(study_name="shared", storage=storage,
+                              pruner=AdvisorPruner(max_steps=EPOCHS - 1, n_startup_trials=3))
+    cold = other.pruner.prune(other, other.trials[trial.number])
+    assert warm == cold
+    frozen = other.trials[trial.number]
+    assert (worker.advise(study, frozen).to_dict()
+            == other.pruner.advise(other, frozen).to_dict())
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"max_steps": 0}, "max_steps must be a positive number, 'auto' or None, but got 0"),
+    ({"max_steps": "all"}, "but got 'all'"),
+    ({"threshold": 1.5}, "threshold must be in \\(0, 1\\), but got 1.5"),
+    ({"n_best": 0}, "n_best must be a positive integer, but got 0"),
+    ({"n_startup_trials": -1}, "n_startup_trials cannot be negative, but got -1"),
+    ({"n_warmup_steps": -2}, "n_warmup_steps cannot be negative, but got -2"),
+    ({"min_checks": 1}, "min_checks must be at least 3, but got 1"),
+])
+def test_bad_settings_are_refused_naming_the_value(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AdvisorPruner(**kwargs)
+
+
+def test_wrapped_pruner_must_be_a_pruner():
+    with pytest.raises(TypeError, match="wrapped_pruner must be an optuna pruner, but got str"):
+        AdvisorPruner(wrapped_pruner="median")
