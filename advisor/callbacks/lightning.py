@@ -217,13 +217,19 @@ class AdvisorCallback(*_callback_bases()):
         self._record(advice)
         if self._writer is not None:
             self._log(trainer, metrics, advice)
+        self._act(trainer, metrics, advice)
+
+    def _act(self, trainer: Any, metrics: dict[str, float], advice: Advice) -> None:
+        """What the advice does to the trainer (the same on every rank)."""
         if self.action == "stop" and advice.should_stop and self._can_stop(trainer):
-            self.stop_reason = advice.reason
-            self.stopped_step = advice.step
-            trainer.should_stop = True
-            if trainer.is_global_zero:
-                print(f"training-advisor stopped training at {self.unit} {advice.step:g}: "
-                      f"{advice.reason}")
+            self._stop(trainer, advice.step, advice.reason)
+
+    def _stop(self, trainer: Any, step: float, reason: str) -> None:
+        self.stop_reason = reason
+        self.stopped_step = step
+        trainer.should_stop = True
+        if trainer.is_global_zero:
+            print(f"training-advisor stopped training at {self.unit} {step:g}: {reason}")
 
     def _record(self, advice: Advice) -> None:
         self.advice = advice
