@@ -13,6 +13,7 @@ from .detectors import (
     PlateauResult,
     ScheduleState,
 )
+from .detectors.promise import PeerResult
 
 
 def _g(v: float | None) -> str:
@@ -102,3 +103,37 @@ def forecast_evidence(f: Forecast, gain: float, gain_interval: tuple[float, floa
                f"so far {gain:.3g} ({gain_interval[0]:.3g} to {gain_interval[1]:.3g})")
     return Evidence("forecast", summary, interval=(f.low, f.high),
                     details={"value": f.value, "step": f.step, "expected_gain": gain})
+
+
+def _rank(n: int) -> str:
+    if n == 1:
+        return "best"
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix} best"
+
+
+def promise_evidence(p: float, p_forecast: float | None, p_peers: float | None,
+                     peers: PeerResult | None, target: float, threshold: float, n_best: int,
+                     forecast: Forecast | None) -> Evidence:
+    """Why a sweep's trial is (un)likely to end better than the ``n_best``-th best finished one."""
+    parts = []
+    if p_peers is not None and peers is not None:
+        parts.append(f"to beat {target:.4g} (the {_rank(n_best)} complete trial) it needs "
+                     f"{peers.needed:.3g} more, and {peers.gained_enough} of the {peers.peers} "
+                     f"complete trials improved that much after step {peers.step:g} (the most: "
+                     f"{peers.largest:.3g}; chance {p_peers:.2g})")
+    else:
+        parts.append(f"the value to beat is {target:.4g} (the {_rank(n_best)} complete trial)")
+    if p_forecast is not None and forecast is not None:
+        parts.append(f"its forecast is {forecast.value:.4g} at step {forecast.step:g} "
+                     f"({forecast.level:.0%} interval {forecast.low:.4g} to {forecast.high:.4g}), "
+                     f"a chance of {p_forecast:.2g} to beat it")
+    return Evidence(
+        "promise", "; ".join(parts) + f" (threshold {threshold:g})",
+        statistic=p, pvalue=p,
+        interval=None if forecast is None else (forecast.low, forecast.high),
+        window=None if peers is None else (peers.step, peers.step),
+        details={"probability": p, "forecast_probability": p_forecast,
+                 "peer_probability": p_peers, "peers": None if peers is None else peers.peers,
+                 "threshold": threshold, "target": target,
+                 "predicted_final": None if forecast is None else forecast.value})

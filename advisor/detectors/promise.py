@@ -18,7 +18,9 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-__all__ = ["PromiseResult", "chance_to_beat"]
+import numpy as np
+
+__all__ = ["PeerResult", "PromiseResult", "chance_from_peers", "chance_to_beat"]
 
 _NORMAL = NormalDist()
 
@@ -69,3 +71,50 @@ def chance_to_beat(target: float, best: float, forecast: float, low: float, high
     return PromiseResult(probability=p, target=float(target), best=float(best),
                          forecast=float(forecast), interval=(float(low), float(high)),
                          level=float(level))
+
+
+@dataclass(frozen=True)
+class PeerResult:
+    """How often runs that already finished improved enough, after this step, to beat ``target``.
+
+    Attributes:
+        probability: ``gained_enough / peers`` (NaN when there are no peers).
+        needed: the improvement this run needs to beat ``target`` (its best minus the target).
+        largest: the largest improvement any peer made after ``step``.
+        gained_enough: how many of them improved by more than ``needed``.
+        peers: how many finished runs had reached ``step`` and went on past it.
+    """
+
+    probability: float
+    needed: float
+    gained_enough: int
+    largest: float
+    peers: int
+    step: float
+
+
+def chance_from_peers(target: float, best: float, peer_best_at_step: np.ndarray,
+                      peer_final: np.ndarray, step: float) -> PeerResult:
+    """The chance that a run whose best is ``best`` gains enough after ``step`` to end below
+    ``target``, judged by the gains of finished runs after that step (their best so far at
+    ``step`` minus their final best): the share ``k / n`` of the ``n`` finished runs that gained
+    more than needed. With few finished runs this is coarse (with 5, a chance below 0.05 means
+    none of them gained that much), so callers ask for a minimum number of them.
+
+    Runs of one sweep share a task, a model and a metric, so how much they still improved after
+    a step says how much a run can still improve after it. Wrong when the run differs in kind
+    from every finished one (a learning rate far outside the others' range, a slow starter):
+    :class:`advisor.AdvisorPruner` therefore also asks the run's own learning-curve forecast.
+
+    >>> chance_from_peers(0.2, best=0.5, peer_best_at_step=np.array([0.4, 0.3, 0.25]),
+    ...                   peer_final=np.array([0.2, 0.21, 0.22]), step=10).probability
+    0.0
+    """
+    gains = np.asarray(peer_best_at_step, float) - np.asarray(peer_final, float)
+    gains = gains[np.isfinite(gains)]
+    needed = float(best - target)
+    k = int(np.sum(gains > needed))
+    return PeerResult(probability=k / gains.size if gains.size else math.nan, needed=needed,
+                      gained_enough=k,
+                      largest=float(gains.max()) if gains.size else math.nan,
+                      peers=int(gains.size), step=float(step))
