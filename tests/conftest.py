@@ -186,3 +186,19 @@ def mlflow_server(tmp_path_factory) -> MlflowServer:
         yield server
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------------------- PostgreSQL server
+@pytest.fixture(scope="session")
+def postgres():
+    """One real PostgreSQL server for the whole test session (started on first use); yields it
+    (``.url`` is a SQLAlchemy URL of an empty database). See ``tests/postgres.py``."""
+    from postgres import PostgresServer
+
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
