@@ -1,0 +1,297 @@
+"""AdvisorPruningCallback in real Lightning fits inside Optuna studies with AdvisorPruner.
+
+Each trial trains the tiny linear regression of ``lightning_models`` on data made here: with
+``lr=0.05`` it learns and plateaus within about 20 epochs; with ``lr=1e-4`` it barely moves (a
+hopeless trial). The DDP test runs a real 2-process CPU DDP fit (``strategy="ddp"``, gloo) in a
+subprocess, like ``test_ddp.py``: this file is also that script (``python
+tests/test_pruning_callback.py OUT JOURNAL STUDY TRIAL_ID``). ``ddp_spawn`` cannot be used: it
+pickles the callback, and the callback's trial holds the study's ``AdvisorPruner``, which does not
+pickle (reported).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+import pytorch_lightning as pl
+import torch
+from lightning_models import LinearRegression
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+from torch.utils.data import DataLoader, TensorDataset
+
+from advisor import AdvisorPruner, AdvisorPruningCallback, Verdict
+
+MAX_EPOCHS = 40
+GOOD_LR, HOPELESS_LR = 0.05, 1e-4
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:.*does not have many workers.*",
+    "ignore:.*LeafSpec.*",
+)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def loaders(batch_size: int = 64) -> tuple[DataLoader, DataLoader]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 4, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1 * torch.randn(256, 1, generator=g)
+    return (DataLoader(TensorDataset(x[:192], y[:192]), batch_size=batch_size),
+            DataLoader(TensorDataset(x[192:], y[192:]), batch_size=64))
+
+
+class Checks(pl.Callback):
+    """What Lightning logged at each validation check: the global step and val_loss."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.values: list[float] = []
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.steps.append(trainer.global_step)
+            self.values.append(float(trainer.callback_metrics["val_loss"]))
+
+
+def fit(callbacks: list, *, lr: float, max_epochs: int = MAX_EPOCHS, batch_size: int = 64,
+        **trainer_kwargs) -> pl.Trainer:
+    torch.manual_seed(0)
+    trainer = pl.Trainer(max_epochs=max_epochs, logger=False, callbacks=callbacks,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, num_sanity_val_steps=0, **trainer_kwargs)
+    train, val = loaders(batch_size)
+    trainer.fit(LinearRegression(lr=lr), train, val)
+    return trainer
+
+
+def make_pruner() -> AdvisorPruner:
+    return AdvisorPruner(max_steps=MAX_EPOCHS, n_startup_trials=1)
+
+
+def objective_for(lr: float, checks: Checks | None = None, **callback_kwargs):
+    """The objective a user writes: fit with the callback, return its best value."""
+    def objective(trial: optuna.Trial) -> float:
+        pruning = AdvisorPruningCallback(trial, monitor="val_loss", log_to_mlflow=False,
+                                         **callback_kwargs)
+        fit([pruning] + ([checks] if checks else []), lr=lr)
+        pruning.check_pruned()
+        return pruning.best_value
+    return objective
+
+
+def study_with_a_good_trial(**kwargs) -> optuna.Study:
+    """A study whose first trial (lr=0.05) learned, plateaued and finished COMPLETE."""
+    study = optuna.create_study(pruner=make_pruner(), **kwargs)
+    study.optimize(objective_for(GOOD_LR), n_trials=1)
+    assert study.trials[0].state is TrialState.COMPLETE
+    return study
+
+
+# ---------------------------------------------------------------------------- one process
+def test_a_hopeless_trial_raises_trial_pruned_from_fit_and_is_pruned_with_its_reason():
+    study = study_with_a_good_trial()
+    trial = study.ask()
+    pruning = AdvisorPruningCallback(trial, log_to_mlflow=False)
+    checks = Checks()
+    with pytest.raises(optuna.TrialPruned) as raised:
+        fit([pruning, checks], lr=HOPELESS_LR)
+    study.tell(trial, state=TrialState.PRUNED)
+    frozen = study.trials[trial.number]
+    assert frozen.state is TrialState.PRUNED
+    # pruned early, at the check it was told to: every check reported, at epochs 1..k
+    epochs = len(checks.values)
+    assert 3 <= epochs < MAX_EPOCHS // 2
+    assert frozen.intermediate_values == pytest.approx(
+        dict(zip(range(1, epochs + 1), checks.values, strict=True)))
+    attrs = frozen.user_attrs
+    assert attrs["advisor.pruned"] is True
+    assert attrs["advisor.verdict"] == Verdict.UNPROMISING.value
+    assert attrs["advisor.reason"].startswith("Unpromising")
+    assert str(raised.value) == attrs["advisor.reason"] == pruning.prune_reason
+    assert attrs["advisor.target"] == pytest.approx(study.best_value)
+    assert pruning.pruned and pruning.stopped_step == epochs
+    with pytest.raises(optuna.TrialPruned):  # check_pruned says it too (harmless with 1 process)
+        pruning.check_pruned()
+
+
+def test_a_hopeless_trial_in_study_optimize_ends_pruned():
+    study = study_with_a_good_trial()
+    study.optimize(objective_for(HOPELESS_LR), n_trials=1)
+    frozen = study.trials[1]
+    assert frozen.state is TrialState.PRUNED
+    assert frozen.user_attrs["advisor.reason"]
+    assert frozen.last_step < MAX_EPOCHS // 2
+
+
+def test_a_converged_trial_stops_early_and_completes_with_its_best_value():
+    study = optuna.create_study(pruner=make_pruner())
+    checks = Checks()
+    values: list[float] = []
+
+    def objective(trial):
+        pruning = AdvisorPruningCallback(trial, log_to_mlflow=False)
+        trainer = fit([pruning, checks], lr=GOOD_LR)
+        pruning.check_pruned()
+        values.append(pruning.best_value)
+        assert trainer.current_epoch == len(checks.values) < MAX_EPOCHS
+        assert pruning.stop_reason is not None and not pruning.pruned
+        return pruning.best_value
+
+    study.optimize(objective, n_trials=1)
+    frozen = study.trials[0]
+    assert frozen.state is TrialState.COMPLETE
+    assert frozen.last_step == len(checks.values) < MAX_EPOCHS
+    assert frozen.value == values[0] == pytest.approx(min(checks.values))
+    assert frozen.value == pytest.approx(min(frozen.intermediate_values.values()))
+    attrs = frozen.user_attrs
+    assert attrs["advisor.finished_early"] is True
+    assert attrs["advisor.verdict"] in (Verdict.PLATEAU.value, Verdict.OVERFITTING.value)
+    assert attrs["advisor.reason"] and attrs["advisor.best_value"] == pytest.approx(frozen.value)
+    assert "advisor.pruned" not in attrs
+
+
+def test_with_validation_twice_an_epoch_steps_are_global_steps_and_never_collide():
+    study = optuna.create_study(pruner=AdvisorPruner(n_startup_trials=1))  # max_steps="auto"
+    trial = study.ask()
+    pruning = AdvisorPruningCallback(trial, log_to_mlflow=False)
+    checks = Checks()
+    fit([pruning, checks], lr=GOOD_LR, max_epochs=5, batch_size=32, val_check_interval=0.5)
+    study.tell(trial, pruning.best_value)
+    frozen = study.trials[0]
+    # 6 batches an epoch: checks after batches 3 and 6 of each epoch, at global steps 3, 6, ...
+    assert len(checks.steps) >= 4
+    assert checks.steps == [3 * k for k in range(1, len(checks.steps) + 1)]
+    assert pruning.unit == "step"
+    assert sorted(frozen.intermediate_values) == checks.steps  # one value per check, none lost
+    assert [frozen.intermediate_values[s] for s in checks.steps] == pytest.approx(checks.values)
+    assert [row["step"] for row in pruning.history] == checks.steps
+
+
+# ---------------------------------------------------------------------------- MLflow
+def test_a_pruned_trials_mlflow_run_is_killed_and_tagged_with_the_reason(mlflow_server):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_server.url)
+    experiment = f"pruning-{uuid.uuid4().hex[:8]}"
+    study = optuna.create_study(pruner=make_pruner())
+
+    def objective(trial):
+        pruning = AdvisorPruningCallback(trial, tracking_uri=mlflow_server.url,
+                                         experiment_name=experiment,
+                                         run_name=f"trial-{trial.number}")
+        fit([pruning], lr=GOOD_LR if trial.number == 0 else HOPELESS_LR)
+        return pruning.best_value
+
+    study.optimize(objective, n_trials=2)
+    good, hopeless = study.trials
+    assert (good.state, hopeless.state) == (TrialState.COMPLETE, TrialState.PRUNED)
+    runs = {r.info.run_name: r for r in client.search_runs(
+        [client.get_experiment_by_name(experiment).experiment_id])}
+    assert sorted(runs) == ["trial-0", "trial-1"]
+
+    killed = runs["trial-1"]
+    assert killed.info.status == "KILLED"
+    tags = killed.data.tags
+    assert tags["advisor.pruned"] == "true"
+    assert tags["advisor.verdict"] == Verdict.UNPROMISING.value
+    assert tags["advisor.reason"] == hopeless.user_attrs["advisor.reason"]
+    steps = sorted(m.step for m in client.get_metric_history(killed.info.run_id,
+                                                             "advisor/best_value"))
+    assert steps == sorted(hopeless.intermediate_values)  # every check, up to the pruned one
+
+    finished = runs["trial-0"]
+    assert finished.info.status == "FINISHED"
+    assert "advisor.pruned" not in finished.data.tags
+    assert finished.data.tags["advisor.verdict"] == good.user_attrs["advisor.verdict"]
+    assert finished.data.tags["advisor.reason"] == good.user_attrs["advisor.reason"]
+
+
+# ---------------------------------------------------------------------------- DDP
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_rank(out: Path, journal: str, study_name: str, trial_id: int) -> None:
+    """One rank of the DDP fit (Lightning runs this script again for rank 1)."""
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    study = optuna.load_study(study_name=study_name, pruner=make_pruner(),
+                              storage=JournalStorage(JournalFileBackend(journal)))
+    trial = optuna.trial.Trial(study, trial_id)  # the running trial the test asked for
+    pruning = AdvisorPruningCallback(trial, log_to_mlflow=False)
+    checks = Checks()
+    trainer = fit([pruning, checks], lr=HOPELESS_LR, accelerator="cpu", devices=2,
+                  strategy="ddp", use_distributed_sampler=False)
+    record = {"rank": trainer.global_rank, "world_size": trainer.world_size,
+              "epochs": trainer.current_epoch, "stopped_step": pruning.stopped_step,
+              "checks": len(checks.values), "pruned": pruning.pruned,
+              "prune_reason": pruning.prune_reason, "raised": None}
+    try:
+        pruning.check_pruned()
+    except optuna.TrialPruned as exc:
+        record["raised"] = str(exc)
+    (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+    trainer.strategy.barrier()
+    for child in getattr(trainer.strategy.launcher, "procs", []):  # rank 0 waits for rank 1
+        child.wait(timeout=60)
+
+
+def test_ddp_ranks_stop_together_and_check_pruned_raises_after_fit(tmp_path):
+    journal = str(tmp_path / "journal.log")
+    study = study_with_a_good_trial(storage=JournalStorage(JournalFileBackend(journal)),
+                                    study_name="ddp")
+    trial = study.ask()
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    for key in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK"):
+        env.pop(key, None)
+    proc = subprocess.Popen([sys.executable, __file__, str(tmp_path), journal,
+                             study.study_name, str(trial._trial_id)], env=env, cwd=tmp_path,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"the DDP fit did not finish in 180 s:\n{stdout[-3000:]}{stderr[-6000:]}")
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-6000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert (r0["rank"], r1["rank"], r0["world_size"]) == (0, 1, 2)
+
+    # fit returned on both ranks (no exception with several processes), at the same check,
+    # long before the budget; check_pruned raised the reason on both
+    frozen = study.trials[trial.number]
+    reason = frozen.user_attrs["advisor.reason"]
+    assert frozen.user_attrs["advisor.verdict"] == Verdict.UNPROMISING.value
+    for r in (r0, r1):
+        assert r["pruned"] and r["prune_reason"] == reason and r["raised"] == reason
+        assert r["stopped_step"] == r["checks"] == r["epochs"] < MAX_EPOCHS // 2
+    assert r0["stopped_step"] == r1["stopped_step"]
+    # rank 0 alone reported, once per check
+    assert sorted(frozen.intermediate_values) == list(range(1, r0["checks"] + 1))
+
+    # the launching process's callback never trained (as in a ddp_spawn parent): check_pruned
+    # reads the decision rank 0 wrote to the study's storage
+    parent = AdvisorPruningCallback(trial, log_to_mlflow=False)
+    with pytest.raises(optuna.TrialPruned, match="Unpromising"):
+        parent.check_pruned()
+    assert parent.prune_reason == reason
+    study.tell(trial, state=TrialState.PRUNED)
+    assert study.trials[trial.number].state is TrialState.PRUNED
+
+
+if __name__ == "__main__":
+    _ddp_rank(Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]))
