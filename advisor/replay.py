@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .advice import Advice
 from .advisor import Advisor
 from .history import AdvisorWarning
 
-__all__ = ["long_to_wide", "replay"]
+__all__ = ["advise_run", "long_to_wide", "prepare_runs", "replay"]
 
 _STEP_COLUMNS = ("epoch", "step")
 _NOT_METRICS = {"run_id", "task", "source", "step", "epoch", "timestamp", "time", "metric", "value"}
@@ -39,6 +40,34 @@ def long_to_wide(frame: pd.DataFrame, step_column: str | None = None) -> pd.Data
     wide = wide.unstack("metric")
     wide.columns.name = None
     return wide.reset_index()
+
+
+def prepare_runs(frame: pd.DataFrame, monitor: str, train_metric: str | None = None,
+                 step_column: str | None = None) -> tuple[pd.DataFrame, str, list[str], list[str]]:
+    """Check and tidy a long or wide frame for replay.
+
+    Returns the wide frame (one row per run and step), the x-axis column, the run key columns
+    (``task``, ``run_id``, those present) and the numeric metric columns. Raises ``ValueError``
+    naming the metrics present when ``monitor`` (or ``train_metric``) is missing.
+    """
+    if "metric" in frame.columns and "value" in frame.columns:
+        frame = long_to_wide(frame, step_column)
+    step = _step_column(frame, "the frame", step_column)
+    if monitor not in frame.columns:
+        metrics = sorted(c for c in frame.columns if c not in _NOT_METRICS)
+        raise ValueError(f"monitored metric {monitor!r} is not in the data; metrics present: "
+                         f"{', '.join(metrics) or 'none'}.")
+    if train_metric is not None and train_metric not in frame.columns:
+        raise ValueError(f"train metric {train_metric!r} is not in the data.")
+    keys = [c for c in ("task", "run_id") if c in frame.columns]
+    metric_columns = [c for c in frame.columns if c not in _NOT_METRICS and c != step
+                      and pd.api.types.is_numeric_dtype(frame[c])]
+    if frame[step].isna().any():
+        frame = frame[frame[step].notna()]
+    if frame.duplicated(keys + [step]).any():  # CSVLogger: several rows per epoch
+        frame = frame.groupby(keys + [step], sort=False, observed=True)[metric_columns].last()
+        frame = frame.reset_index()
+    return frame, step, keys, metric_columns
 
 
 def replay(
@@ -70,23 +99,7 @@ def replay(
         >>> row["verdict"], bool(row["stop_epoch"] < 40)
         ('plateau', True)
     """
-    if "metric" in frame.columns and "value" in frame.columns:
-        frame = long_to_wide(frame, step_column)
-    step = _step_column(frame, "the frame", step_column)
-    if monitor not in frame.columns:
-        metrics = sorted(c for c in frame.columns if c not in _NOT_METRICS)
-        raise ValueError(f"monitored metric {monitor!r} is not in the data; metrics present: "
-                         f"{', '.join(metrics) or 'none'}.")
-    if train_metric is not None and train_metric not in frame.columns:
-        raise ValueError(f"train metric {train_metric!r} is not in the data.")
-    keys = [c for c in ("task", "run_id") if c in frame.columns]
-    metric_columns = [c for c in frame.columns if c not in _NOT_METRICS and c != step
-                      and pd.api.types.is_numeric_dtype(frame[c])]
-    if frame[step].isna().any():
-        frame = frame[frame[step].notna()]
-    if frame.duplicated(keys + [step]).any():  # CSVLogger: several rows per epoch
-        frame = frame.groupby(keys + [step], sort=False, observed=True)[metric_columns].last()
-        frame = frame.reset_index()
+    frame, step, keys, metric_columns = prepare_runs(frame, monitor, train_metric, step_column)
     groups: Iterable[tuple[Any, pd.DataFrame]] = (
         frame.groupby(keys, sort=False, observed=True) if keys else [((), frame)])
     rows = []
@@ -99,28 +112,42 @@ def replay(
     return pd.DataFrame(rows)
 
 
-def replay_run(run: pd.DataFrame, step: str, metric_columns: list[str], monitor: str, mode: str,
-               train_metric: str | None, advisor_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Replay one run (sorted by ``step``) and return its row of decisions."""
+def advise_run(run: pd.DataFrame, step: str, metric_columns: list[str], monitor: str,
+               mode: str, train_metric: str | None, advisor_kwargs: dict[str, Any],
+               max_steps: float | None = None) -> list[Advice]:
+    """The advice at every check of one run (sorted by ``step``), up to the first stop.
+
+    The budget is ``max_steps`` (at least the run's last step), else the run's last step.
+    """
     steps = run[step].to_numpy(dtype=float)
     table = run[metric_columns].to_numpy(dtype=float)
     has_monitor = ~np.isnan(run[monitor].to_numpy(dtype=float))
-    last = float(steps[-1])
-    advisor = Advisor(monitor, mode, train_metric, max_steps=last if last > 0 else None,
+    last = float(steps[-1]) if steps.size else 0.0
+    budget = max(max_steps or 0.0, last)
+    advisor = Advisor(monitor, mode, train_metric, max_steps=budget if budget > 0 else None,
                       **advisor_kwargs)
-    advice = None
+    advices: list[Advice] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AdvisorWarning)
         for i in np.flatnonzero(has_monitor):
             values = {name: v for name, v in zip(metric_columns, table[i], strict=True)
                       if not np.isnan(v) or name == monitor}
-            advice = advisor.update(steps[i], values)
-            if advice.should_stop:
+            advices.append(advisor.update(steps[i], values))
+            if advices[-1].should_stop:
                 break
-    if advice is None:
+    return advices
+
+
+def replay_run(run: pd.DataFrame, step: str, metric_columns: list[str], monitor: str, mode: str,
+               train_metric: str | None, advisor_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Replay one run (sorted by ``step``) and return its row of decisions."""
+    last = float(run[step].iloc[-1])
+    advices = advise_run(run, step, metric_columns, monitor, mode, train_metric, advisor_kwargs)
+    if not advices:
         return {"stop_epoch": last, "stopped": False, "verdict": "undecided",
                 "reason": f"{monitor} was never logged.", "best_epoch": None,
                 "best_value": None, "last_epoch": last}
+    advice = advices[-1]
     return {"stop_epoch": advice.step if advice.should_stop else last,
             "stopped": bool(advice.should_stop and advice.step < last),
             "verdict": advice.verdict.value, "reason": advice.reason,
