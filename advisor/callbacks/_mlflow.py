@@ -15,24 +15,23 @@ an ``http(s)`` tracking server accepts connections (unless a proxy is configured
 
 from __future__ import annotations
 
-import socket
 import sys
+import tempfile
 import threading
 import time
-import urllib.parse
-import urllib.request
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..history import AdvisorWarning
+from ..tracking import check_reachable as _check_reachable
 
 __all__ = ["MlflowWriter", "Unwritten", "mark_training_experiment", "resolve_run"]
 
 _MAX_METRICS, _MAX_TAGS, _MAX_TAG_CHARS = 1000, 100, 8000
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-_CONNECT_TIMEOUT = 5.0
 # MLflow's active run is per thread: the writer's thread sees the run active where it was made
 _caller = threading.local()
 
@@ -87,25 +86,6 @@ def mark_training_experiment(client: Any, experiment_id: str) -> None:
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
 
 
-def _check_reachable(uri: str | None, timeout: float = _CONNECT_TIMEOUT) -> None:
-    """Raise ``ConnectionError`` at once if an ``http(s)`` tracking server refuses connections.
-
-    Without it, MLflow's own retries hold a call for minutes before it fails. Other stores, and
-    servers reached through a configured proxy, are not checked.
-    """
-    parts = urllib.parse.urlsplit(uri or "")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return
-    if urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.hostname):
-        return
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        socket.create_connection((parts.hostname, port), timeout=timeout).close()
-    except OSError as exc:
-        raise ConnectionError(f"MLflow server {parts.hostname}:{port} is unreachable "
-                              f"({exc})") from exc
-
-
 def _active_run_id() -> str | None:
     """The MLflow run active in the calling thread (mlflow not imported: none)."""
     mlflow = sys.modules.get("mlflow")
@@ -114,7 +94,7 @@ def _active_run_id() -> str | None:
 
 
 class MlflowWriter:
-    """Background writer of metrics, tags and text artifacts to one MLflow run.
+    """Background writer of metrics, tags and artifacts (text or bytes) to one MLflow run.
 
     Args:
         connect: returns ``(client, run_id, created)``; called in the background thread (and
@@ -137,7 +117,7 @@ class MlflowWriter:
         self._wake = threading.Event()
         self._metrics: list[tuple[str, float, int, int]] = []
         self._tags: dict[str, str] = {}
-        self._artifacts: dict[str, str] = {}
+        self._artifacts: dict[str, str | bytes] = {}
         self._closing = False
         self._final_status: str | None = None
         self._abandoned = False
@@ -150,6 +130,11 @@ class MlflowWriter:
         self._thread = threading.Thread(target=self._loop, name="advisor-mlflow", daemon=True)
         self._thread.start()
 
+    @property
+    def tracking_uri(self) -> str | None:
+        """The tracking URI of the run written to, once connected."""
+        return getattr(self._client, "tracking_uri", None)
+
     def submit(self, metrics: dict[str, float] | None = None, step: int = 0,
                tags: dict[str, str] | None = None) -> None:
         """Queue metric values at ``step`` and tags (later tags replace earlier ones)."""
@@ -161,10 +146,10 @@ class MlflowWriter:
                 self._tags[key] = str(value)[:_MAX_TAG_CHARS]
         self._wake.set()
 
-    def submit_artifact(self, name: str, text: str) -> None:
-        """Queue a text artifact (``advice.json``, a CSV, an HTML report)."""
+    def submit_artifact(self, name: str, content: str | bytes) -> None:
+        """Queue an artifact: text (``advice.json``, a CSV, an HTML report) or bytes (a PNG)."""
         with self._lock:
-            self._artifacts[name] = text
+            self._artifacts[name] = content
         self._wake.set()
 
     def close(self, timeout: float = 30.0, status: str | None = None) -> Unwritten:
@@ -253,8 +238,14 @@ class MlflowWriter:
                     for key, value in tag_items:
                         if self._tags.get(key) == value:
                             del self._tags[key]
-            for name, text in artifacts[:1]:
-                self._client.log_text(self.run_id, text, name)
+            for name, content in artifacts[:1]:
+                if isinstance(content, bytes):
+                    with tempfile.TemporaryDirectory() as folder:
+                        path = Path(folder) / name
+                        path.write_bytes(content)
+                        self._client.log_artifact(self.run_id, str(path))
+                else:
+                    self._client.log_text(self.run_id, content, name)
                 with self._lock:
-                    if self._artifacts.get(name) == text:
+                    if self._artifacts.get(name) is content:
                         del self._artifacts[name]

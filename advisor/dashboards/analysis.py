@@ -1,0 +1,160 @@
+"""One run's curves and advice, as the plots and reports show them (no I/O, no plotting).
+
+A :class:`RunAnalysis` comes from replaying a finished run (:func:`analyze_run`, used by
+``advisor report`` and ``advisor analyze``) or from a live callback
+(``AdvisorCallback.analysis()``); the dashboards only read it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..advice import Advice, Verdict
+from ..replay import advise_run, prepare_runs
+from .markdown import advice_history_row
+
+__all__ = ["RunAnalysis", "analyze_run"]
+
+
+@dataclass(frozen=True)
+class RunAnalysis:
+    """One run's curves and the advice the advisor gave (or would have given) on them.
+
+    Attributes:
+        run_id, run_name: the run (``run_name`` is shown as text, never as markup).
+        monitor, mode, train_metric: what was judged.
+        unit: ``"epoch"`` or ``"step"``: what the x values count.
+        steps: the x value of every point of the curves.
+        values: the monitored metric at ``steps`` (NaN where it was not logged).
+        train_values: the training metric at ``steps``, if one was given.
+        advice: the advice shown: at the advisor's first stop, else at the last check.
+        history: one :func:`~advisor.dashboards.advice_history_row` per check, in order.
+        budget: the run's budget in ``unit`` (the forecast's horizon), if known.
+        experiment: the experiment's name, if any.
+        skipped: why the run could not be analysed (then ``advice`` is ``None``).
+    """
+
+    run_id: str
+    run_name: str
+    monitor: str
+    mode: str
+    train_metric: str | None
+    unit: str
+    steps: tuple[float, ...] = ()
+    values: tuple[float, ...] = ()
+    train_values: tuple[float, ...] | None = None
+    advice: Advice | None = None
+    history: tuple[Mapping[str, Any], ...] = field(default=(), repr=False)
+    budget: float | None = None
+    experiment: str | None = None
+    skipped: str | None = None
+
+    @property
+    def last_step(self) -> float | None:
+        """The last step with a value of the monitored metric."""
+        logged = [s for s, v in zip(self.steps, self.values, strict=True) if not math.isnan(v)]
+        return logged[-1] if logged else None
+
+    @property
+    def stop_step(self) -> float | None:
+        """Where the advisor said stop first (else the last check): the compute worth spending."""
+        first = next((row["step"] for row in self.history if row["should_stop"]), None)
+        return first if first is not None else self.last_step
+
+    @property
+    def saved_steps(self) -> float:
+        """Epochs (or steps) trained after the advisor said stop: compute that could be saved."""
+        last, stop = self.last_step, self.stop_step
+        return 0.0 if last is None or stop is None else max(last - stop, 0.0)
+
+    @property
+    def stopped_early(self) -> bool:
+        """Whether the advisor said stop before the run's last check."""
+        return self.saved_steps > 0
+
+    @property
+    def verdict(self) -> str:
+        return "skipped" if self.advice is None else self.advice.verdict.value
+
+    @property
+    def plateau_window(self) -> tuple[float, float] | None:
+        """The window the plateau test judged flat, when the verdict is a plateau."""
+        if self.advice is None or self.advice.verdict is not Verdict.PLATEAU:
+            return None
+        evidence = self.advice.evidence_for("plateau")
+        return None if evidence is None else evidence.window
+
+    @property
+    def overfitting_onset(self) -> float | None:
+        """The best step, after which validation got worse, when the verdict is overfitting."""
+        if self.advice is None or self.advice.verdict is not Verdict.OVERFITTING:
+            return None
+        return self.advice.suggested_stop_step
+
+    def summary(self) -> dict[str, Any]:
+        """A flat, JSON-safe row: the experiment dashboard's table and ``--json`` output."""
+        a = self.advice
+        return {
+            "run_id": self.run_id, "run_name": self.run_name, "verdict": self.verdict,
+            "unit": self.unit, "stop": self.stop_step, "last": self.last_step,
+            "saved": self.saved_steps, "best": None if a is None else a.best_step,
+            "best_value": None if a is None else a.best_value,
+            "suggested_stop": None if a is None else a.suggested_stop_step,
+            "reason": self.skipped if a is None else a.reason,
+        }
+
+
+def analyze_run(
+    frame: pd.DataFrame,
+    monitor: str = "val_loss",
+    mode: str = "min",
+    train_metric: str | None = None,
+    step_column: str | None = None,
+    *,
+    run_id: str = "",
+    run_name: str | None = None,
+    unit: str | None = None,
+    budget: float | None = None,
+    experiment: str | None = None,
+    **advisor_kwargs: Any,
+) -> RunAnalysis:
+    """Replay the advisor over one run's curves (long or wide frame, as for :func:`replay`).
+
+    The decision at each check uses only the values up to it, and the replay ends at the first
+    stop, as :func:`advisor.replay` does; the curves are kept in full, so a report shows what
+    the run did after the advisor would have stopped it. ``budget`` (default: the run's last
+    step) is the forecast's horizon. ``unit`` defaults to the x-axis column's name.
+
+    Raises:
+        ValueError: ``monitor`` (or ``train_metric``) is not in the data; the message names the
+            metrics present.
+    """
+    wide, step, keys, metric_columns = prepare_runs(frame, monitor, train_metric, step_column)
+    if "run_id" in keys and wide["run_id"].nunique() > 1:
+        raise ValueError(f"analyze_run takes one run, but the frame has "
+                         f"{wide['run_id'].nunique()} run_ids.")
+    wide = wide.sort_values(step)
+    advices = advise_run(wide, step, metric_columns, monitor, mode, train_metric, advisor_kwargs,
+                         max_steps=budget)
+    steps = wide[step].to_numpy(dtype=float)
+    last = float(steps[-1]) if steps.size else None
+    return RunAnalysis(
+        run_id=run_id, run_name=run_name or run_id, monitor=monitor, mode=mode,
+        train_metric=train_metric, unit=unit or step, experiment=experiment,
+        steps=_floats(steps), values=_floats(wide[monitor]),
+        train_values=None if train_metric is None else _floats(wide[train_metric]),
+        advice=advices[-1] if advices else None,
+        history=tuple(advice_history_row(a) for a in advices),
+        budget=max(budget or 0.0, last or 0.0) or None,
+        skipped=None if advices else f"{monitor} has no values.",
+    )
+
+
+def _floats(values: Sequence[float] | np.ndarray | pd.Series) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.asarray(values, dtype=float))

@@ -1,0 +1,267 @@
+"""Reading runs from MLflow (and writing the advice back as tags), for ``advisor report`` and
+``advisor analyze``.
+
+Errors are one sentence each (:class:`TrackingError`): an unknown experiment or run, a store
+that does not exist, a server that does not answer. MLflow is imported on first use.
+
+The x-axis of a run's curves: MLflow's metric ``step``, unless the run also logged an ``epoch``
+metric at the steps of the monitored metric, one check per epoch (as Lightning's
+``MLFlowLogger`` does: it logs the global step as ``step`` and the epoch as a metric); then the
+x-axis is epochs, counted from 1 (an ``epoch`` metric that starts at 0, as Lightning's does,
+is shifted by one), so a report's epochs are the callback's epochs. Runs written by the
+callback without a logger are logged at step = epoch and say so in their ``advisor.unit`` tag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = [
+    "REPORT_TAG", "MissingMetricError", "TrackingError", "check_reachable", "connect",
+    "default_tracking_uri", "epoch_axis", "experiment_runs", "find_experiment", "get_run",
+    "log_report_run", "mlflow_errors", "run_curves", "write_advice_tags",
+]
+
+REPORT_TAG = "advisor.report"  # marks the runs that hold an experiment report
+_CONNECT_TIMEOUT = 5.0
+_MAX_TAG_CHARS = 8000
+_LR_NAMES = ("lr", "learning_rate", "learning-rate")
+_CALLBACK_LR = "advisor/lr"  # the rate the callback read from the optimizer
+
+
+class TrackingError(ValueError):
+    """An MLflow run or experiment cannot be read; the message says which and why."""
+
+
+class MissingMetricError(TrackingError):
+    """A run does not have the metric the advisor should judge; the message lists its metrics."""
+
+
+def default_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI``, else the embedded store ``sqlite:///mlflow.db`` (as the
+    callback uses)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+
+
+def check_reachable(uri: str | None, timeout: float = _CONNECT_TIMEOUT) -> None:
+    """Raise ``ConnectionError`` at once if an ``http(s)`` tracking server refuses connections.
+
+    Without it, MLflow's own retries hold a call for minutes before it fails. Other stores, and
+    servers reached through a configured proxy, are not checked.
+    """
+    parts = urllib.parse.urlsplit(uri or "")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    if urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.hostname):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"MLflow server {parts.hostname}:{port} is unreachable "
+                              f"({exc})") from exc
+
+
+def _local_store(uri: str) -> Path | None:
+    """The file or folder of a local store (sqlite, file), which must exist to be read."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):])
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme == "file":
+        return Path(urllib.request.url2pathname(parts.path))
+    if parts.scheme == "" or len(parts.scheme) == 1:  # a plain path (or a Windows drive)
+        return Path(uri)
+    return None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(getattr(exc, "message", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def mlflow_errors(what: str) -> Iterator[None]:
+    """Turn MLflow's exceptions into a one-line :class:`TrackingError` about ``what``."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        raise TrackingError(f"{what}: {_first_line(exc)}") from exc
+
+
+def connect(tracking_uri: str | None = None) -> Any:
+    """An ``MlflowClient`` for ``tracking_uri`` (default :func:`default_tracking_uri`), after
+    checking that the store exists or the server answers, so nothing waits minutes or creates
+    an empty store by mistake."""
+    from mlflow import MlflowClient
+
+    uri = tracking_uri or default_tracking_uri()
+    path = _local_store(uri)
+    if path is not None and not path.exists():
+        raise TrackingError(f"no MLflow store at {uri} ({path} does not exist); pass "
+                            "--tracking-uri or set MLFLOW_TRACKING_URI.")
+    check_reachable(uri)
+    return MlflowClient(uri)
+
+
+def find_experiment(client: Any, name: str) -> Any:
+    """The active experiment called ``name``; the error lists the experiments there are."""
+    with mlflow_errors(f"cannot read experiment {name!r} from {client.tracking_uri}"):
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None and experiment.lifecycle_stage == "active":
+            return experiment
+        names = sorted(e.name for e in client.search_experiments(max_results=50))
+    shown = ", ".join(repr(n) for n in names[:20]) + (", ..." if len(names) > 20 else "")
+    raise TrackingError(f"experiment {name!r} not found at {client.tracking_uri}; experiments "
+                        f"there: {shown or 'none'}.")
+
+
+def get_run(client: Any, run_id: str) -> Any:
+    """The run ``run_id``, or a :class:`TrackingError` saying it is not there."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise TrackingError(f"run {run_id!r} not found at {client.tracking_uri}.") from exc
+        raise TrackingError(f"cannot read run {run_id!r}: {_first_line(exc)}") from exc
+
+
+def experiment_runs(client: Any, experiment_id: str) -> list[Any]:
+    """Every active run of the experiment, oldest first, except the report runs themselves."""
+    runs: list[Any] = []
+    token = None
+    with mlflow_errors(f"cannot list the runs of experiment {experiment_id}"):
+        while True:
+            page = client.search_runs([experiment_id], max_results=1000, page_token=token,
+                                      order_by=["attributes.start_time ASC"])
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+    return [r for r in runs if r.data.tags.get(REPORT_TAG) != "true"]
+
+
+def _wanted(names: list[str], monitor: str, train_metric: str | None) -> dict[str, str]:
+    """The metric histories to fetch, as {MLflow key: name for the advisor}."""
+    wanted = {monitor: monitor}
+    if train_metric:
+        wanted[train_metric] = train_metric
+    rates = [n for n in names if n in _LR_NAMES or n.startswith(("lr-", "lr/", "lr_"))]
+    if rates:
+        wanted[rates[0]] = rates[0]
+    elif _CALLBACK_LR in names:
+        wanted[_CALLBACK_LR] = "lr"
+    if "epoch" in names:
+        wanted["epoch"] = "epoch"
+    return wanted
+
+
+def run_curves(client: Any, run: Any, monitor: str,
+               train_metric: str | None = None) -> tuple[pd.DataFrame, str]:
+    """The run's curves as a long frame (``run_id``, ``epoch`` or ``step``, ``metric``,
+    ``value``) and the unit of its x-axis (see the module's docstring).
+
+    Only the metrics the advisor reads are fetched: the monitored and training metrics, a
+    learning rate and ``epoch``; the callback's own ``advisor/*`` metrics are not inputs.
+
+    Raises:
+        MissingMetricError: the run has no ``monitor`` (or ``train_metric``); the message names the
+            metrics it has.
+    """
+    run_id = run.info.run_id
+    names = sorted(run.data.metrics)
+    present = [n for n in names if not n.startswith("advisor/")]
+    for needed in (monitor, train_metric):
+        if needed and needed not in names:
+            raise MissingMetricError(f"run {run_id} has no metric {needed!r}; its metrics: "
+                                f"{', '.join(present) or 'none'}.")
+    rows: list[tuple[float, str, float]] = []
+    with mlflow_errors(f"cannot read the metrics of run {run_id}"):
+        for key, name in _wanted(names, monitor, train_metric).items():
+            rows.extend((m.step, name, m.value) for m in client.get_metric_history(run_id, key))
+    curves = pd.DataFrame(rows, columns=["step", "metric", "value"])
+    curves, unit = epoch_axis(curves, monitor)
+    if unit == "step" and run.data.tags.get("advisor.unit") == "epoch":
+        unit = "epoch"  # written by the callback at step = epoch
+    curves.insert(0, "run_id", run_id)
+    return curves, unit
+
+
+def epoch_axis(curves: pd.DataFrame, monitor: str) -> tuple[pd.DataFrame, str]:
+    """Put long curves (``step``, ``metric``, ``value``) on an epoch axis when an ``epoch``
+    metric allows it (one check of ``monitor`` per epoch), else keep MLflow's steps.
+
+    Returns the frame with an ``epoch`` or a ``step`` column, and ``"epoch"`` or ``"step"``.
+    """
+    is_epoch = curves["metric"] == "epoch"
+    epochs, rest = curves[is_epoch], curves[~is_epoch]
+    if epochs.empty:
+        return rest.reset_index(drop=True), "step"
+    epoch_at = epochs.groupby("step", sort=True)["value"].last()
+    checks = rest.loc[rest["metric"] == monitor, "step"].unique()
+    if not pd.Index(checks).isin(epoch_at.index).all() or epoch_at.loc[checks].duplicated().any():
+        return rest.reset_index(drop=True), "step"
+    offset = 1.0 if epochs["value"].min() == 0 else 0.0
+    table = epoch_at.rename("epoch").reset_index()
+    table["step"] = table["step"].astype(float)
+    rest = rest.assign(step=rest["step"].astype(float)).sort_values("step", kind="stable")
+    # a value logged between two epoch entries belongs to the epoch logged last before it
+    merged = pd.merge_asof(rest, table, on="step", direction="backward")
+    merged["epoch"] = merged["epoch"].fillna(epoch_at.iloc[0]) + offset
+    return merged[["epoch", "metric", "value"]].reset_index(drop=True), "epoch"
+
+
+def write_advice_tags(client: Any, analysis: Any) -> None:
+    """The callback's tags (``advisor.verdict``, ``advisor.reason``, ``advisor.best_<unit>``,
+    ``advisor.suggested_stop_<unit>``) on an analysed run; the run description too, unless
+    the run has one that is not the advisor's."""
+    from mlflow.entities import RunTag
+
+    from .dashboards import advice_markdown
+
+    advice, unit = analysis.advice, analysis.unit
+    tags = {
+        "advisor.verdict": advice.verdict.value,
+        "advisor.reason": advice.reason,
+        f"advisor.best_{unit}": "" if advice.best_step is None else f"{advice.best_step:g}",
+        f"advisor.suggested_stop_{unit}": "" if advice.suggested_stop_step is None
+        else f"{advice.suggested_stop_step:g}",
+        "advisor.unit": unit,
+    }
+    with mlflow_errors(f"cannot write the tags of run {analysis.run_id}"):
+        note = client.get_run(analysis.run_id).data.tags.get("mlflow.note.content", "")
+        if not note or note.startswith("**training-advisor:"):
+            tags["mlflow.note.content"] = advice_markdown(advice, unit, analysis.budget)
+        client.log_batch(analysis.run_id, tags=[RunTag(k, str(v)[:_MAX_TAG_CHARS])
+                                                for k, v in tags.items()], synchronous=True)
+
+
+def log_report_run(client: Any, experiment_id: str, directory: Path, summary: str) -> str:
+    """A new run in the experiment holding the report folder as artifacts; returns its id.
+
+    It is tagged ``advisor.report=true``, so later reports do not analyse it.
+    """
+    with mlflow_errors("cannot log the report"):
+        run = client.create_run(experiment_id, run_name="advisor-report",
+                                tags={REPORT_TAG: "true", "mlflow.note.content": summary})
+        run_id = run.info.run_id
+        try:
+            client.log_artifacts(run_id, str(directory))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.set_terminated(run_id, "FAILED")
+            raise
+        client.set_terminated(run_id, "FINISHED")
+    return run_id
