@@ -11,11 +11,19 @@ from typing import Any
 
 from ..advice import Advice
 from ..advisor import Advisor
-from ..dashboards import advice_history_row, advice_markdown
+from ..dashboards import (
+    RunAnalysis,
+    advice_history_row,
+    advice_markdown,
+    run_plot_png,
+    run_report_html,
+)
 from ..history import AdvisorWarning
 from ._mlflow import MlflowWriter, mark_training_experiment, resolve_run
 
-__all__ = ["AdvisorCallback"]
+__all__ = ["PLOT_ARTIFACT", "REPORT_ARTIFACT", "AdvisorCallback"]
+
+REPORT_ARTIFACT, PLOT_ARTIFACT = "advice_report.html", "advice_plot.png"
 
 
 def _callback_bases() -> tuple[type, ...]:
@@ -58,6 +66,9 @@ class AdvisorCallback(*_callback_bases()):
             says so, on every rank at the same check, not before ``Trainer(min_epochs=...)``).
         log_to_mlflow: write metrics, tags, description and artifacts to MLflow.
         tracking_uri, experiment_name, run_name: where a new run goes when no run is given.
+        report: at the end of training, also log ``advice_report.html`` (a self-contained
+            page: verdict, reason, plot, evidence, verdict timeline) and ``advice_plot.png``;
+            :meth:`log_report` logs them on demand.
         strict: raise errors from inside the advisor instead of warning and going on.
         **advisor_kwargs: further :class:`advisor.Advisor` settings.
     """
@@ -73,6 +84,7 @@ class AdvisorCallback(*_callback_bases()):
         tracking_uri: str | None = None,
         experiment_name: str = "training-advisor",
         run_name: str | None = None,
+        report: bool = True,
         strict: bool = False,
         **advisor_kwargs: Any,
     ) -> None:
@@ -84,6 +96,7 @@ class AdvisorCallback(*_callback_bases()):
         self.log_to_mlflow = log_to_mlflow
         self.tracking_uri, self.experiment_name, self.run_name = (
             tracking_uri, experiment_name, run_name)
+        self.report = report
         self.strict = strict
         self.advisor_kwargs = advisor_kwargs
         self.advisor: Advisor | None = None
@@ -94,6 +107,10 @@ class AdvisorCallback(*_callback_bases()):
         self.unit = "epoch"
         self.budget: float | None = None
         self._writer: MlflowWriter | None = None
+        self.run_id: str | None = None  # the MLflow run written to, once known
+        self._tracking_uri: str | None = None
+        self._logger_run_name: str | None = None
+        self._rank_zero = True
         self._log_trainer_metrics = False
         self._warned: set[str] = set()
         self._pending_state: dict[str, Any] | None = None
@@ -119,6 +136,7 @@ class AdvisorCallback(*_callback_bases()):
                                max_steps=self.budget, **self.advisor_kwargs)
         if self._pending_state is not None:
             self._restore(self._pending_state)
+        self._rank_zero = trainer.is_global_zero
         if self.log_to_mlflow and trainer.is_global_zero:
             self._start_writer(trainer)
 
@@ -155,7 +173,7 @@ class AdvisorCallback(*_callback_bases()):
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         if self._writer is not None:
             self._writer.close(timeout=10.0, status="FAILED")
-            self._writer = None
+            self._forget_writer()
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         if self._writer is None:
@@ -173,7 +191,7 @@ class AdvisorCallback(*_callback_bases()):
                 f"{unwritten.metrics} metric value(s), {unwritten.tags} tag(s) and artifacts "
                 f"{unwritten.artifacts} are not written ({self._writer.last_error}). The final "
                 f"advice is in callback.advice and callback.history."))
-        self._writer = None
+        self._forget_writer()
 
     def state_dict(self) -> dict[str, Any]:
         pending = None
@@ -259,6 +277,7 @@ class AdvisorCallback(*_callback_bases()):
     def _start_writer(self, trainer: Any) -> None:
         logger = self._mlflow_logger(trainer)
         if logger is not None:
+            self._logger_run_name = getattr(logger, "_run_name", None)  # for the report title
             def connect() -> tuple[Any, str, bool]:
                 client, run_id = logger.experiment, logger.run_id
                 mark_training_experiment(client, logger.experiment_id)
@@ -283,6 +302,8 @@ class AdvisorCallback(*_callback_bases()):
                   if v is not None and math.isfinite(v)}
         if self._log_trainer_metrics:
             values.update({k: v for k, v in metrics.items() if math.isfinite(v)})
+        elif self._lr is not None and math.isfinite(self._lr):
+            values["advisor/lr"] = self._lr  # the rate the check saw, for `advisor report`
         checkpoint = self._best_checkpoint(trainer, advice)
         tags = {
             "advisor.verdict": advice.verdict.value,
@@ -291,6 +312,8 @@ class AdvisorCallback(*_callback_bases()):
             f"advisor.suggested_stop_{self.unit}": "" if advice.suggested_stop_step is None
             else f"{advice.suggested_stop_step:g}",
             "mlflow.note.content": advice_markdown(advice, self.unit, self.budget, checkpoint),
+            "advisor.unit": self.unit,
+            "advisor.budget": "" if self.budget is None else f"{self.budget:g}",
         }
         if checkpoint:
             tags["advisor.best_checkpoint"] = checkpoint
@@ -339,6 +362,75 @@ class AdvisorCallback(*_callback_bases()):
         writer.writeheader()
         writer.writerows(self.history)
         self._writer.submit_artifact("advice_history.csv", buffer.getvalue())
+        if self.report:
+            try:
+                html, png = self._render_report()
+            except Exception as exc:  # a picture must never cost the run its advice
+                if self.strict:
+                    raise
+                self._warn_once("report", f"training-advisor could not draw its report "
+                                          f"({type(exc).__name__}: {exc}); the advice is logged "
+                                          f"without it.")
+            else:
+                self._writer.submit_artifact(PLOT_ARTIFACT, png)
+                self._writer.submit_artifact(REPORT_ARTIFACT, html)
+
+    # ------------------------------------------------------------------ report
+    def analysis(self) -> RunAnalysis:
+        """The curves and the advice so far, as the plots and reports show them."""
+        if self.advisor is None or self.advice is None:
+            raise RuntimeError("no advice yet: the report needs at least one validation check.")
+        history = self.advisor.history
+        run_id = self.run_id or (self._writer.run_id if self._writer is not None else None)
+        train = None if self.train_metric is None else history.values(self.train_metric)
+        return RunAnalysis(
+            run_id=run_id or "",
+            run_name=self._logger_run_name or self.run_name or run_id or "this run",
+            monitor=self.monitor, mode=self.mode, train_metric=self.train_metric,
+            unit=self.unit, steps=tuple(float(s) for s in history.steps),
+            values=tuple(float(v) for v in history.values(self.monitor)),
+            train_values=None if train is None else tuple(float(v) for v in train),
+            advice=self.advice, history=tuple(self.history), budget=self.budget)
+
+    def _render_report(self) -> tuple[str, bytes]:
+        analysis = self.analysis()
+        png = run_plot_png(analysis)
+        return run_report_html(analysis, png), png
+
+    def log_report(self) -> None:
+        """Log ``advice_report.html`` and ``advice_plot.png`` for the advice so far, now.
+
+        The picture is drawn in the calling thread (about half a second). During training the
+        upload goes through the background writer (training does not wait on the server);
+        after ``fit`` the files are written at once to the run the callback wrote to, and errors
+        raise. On ranks other than zero (which do not log) it does nothing.
+        """
+        if not self._rank_zero:
+            return
+        html, png = self._render_report()
+        if self._writer is not None:
+            self._writer.submit_artifact(PLOT_ARTIFACT, png)
+            self._writer.submit_artifact(REPORT_ARTIFACT, html)
+            return
+        if self.run_id is None:
+            raise RuntimeError("no MLflow run to log the report to (log_to_mlflow=False, not "
+                               "rank zero, or training has not started).")
+        import tempfile
+        from pathlib import Path
+
+        from ..tracking import connect
+
+        client = connect(self._tracking_uri)
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / PLOT_ARTIFACT).write_bytes(png)
+            (Path(folder) / REPORT_ARTIFACT).write_text(html, encoding="utf-8")
+            client.log_artifacts(self.run_id, folder)
+
+    def _forget_writer(self) -> None:
+        """Keep where the writer wrote (for :meth:`log_report`), then drop it."""
+        self.run_id = self._writer.run_id or self.run_id
+        self._tracking_uri = self._writer.tracking_uri or self._tracking_uri
+        self._writer = None
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
