@@ -293,5 +293,105 @@ def test_ddp_ranks_stop_together_and_check_pruned_raises_after_fit(tmp_path):
     assert study.trials[trial.number].state is TrialState.PRUNED
 
 
+
+# ---------------------------------------------------------------------------- the example
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "optuna_sweep.py"
+
+
+def run_example(cwd: Path, *args: str, timeout: float = 240) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.Popen([sys.executable, str(EXAMPLE), *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 240) -> str:
+    try:
+        output = proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output = proc.communicate()[0]
+        pytest.fail(f"the example did not finish in {timeout:g} s:\n{output[-4000:]}")
+    assert proc.returncode == 0, output[-6000:]
+    return output
+
+
+def check_mlflow_runs(tracking_uri: str, study: optuna.Study, study_name: str) -> None:
+    """One parent run for the study, one nested run per trial, with the trial's outcome."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("training-advisor-optuna")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.run_name == study_name and parent.info.status == "FINISHED"
+    children = {r.info.run_id: r for r in runs if r is not parent}
+    assert {r.data.tags["mlflow.parentRunId"] for r in children.values()} == {parent.info.run_id}
+    trials = study.get_trials(deepcopy=False)
+    assert sorted(t.user_attrs["mlflow_run_id"] for t in trials) == sorted(children)
+    for t in trials:
+        run = children[t.user_attrs["mlflow_run_id"]]
+        tags = run.data.tags
+        assert run.info.run_name == f"trial-{t.number}"
+        assert tags["advisor.reason"] and tags["advisor.verdict"]
+        history = client.get_metric_history(run.info.run_id, "val_loss")
+        assert sorted(m.step for m in history) == sorted(t.intermediate_values), t.number
+        if t.state is TrialState.PRUNED:
+            assert run.info.status == "KILLED" and tags["advisor.pruned"] == "true"
+            assert tags["advisor.reason"] == t.user_attrs["advisor.reason"]
+        else:
+            assert t.state is TrialState.COMPLETE and run.info.status == "FINISHED"
+            assert "advisor.pruned" not in tags
+            early = bool(t.user_attrs.get("advisor.finished_early"))
+            assert tags["advisor.finished_early"] == str(early).lower()
+            if early:
+                assert tags["advisor.reason"] == t.user_attrs["advisor.reason"]
+
+
+def test_example_sweep_on_the_embedded_defaults(tmp_path):
+    output = finish(run_example(tmp_path, "--trials", "5", "--max-epochs", "8"))
+    study = optuna.load_study(study_name="digits-mlp", storage=f"sqlite:///{tmp_path}/optuna.db")
+    trials = study.trials
+    assert len(trials) == 5
+    assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert any(t.state is TrialState.PRUNED for t in trials), output[-3000:]
+    assert all(t.last_step <= 8 for t in trials)
+    # the summary table: a row per trial with its state, epochs and verdict
+    lines = output.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("trial  state"))
+    for t, row in zip(trials, lines[header + 1: header + 6], strict=True):
+        cells = row.split()
+        assert cells[0] == str(t.number) and cells[1] == t.state.name, row
+        assert str(t.last_step) in cells[2:4]
+        if t.state is TrialState.PRUNED:
+            assert t.user_attrs["advisor.verdict"] in row
+    assert f"5 trials: {sum(t.state is TrialState.PRUNED for t in trials)} pruned" in output
+    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in output
+    check_mlflow_runs(f"sqlite:///{tmp_path}/mlflow.db", study, "digits-mlp")
+
+
+def test_example_two_processes_share_a_study_on_postgresql(postgres, tmp_path):
+    name = f"digits-{uuid.uuid4().hex[:8]}"
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    procs = []
+    for d in dirs:
+        d.mkdir()
+        procs.append(run_example(d, "--trials", "2", "--max-epochs", "5", "--storage",
+                                 postgres.url, "--study-name", name))
+    outputs = [finish(p) for p in procs]
+    study = optuna.load_study(study_name=name, storage=postgres.url)
+    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
+    assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert all("Best trial" in out for out in outputs)
+    # each process logged its own two trials under its own parent run
+    from mlflow import MlflowClient
+
+    seen = []
+    for d in dirs:
+        client = MlflowClient(f"sqlite:///{d}/mlflow.db")
+        experiment = client.get_experiment_by_name("training-advisor-optuna")
+        runs = client.search_runs([experiment.experiment_id])
+        seen += [r.info.run_id for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(seen) == sorted(t.user_attrs["mlflow_run_id"] for t in study.trials)
+
 if __name__ == "__main__":
     _ddp_rank(Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]))
