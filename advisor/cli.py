@@ -1,6 +1,8 @@
 """The ``advisor`` command line: argument parsing and exit codes only.
 
-Exit codes: 0 success, 1 an error in the input (named in a one-line message), 2 bad usage.
+Exit codes: 0 success, 1 an error in the input, an unknown experiment or run, or a tracking
+server that cannot be reached (named in a one-line message), 2 bad usage, 130 interrupted
+(nothing written).
 """
 
 from __future__ import annotations
@@ -36,6 +38,91 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace) -> dict:
+    kwargs = json.loads(args.advisor_kwargs) if args.advisor_kwargs else {}
+    if not isinstance(kwargs, dict):
+        raise ValueError("--advisor-kwargs must be a JSON object.")
+    return dict(kwargs, monitor=args.monitor, mode=args.mode, train_metric=args.train_metric)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from .report import advice_json, analyze_mlflow_run, format_advice
+    from .tracking import connect, get_run, mlflow_errors
+
+    client = connect(args.tracking_uri)
+    run = get_run(client, args.run_id)
+    with mlflow_errors(f"cannot read the experiment of run {args.run_id}"):
+        experiment = client.get_experiment(run.info.experiment_id).name
+    analysis = analyze_mlflow_run(client, run, experiment=experiment, **_settings(args))
+    if analysis.advice is None:
+        raise ValueError(analysis.skipped)
+    print(advice_json(analysis) if args.json else format_advice(analysis))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import build_report, check_out, default_out, staged_folder
+    from .tracking import (
+        connect,
+        experiment_runs,
+        find_experiment,
+        log_report_run,
+        write_advice_tags,
+    )
+
+    out = Path(args.out) if args.out else default_out(args.experiment)
+    check_out(out)  # before any work
+    settings = _settings(args)
+    client = connect(args.tracking_uri)
+    experiment = find_experiment(client, args.experiment)
+    runs = experiment_runs(client, experiment.experiment_id)
+    if not runs:
+        raise ValueError(f"experiment {args.experiment!r} has no runs.")
+
+    def progress(items):
+        if args.quiet:
+            return items
+        from tqdm import tqdm
+
+        return tqdm(items, total=len(runs), desc="analysing runs", unit="run", file=sys.stderr,
+                    mininterval=0.2)
+
+    report_run = None
+    with staged_folder(out) as folder:
+        report = build_report(client, experiment, runs, folder, progress,
+                              tracking_uri=client.tracking_uri, **settings)
+        if args.log:
+            report_run = log_report_run(client, experiment.experiment_id, folder,
+                                        f"**training-advisor report**: {report.summary_line()}. "
+                                        "Open `index.html` in the artifacts.")
+        if args.write_tags:
+            for analysis in report.analysed:
+                write_advice_tags(client, analysis)
+    print(f"{report.summary_line()}; dashboard: {out / 'index.html'}")
+    for skipped in report.skipped:
+        print(f"skipped {skipped.run_name}: {skipped.skipped}", file=sys.stderr)
+    if report_run is not None:
+        print(f"logged as run {report_run} of experiment {experiment.experiment_id}")
+    if args.write_tags:
+        print(f"advisor.* tags written to {len(report.analysed)} run(s)")
+    return 0
+
+
+def _advice_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--monitor", default="val_loss", help="metric to judge (default: val_loss)")
+    p.add_argument("--mode", choices=("min", "max"), default="min",
+                   help="min if lower is better, max if higher is better (default: min)")
+    p.add_argument("--train-metric", default=None, help="training metric, for overfitting evidence")
+    p.add_argument("--advisor-kwargs", default=None,
+                   help="JSON object of further Advisor settings, e.g. '{\"min_checks\": 8}'")
+
+
+def _tracking_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else "
+                        "sqlite:///mlflow.db)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="advisor", description=(
         "Tells you when a training run is done: plateau, overfitting and divergence, with "
@@ -57,6 +144,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON object of further Advisor settings, e.g. '{\"min_checks\": 8}'")
     p.add_argument("--out", default=None, help="write decisions to this CSV (default: stdout)")
     p.set_defaults(func=_replay)
+
+    p = commands.add_parser("analyze", help="print the advice for one MLflow run",
+                            description="Replay the advisor over one MLflow run (logged with or "
+                                        "without the callback) and print its advice: verdict, "
+                                        "reason, evidence, forecast.")
+    p.add_argument("run_id", help="the MLflow run id")
+    _tracking_option(p)
+    _advice_options(p)
+    p.add_argument("--json", action="store_true", help="print the advice as JSON")
+    p.set_defaults(func=_analyze)
+
+    p = commands.add_parser("report", help="dashboard of every run of an MLflow experiment",
+                            description="Replay the advisor over every run of an MLflow "
+                                        "experiment and write a dashboard: a sortable table of "
+                                        "verdicts and a grid of curves (index.html), one report "
+                                        "per run (runs/<run_id>.html) and summary.csv.")
+    p.add_argument("--experiment", required=True, help="the experiment's name")
+    _tracking_option(p)
+    p.add_argument("--out", default=None,
+                   help="folder to write (default: advisor-report-<experiment>); replaced if it "
+                        "holds an earlier report")
+    _advice_options(p)
+    p.add_argument("--log", action="store_true",
+                   help="also log the dashboard as artifacts of a new run 'advisor-report' in "
+                        "the experiment")
+    p.add_argument("--write-tags", action="store_true",
+                   help="write the advice as advisor.* tags (and the description) of each "
+                        "analysed run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_report)
     return parser
 
 
@@ -68,8 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("advisor: interrupted; nothing written.", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, KeyError, json.JSONDecodeError) as exc:
-        print(f"advisor: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, KeyError, OSError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__  # one line
+        print(f"advisor: error: {message}", file=sys.stderr)
         return 1
 
 

@@ -202,3 +202,86 @@ def postgres():
     finally:
         server.stop()
 
+
+# ---------------------------------------------------------------------------- report experiment
+class ReportExperiment:
+    """An experiment on the session's server for the report tests: one real Lightning fit with
+    the callback (``"lightning"``) and runs logged by hand without it (``"saturating"``, named
+    ``<script>alert(1)</script>``; ``"overfitting"``, with an ``epoch`` metric at global steps;
+    ``"improving"``; ``"no-val"``, which has no ``val_loss``)."""
+
+    def __init__(self, url: str, name: str, experiment_id: str, runs: dict[str, str],
+                 callback) -> None:
+        self.url, self.name, self.experiment_id = url, name, experiment_id
+        self.runs, self.callback = runs, callback
+
+
+def _log_by_hand(client, experiment_id: str, run_name: str,
+                 series: Mapping[str, Sequence[float]], steps: Sequence[int]) -> str:
+    """A run logged with plain MlflowClient calls, as any framework would: no advisor."""
+    from mlflow.entities import Metric
+
+    run = client.create_run(experiment_id, run_name=run_name)
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, float(v), now + i, int(s)) for key, values in series.items()
+               for i, (s, v) in enumerate(zip(steps, values, strict=True))]
+    for start in range(0, len(metrics), 900):
+        client.log_batch(run.info.run_id, metrics=metrics[start:start + 900], synchronous=True)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+@pytest.fixture(scope="session")
+def report_experiment(mlflow_server) -> ReportExperiment:
+    """Built once per session: one Lightning fit (about 20 epochs) and four hand-logged runs."""
+    import uuid
+    import warnings
+
+    import pytorch_lightning as pl
+    import torch
+    from lightning_models import LinearRegression
+    from mlflow import MlflowClient
+    from pytorch_lightning.loggers import MLFlowLogger
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from advisor import AdvisorCallback
+
+    name = f"report-{uuid.uuid4().hex[:8]}"
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 4, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1 * torch.randn(256, 1, generator=g)
+    train = DataLoader(TensorDataset(x[:192], y[:192]), batch_size=64)
+    val = DataLoader(TensorDataset(x[192:], y[192:]), batch_size=64)
+    torch.manual_seed(0)
+    logger = MLFlowLogger(experiment_name=name, tracking_uri=mlflow_server.url,
+                          run_name="lightning-fit")
+    callback = AdvisorCallback(monitor="val_loss", train_metric="train_loss", action="stop")
+    trainer = pl.Trainer(max_epochs=60, logger=logger, callbacks=[callback],
+                         enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, num_sanity_val_steps=0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*LeafSpec.*", DeprecationWarning)
+        trainer.fit(LinearRegression(lr=0.05), train, val)
+    runs = {"lightning": logger.run_id}
+
+    client = MlflowClient(mlflow_server.url)
+    experiment_id = logger.experiment_id
+    rng = np.random.default_rng(0)
+    e = np.arange(1, 61)
+    sat = 0.3 + np.exp(-e / 4) + rng.normal(0, 0.003, e.size)
+    runs["saturating"] = _log_by_hand(client, experiment_id, "<script>alert(1)</script>",
+                                      {"val_loss": sat, "train_loss": sat - 0.05}, e)
+    e = np.arange(1, 41)  # falls until epoch 15, then rises: overfitting from epoch 15
+    over = np.where(e <= 15, 1 - 0.03 * e, 0.55 + 0.02 * (e - 15))
+    over = over + np.random.default_rng(0).normal(0, 0.003, e.size)
+    runs["overfitting"] = _log_by_hand(client, experiment_id, "overfit",
+                                       {"val_loss": over, "train_loss": 1 - 0.024 * e,
+                                        "epoch": e}, 10 * e)  # global steps, epochs from 1
+    e = np.arange(1, 31)
+    runs["improving"] = _log_by_hand(client, experiment_id, "still-improving",
+                                     {"val_loss": 1 / np.sqrt(e), "train_loss": 0.9 / np.sqrt(e)},
+                                     e)
+    runs["no-val"] = _log_by_hand(client, experiment_id, "no-val",
+                                  {"loss": 1 / e, "accuracy": 1 - 1 / e}, e)
+    return ReportExperiment(mlflow_server.url, name, experiment_id, runs, callback)

@@ -215,7 +215,7 @@ def test_experiment_dashboard_labels_cells_when_units_differ(analyses):
 
 
 def test_import_dashboards_does_not_import_matplotlib_or_mlflow():
-    code = ("import sys, advisor.dashboards, advisor.tracking; "
+    code = ("import sys, advisor.dashboards, advisor.report, advisor.tracking; "
             "print(sorted(m for m in ('matplotlib', 'mlflow', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

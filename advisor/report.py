@@ -1,0 +1,194 @@
+"""``advisor analyze`` and ``advisor report``: MLflow runs in, advice and dashboards out.
+
+A report is built in a hidden folder next to ``out`` and renamed into place at the end, so an
+error or an interrupt leaves nothing behind (and a previous report stays whole until the new
+one is complete). The tags of ``--write-tags`` are written last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .dashboards import RunAnalysis, analyze_run, experiment_html, run_plot_png, run_report_html
+from .dashboards.experiment import run_report_path
+from .dashboards.html import GENERATOR
+from .tracking import MissingMetricError, TrackingError, run_curves
+
+__all__ = ["ExperimentReport", "analyze_mlflow_run", "build_report", "default_out",
+           "format_advice", "staged_folder"]
+
+
+def analyze_mlflow_run(client: Any, run: Any, monitor: str = "val_loss", mode: str = "min",
+                       train_metric: str | None = None, experiment: str | None = None,
+                       **advisor_kwargs: Any) -> RunAnalysis:
+    """Replay the advisor over one MLflow run; a run without ``monitor`` comes back skipped.
+
+    The budget is the callback's (its ``advisor.budget`` tag) when the run had the callback,
+    else the run's last step.
+    """
+    info, tags = run.info, run.data.tags
+    name = info.run_name or tags.get("mlflow.runName") or info.run_id
+    try:
+        curves, unit = run_curves(client, run, monitor, train_metric)
+    except MissingMetricError as exc:
+        return RunAnalysis(run_id=info.run_id, run_name=name, monitor=monitor, mode=mode,
+                           train_metric=train_metric, unit="step", experiment=experiment,
+                           skipped=str(exc))
+    budget = None
+    with contextlib.suppress(ValueError):
+        budget = float(tags.get("advisor.budget") or "nan")
+    budget = budget if budget == budget else None  # NaN: no budget tag
+    step_column = "epoch" if "epoch" in curves.columns else "step"
+    return analyze_run(curves, monitor, mode, train_metric, step_column, run_id=info.run_id,
+                       run_name=name, unit=unit, budget=budget, experiment=experiment,
+                       **advisor_kwargs)
+
+
+def format_advice(a: RunAnalysis) -> str:
+    """The advice of one run for the terminal: verdict, reason, evidence, forecast."""
+    advice, unit = a.advice, a.unit
+    of = f" of {a.last_step:g}" if a.last_step is not None else ""
+    lines = [f"run {a.run_id} ({a.run_name})" + (f" in {a.experiment}" if a.experiment else ""),
+             f"verdict:  {a.verdict.upper()} ({'stop' if advice.should_stop else 'keep training'}"
+             f" at {unit} {advice.step:g}{of})",
+             f"reason:   {advice.reason}"]
+    if advice.best_value is not None:
+        lines.append(f"best:     {a.monitor} {advice.best_value:.4g} at {unit} "
+                     f"{advice.best_step:g}")
+    if advice.suggested_stop_step is not None:
+        lines.append(f"keep:     the checkpoint of {unit} {advice.suggested_stop_step:g}")
+    if a.stopped_early:
+        lines.append(f"saved:    {a.saved_steps:g} {unit}(s) trained after the advisor would "
+                     f"have stopped")
+    f = advice.forecast
+    if f is not None:
+        lines.append(f"forecast: {a.monitor} {f.value:.4g} at {unit} {f.step:g} "
+                     f"({f.level:.0%} interval {f.low:.4g} to {f.high:.4g})")
+    if advice.expected_gain is not None and advice.expected_gain_interval is not None:
+        lo, hi = advice.expected_gain_interval
+        lines.append(f"gain:     {advice.expected_gain:.3g} expected from training on "
+                     f"({lo:.3g} to {hi:.3g})")
+    lines.append("evidence:")
+    lines += [f"  {e.detector}: {e.summary}" for e in advice.evidence]
+    return "\n".join(lines)
+
+
+def advice_json(a: RunAnalysis) -> str:
+    """The analysis as JSON: the summary row and the full advice."""
+    data = a.summary()
+    data["experiment"] = a.experiment
+    data["advice"] = None if a.advice is None else a.advice.to_dict()
+    return json.dumps(data, indent=2)
+
+
+def default_out(experiment: str) -> Path:
+    """``advisor-report-<experiment>`` in the working folder (name made file-safe)."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in experiment).strip(".")
+    return Path(f"advisor-report-{safe or 'experiment'}")
+
+
+def _is_report(folder: Path) -> bool:
+    index = folder / "index.html"
+    if not index.is_file():
+        return False
+    with open(index, encoding="utf-8", errors="replace") as f:
+        return f'content="{GENERATOR}"' in f.read(2000)
+
+
+def check_out(out: Path) -> None:
+    """``out`` must be free: missing, an empty folder, or an earlier report (replaced)."""
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or _is_report(out))):
+        raise ValueError(f"{out} exists and is not an advisor report; choose another --out.")
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A hidden folder next to ``out`` to write into; renamed to ``out`` when the block ends
+    without an error, removed otherwise (an interrupt included)."""
+    check_out(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    stage.chmod(0o755)  # mkdtemp's 0700 would make the report private
+    try:
+        yield stage
+        check_out(out)
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{stage.name.rsplit('-', 1)[-1]}")
+            out.rename(old)
+        stage.rename(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+@dataclass(frozen=True)
+class ExperimentReport:
+    """What ``advisor report`` found: the experiment, its analysed and skipped runs."""
+
+    experiment: str
+    experiment_id: str
+    analyses: tuple[RunAnalysis, ...]
+
+    @property
+    def analysed(self) -> list[RunAnalysis]:
+        return [a for a in self.analyses if a.advice is not None]
+
+    @property
+    def skipped(self) -> list[RunAnalysis]:
+        return [a for a in self.analyses if a.advice is None]
+
+    def summary_line(self) -> str:
+        done = self.analysed
+        early = sum(a.stopped_early for a in done)
+        saved = sum(a.saved_steps for a in done)
+        units = {a.unit for a in done}
+        unit = f"{units.pop()}(s)" if len(units) == 1 else "epoch(s)/step(s)"
+        return (f"{len(done)} run(s) of {self.experiment!r} analysed, {early} went on after the "
+                f"advisor would have stopped ({saved:g} {unit} that could have been saved), "
+                f"{len(self.skipped)} skipped")
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame([a.summary() for a in self.analyses])
+
+
+def build_report(client: Any, experiment: Any, runs: list[Any], folder: Path,
+                 progress: Callable[[Iterable[Any]], Iterable[Any]] = iter,
+                 tracking_uri: str | None = None, **settings: Any) -> ExperimentReport:
+    """Analyse every run and write the dashboard into ``folder``: ``index.html``, one
+    ``runs/<run_id>.html`` per analysed run and ``summary.csv``.
+
+    ``settings`` are ``monitor``, ``mode``, ``train_metric`` and further :class:`Advisor`
+    settings. Raises :class:`TrackingError` when no run has the monitored metric.
+    """
+    name = experiment.name
+    analyses = []
+    (folder / "runs").mkdir()
+    for run in progress(runs):
+        a = analyze_mlflow_run(client, run, experiment=name, **settings)
+        if a.advice is not None:
+            page = run_report_html(a, run_plot_png(a))
+            (folder / run_report_path(a.run_id)).write_text(page, encoding="utf-8")
+        analyses.append(a)
+    report = ExperimentReport(name, experiment.experiment_id, tuple(analyses))
+    if not report.analysed:
+        monitor = settings.get("monitor", "val_loss")
+        present = sorted({m for r in runs for m in r.data.metrics if not m.startswith("advisor/")})
+        raise TrackingError(f"no run of experiment {name!r} has the monitored metric "
+                            f"{monitor!r}; metrics present: {', '.join(present) or 'none'}.")
+    (folder / "index.html").write_text(experiment_html(name, analyses, tracking_uri),
+                                       encoding="utf-8")
+    report.frame().to_csv(folder / "summary.csv", index=False)
+    return report
+

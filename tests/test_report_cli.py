@@ -1,0 +1,288 @@
+"""``advisor report`` and ``advisor analyze`` against the session's real MLflow server, and the
+callback's report artifacts.
+
+The experiment (``report_experiment`` in conftest.py) holds one real Lightning fit with the
+callback and runs logged by hand without it; nothing here is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from advisor.cli import main
+
+VENV_BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def report(exp, out: Path, *extra: str) -> int:
+    return main(["report", "--experiment", exp.name, "--tracking-uri", exp.url, "--out",
+                 str(out), "--train-metric", "train_loss", "--quiet", *extra])
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Hidden staging folders a report would leave if it were not cleaned up."""
+    return sorted(p.name for p in folder.iterdir() if ".partial-" in p.name or ".old-" in p.name)
+
+
+@pytest.fixture(scope="module")
+def dashboard(report_experiment, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    out = tmp_path_factory.mktemp("report") / "dash"
+    assert report(report_experiment, out) == 0
+    return out, pd.read_csv(out / "summary.csv").set_index("run_id")
+
+
+# ---------------------------------------------------------------------------- advisor report
+def test_report_writes_a_dashboard_and_one_page_per_run(report_experiment, dashboard):
+    out, summary = dashboard
+    runs = report_experiment.runs
+    assert set(summary.index) == set(runs.values())
+    for label in ("lightning", "saturating", "overfitting", "improving"):
+        assert (out / "runs" / f"{runs[label]}.html").is_file(), label
+    assert not (out / "runs" / f"{runs['no-val']}.html").exists()
+    index = (out / "index.html").read_text()
+    assert index.count('<svg class="spark"') == 4
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in index and "<script>alert" not in index
+    assert leftovers(out.parent) == []
+
+
+def test_report_verdicts_of_runs_logged_without_the_callback(report_experiment, dashboard):
+    _, summary = dashboard
+    runs = report_experiment.runs
+    sat = summary.loc[runs["saturating"]]
+    assert sat["verdict"] == "plateau" and sat["unit"] == "step"
+    assert sat["stop"] < 60 and sat["saved"] == 60 - sat["stop"] > 0
+    over = summary.loc[runs["overfitting"]]  # logged at global steps with an epoch metric
+    assert over["verdict"] == "overfitting" and over["unit"] == "epoch"
+    assert over["best"] == 15 and 15 < over["stop"] < 40 and over["last"] == 40
+    imp = summary.loc[runs["improving"]]
+    assert imp["verdict"] == "improving" and imp["saved"] == 0
+    no_val = summary.loc[runs["no-val"]]
+    assert no_val["verdict"] == "skipped"
+    assert "val_loss" in no_val["reason"] and "accuracy, loss" in no_val["reason"]
+
+
+def test_report_agrees_with_the_callback_on_its_own_run(report_experiment, dashboard):
+    """MLFlowLogger logs global steps; the report reads epochs from 1, as the callback does,
+    and the callback's budget and learning rate, so it reaches the callback's verdict."""
+    _, summary = dashboard
+    callback = report_experiment.callback
+    row = summary.loc[report_experiment.runs["lightning"]]
+    assert callback.stop_reason is not None  # the fit was stopped by the advisor
+    assert row["unit"] == "epoch"
+    assert row["verdict"] == callback.advice.verdict.value
+    assert row["stop"] == callback.advice.step == row["last"] and row["saved"] == 0
+    assert row["best"] == callback.advice.best_step
+    page = (Path(dashboard[0]) / "runs" / f"{report_experiment.runs['lightning']}.html")
+    assert f"forecast at epoch {callback.budget:g}" in page.read_text()
+
+
+def test_report_log_and_write_tags(report_experiment, tmp_path):
+    client = MlflowClient(report_experiment.url)
+    out = tmp_path / "logged"
+    assert report(report_experiment, out, "--log", "--write-tags") == 0
+    reports = client.search_runs([report_experiment.experiment_id],
+                                 filter_string="tags.`advisor.report` = 'true'")
+    assert len(reports) == 1
+    listed = {a.path for a in client.list_artifacts(reports[0].info.run_id)}
+    assert {"index.html", "summary.csv", "runs"} <= listed
+    pages = {a.path for a in client.list_artifacts(reports[0].info.run_id, "runs")}
+    assert f"runs/{report_experiment.runs['overfitting']}.html" in pages
+    summary = pd.read_csv(out / "summary.csv").set_index("run_id")
+    for label in ("saturating", "overfitting", "improving"):
+        run = client.get_run(report_experiment.runs[label])
+        row = summary.loc[run.info.run_id]
+        assert run.data.tags["advisor.verdict"] == row["verdict"], label
+        assert run.data.tags["advisor.reason"] == row["reason"]
+        assert run.data.tags["mlflow.note.content"].startswith("**training-advisor:")
+    over = client.get_run(report_experiment.runs["overfitting"]).data.tags
+    assert over["advisor.best_epoch"] == "15" and over["advisor.suggested_stop_epoch"] == "15"
+    assert "advisor.verdict" not in client.get_run(report_experiment.runs["no-val"]).data.tags
+    # a second report does not analyse the report run, and replaces the first folder
+    assert report(report_experiment, out) == 0
+    again = pd.read_csv(out / "summary.csv")
+    assert reports[0].info.run_id not in set(again["run_id"]) and len(again) == 5
+    assert leftovers(tmp_path) == []
+
+
+def test_report_refuses_a_folder_that_is_not_a_report(report_experiment, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert report(report_experiment, out) == 1
+    assert "is not an advisor report" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and leftovers(tmp_path) == []
+
+
+def test_report_shows_progress_and_can_be_interrupted(report_experiment, tmp_path, capsys):
+    """A progress bar on stderr; Ctrl-C (to the installed command) leaves no files, and an
+    earlier report in --out stays whole."""
+    out = tmp_path / "dash"
+    assert main(["report", "--experiment", report_experiment.name, "--tracking-uri",
+                 report_experiment.url, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "analysing runs" in err and "5/5" in err
+    before = (out / "index.html").read_bytes()
+
+    command = [str(VENV_BIN / "advisor"), "report", "--experiment", report_experiment.name,
+               "--tracking-uri", report_experiment.url, "--out", str(out)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while b"analysing runs" not in seen and time.monotonic() < deadline:
+        seen += os.read(proc.stderr.fileno(), 256)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (seen + err).decode()
+    assert b"interrupted; nothing written" in err
+    assert (out / "index.html").read_bytes() == before
+    assert leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------- advisor analyze
+def test_analyze_prints_verdict_reason_evidence_and_forecast(report_experiment, capsys):
+    run_id = report_experiment.runs["overfitting"]
+    assert main(["analyze", run_id, "--tracking-uri", report_experiment.url,
+                 "--train-metric", "train_loss"]) == 0
+    out = capsys.readouterr().out
+    assert f"run {run_id} (overfit) in {report_experiment.name}" in out
+    assert "verdict:  OVERFITTING (stop at epoch" in out
+    assert "reason:   Overfitting: val_loss is" in out
+    assert "keep:     the checkpoint of epoch 15" in out
+    assert "forecast: val_loss" in out and "at epoch 40" in out
+    assert "  overfitting: val_loss is" in out and "  plateau:" not in out
+
+
+def test_analyze_json(report_experiment, capsys):
+    run_id = report_experiment.runs["saturating"]
+    assert main(["analyze", run_id, "--tracking-uri", report_experiment.url, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["run_id"] == run_id and data["run_name"] == "<script>alert(1)</script>"
+    assert data["verdict"] == data["advice"]["verdict"] == "plateau"
+    assert data["advice"]["should_stop"] is True and data["saved"] > 0
+    assert data["advice"]["forecast"]["step"] == 60
+    assert {e["detector"] for e in data["advice"]["evidence"]} >= {"plateau", "overfitting"}
+
+
+def test_analyze_a_run_the_callback_created_without_a_logger(mlflow_server, capsys):
+    """The callback's own run (logged at step = epoch, tagged advisor.unit=epoch); and the
+    report on demand: report=False writes none at the end, log_report() writes it after fit."""
+    import pytorch_lightning as pl
+    import torch
+    from lightning_models import LinearRegression
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from advisor import AdvisorCallback
+
+    name = f"on-demand-{uuid.uuid4().hex[:8]}"
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 4, generator=g)
+    data = DataLoader(TensorDataset(x, x.sum(dim=1, keepdim=True)), batch_size=32)
+    callback = AdvisorCallback(train_metric="train_loss", tracking_uri=mlflow_server.url,
+                               experiment_name=name, run_name="on-demand", report=False)
+    trainer = pl.Trainer(max_epochs=8, logger=False, callbacks=[callback],
+                         enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, num_sanity_val_steps=0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*LeafSpec.*", DeprecationWarning)
+        trainer.fit(LinearRegression(lr=0.02), data, data)
+    client = MlflowClient(mlflow_server.url)
+    run_id = callback.run_id
+    listed = {a.path for a in client.list_artifacts(run_id)}
+    assert "advice.json" in listed and "advice_report.html" not in listed
+    callback.log_report()
+    listed = {a.path for a in client.list_artifacts(run_id)}
+    assert {"advice_report.html", "advice_plot.png"} <= listed
+
+    capsys.readouterr()  # MLflow's "View run at" line when the callback ended its run
+    assert main(["analyze", run_id, "--tracking-uri", mlflow_server.url, "--json",
+                 "--train-metric", "train_loss"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["unit"] == "epoch" and data["last"] == 8
+    assert data["verdict"] == callback.advice.verdict.value
+    assert data["advice"]["forecast"]["step"] == 8
+
+
+def test_callback_logs_its_report_and_plot(report_experiment, tmp_path):
+    client = MlflowClient(report_experiment.url)
+    run_id = report_experiment.runs["lightning"]
+    listed = {a.path for a in client.list_artifacts(run_id)}
+    assert {"advice_report.html", "advice_plot.png", "advice.json"} <= listed
+    page = Path(client.download_artifacts(run_id, "advice_report.html", str(tmp_path)))
+    text = page.read_text()
+    verdict = report_experiment.callback.advice.verdict.value
+    assert f'class="badge verdict-{verdict}"' in text and "data:image/png;base64," in text
+    assert "<h1>lightning-fit</h1>" in text  # the MLFlowLogger's run name
+    png = Path(client.download_artifacts(run_id, "advice_plot.png", str(tmp_path)))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    tags = client.get_run(run_id).data.tags
+    assert tags["advisor.unit"] == "epoch" and tags["advisor.budget"] == "60"
+
+
+# ---------------------------------------------------------------------------- errors
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("case", ["unknown-experiment", "unknown-run", "unreachable",
+                                  "no-store", "analyze-no-monitor", "report-no-monitor"])
+def test_errors_are_one_line_exit_1_and_leave_no_files(report_experiment, tmp_path, capsys,
+                                                       case):
+    url, out = report_experiment.url, tmp_path / "out"
+    argv, expected = {
+        "unknown-experiment": (["report", "--experiment", "nope", "--tracking-uri", url],
+                               f"experiment 'nope' not found at {url}; experiments there:"),
+        "unknown-run": (["analyze", "0" * 32, "--tracking-uri", url],
+                        f"run '{'0' * 32}' not found"),
+        "unreachable": (["report", "--experiment", report_experiment.name, "--tracking-uri",
+                         f"http://127.0.0.1:{_free_port()}"], "is unreachable"),
+        "no-store": (["analyze", "abc", "--tracking-uri", f"sqlite:///{tmp_path / 'no.db'}"],
+                     "no MLflow store at"),
+        "analyze-no-monitor": (["analyze", report_experiment.runs["no-val"],
+                                "--tracking-uri", url], "has no metric 'val_loss'; its "
+                                                        "metrics: accuracy, loss."),
+        "report-no-monitor": (["report", "--experiment", report_experiment.name,
+                               "--tracking-uri", url, "--monitor", "val_acc", "--quiet"],
+                              "no run of experiment"),
+    }[case]
+    if argv[0] == "report":
+        argv += ["--out", str(out)]
+    started = time.monotonic()
+    assert main(argv) == 1
+    assert time.monotonic() - started < 30  # no four-minute retry loop
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("advisor: error: "), err
+    assert expected in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------- the example
+def test_offline_analysis_example(tmp_path):
+    """Trains a few scikit-learn models, logs them to the embedded store without the callback,
+    then runs `advisor report` on them."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # set by MLflow
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "offline_analysis.py"),
+                           "--epochs", "15"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "mlflow.db").is_file()
+    summary = pd.read_csv(next(tmp_path.glob("advisor-report-*/summary.csv")))
+    assert len(summary) >= 3 and set(summary["verdict"]) <= {
+        "improving", "undecided", "plateau", "overfitting", "diverged"}
+    assert "dashboard:" in done.stdout
