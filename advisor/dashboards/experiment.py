@@ -127,8 +127,9 @@ def experiment_html(experiment: str, analyses: Sequence[RunAnalysis],
     spent = sum(a.last_step or 0.0 for a in done)
     early = sum(a.stopped_early for a in done)
     share = f" ({saved / spent:.0%} of the {num(spent)} trained)" if spent else ""
+    units = f"{unit}s" if unit else "epochs/steps"
     summary = (f"{len(done)} run(s) analysed, {early} of them went on after the advisor would "
-               f"have stopped; {num(saved)} {unit or 'epoch/step'}s could have been saved{share}."
+               f"have stopped; {num(saved)} {units} could have been saved{share}."
                + (f" {len(skipped)} run(s) skipped." if skipped else ""))
     rows = []
     for a in done:
