@@ -20,6 +20,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def main() -> None:
     experiment = mlflow.set_experiment(EXPERIMENT)
 
     study = optuna.create_study(
-        study_name=args.study_name, storage=args.storage, load_if_exists=True,
+        study_name=args.study_name, storage=open_storage(args.storage), load_if_exists=True,
         direction="minimize", sampler=optuna.samplers.TPESampler(seed=args.seed),
         pruner=AdvisorPruner(max_steps=args.max_epochs, n_startup_trials=3))
     with mlflow.start_run(run_name=args.study_name) as parent:
@@ -146,6 +147,22 @@ def main() -> None:
     print(f"  .venv/bin/mlflow ui --backend-store-uri {args.tracking_uri} --port 5000")
     print(f"  then http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs/"
           f"{parent.info.run_id}")
+
+
+def open_storage(url: str, attempts: int = 5) -> optuna.storages.BaseStorage:
+    """The study's storage. Workers started together on a database without Optuna's tables race
+    to create them, and all but one fail (optuna/optuna#1092): those wait and try again."""
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+                sqlalchemy.exc.OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _without_password(url: str) -> str:

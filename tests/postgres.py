@@ -75,7 +75,11 @@ class PostgresServer:
 
     @property
     def url(self) -> str:
-        return f"{driver()}://{self.user}@127.0.0.1:{self.port}/{self.database}"
+        """The test database's SQLAlchemy URL."""
+        return self.url_of(self.database)
+
+    def url_of(self, database: str) -> str:
+        return f"{driver()}://{self.user}@127.0.0.1:{self.port}/{database}"
 
     def _run(self, *command: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
         prefix = ["runuser", "-u", SERVER_USER, "--"] if self.as_root else []
@@ -105,19 +109,20 @@ class PostgresServer:
                 if attempt == attempts - 1:  # the port raced with another process, or worse
                     raise
         self._started = True
-        self._create_database()
+        self.create_database(self.database)
 
-    def _create_database(self) -> None:
+    def create_database(self, name: str) -> str:
+        """Create an empty database (for a test that needs one no other test has touched);
+        returns its URL."""
         import sqlalchemy
 
-        admin = sqlalchemy.create_engine(
-            f"{driver()}://{self.user}@127.0.0.1:{self.port}/postgres",
-            isolation_level="AUTOCOMMIT")
+        admin = sqlalchemy.create_engine(self.url_of("postgres"), isolation_level="AUTOCOMMIT")
         try:
             with admin.connect() as connection:
-                connection.execute(sqlalchemy.text(f'CREATE DATABASE "{self.database}"'))
+                connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
         finally:
             admin.dispose()
+        return self.url_of(name)
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: open connections are closed) and delete its files."""

@@ -229,17 +229,13 @@ def check_sweep(study, records: list[dict]) -> None:
 
 
 def test_four_process_sweep_on_postgresql(postgres, tmp_path):
-    start = time.monotonic()
     study, records = sweep(postgres.url, tmp_path)
     check_sweep(study, records)
-    assert time.monotonic() - start < 60
 
 
 def test_four_process_sweep_on_a_journal_file(tmp_path):
-    start = time.monotonic()
     study, records = sweep(f"journal:{tmp_path / 'journal.log'}", tmp_path)
     check_sweep(study, records)
-    assert time.monotonic() - start < 60
 
 
 if __name__ == "__main__":

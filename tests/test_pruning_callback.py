@@ -369,29 +369,42 @@ def test_example_sweep_on_the_embedded_defaults(tmp_path):
     check_mlflow_runs(f"sqlite:///{tmp_path}/mlflow.db", study, "digits-mlp")
 
 
-def test_example_two_processes_share_a_study_on_postgresql(postgres, tmp_path):
-    name = f"digits-{uuid.uuid4().hex[:8]}"
-    dirs = [tmp_path / "a", tmp_path / "b"]
-    procs = []
-    for d in dirs:
-        d.mkdir()
-        procs.append(run_example(d, "--trials", "2", "--max-epochs", "5", "--storage",
-                                 postgres.url, "--study-name", name))
-    outputs = [finish(p) for p in procs]
-    study = optuna.load_study(study_name=name, storage=postgres.url)
-    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
-    assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
-    assert all("Best trial" in out for out in outputs)
-    # each process logged its own two trials under its own parent run
+def test_example_two_processes_share_a_study_on_postgresql(postgres, mlflow_server, tmp_path):
+    # two workers, as the docstring says: the same command, one PostgreSQL study, one MLflow
+    # server; each adds its --trials trials to the study. A database of their own: both start
+    # on one without Optuna's tables, and race to create them
     from mlflow import MlflowClient
 
-    seen = []
-    for d in dirs:
-        client = MlflowClient(f"sqlite:///{d}/mlflow.db")
-        experiment = client.get_experiment_by_name("training-advisor-optuna")
-        runs = client.search_runs([experiment.experiment_id])
-        seen += [r.info.run_id for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert sorted(seen) == sorted(t.user_attrs["mlflow_run_id"] for t in study.trials)
+    name = f"digits-{uuid.uuid4().hex[:8]}"
+    storage = postgres.create_database(name)
+    procs = []
+    for worker in ("a", "b"):
+        (tmp_path / worker).mkdir()
+        procs.append(run_example(tmp_path / worker, "--trials", "2", "--max-epochs", "5",
+                                 "--storage", storage, "--study-name", name,
+                                 "--tracking-uri", mlflow_server.url))
+    outputs = [finish(p) for p in procs]
+    assert all("Best trial" in out for out in outputs)
+    assert all(f"--backend-store-uri {mlflow_server.url}" in out for out in outputs)
+    study = optuna.load_study(study_name=name, storage=storage)
+    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
+    assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+
+    # each worker's parent run (named after the study) holds the two trials it ran
+    client = MlflowClient(mlflow_server.url)
+    experiment = client.get_experiment_by_name("training-advisor-optuna")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = {r.info.run_id for r in runs if r.info.run_name == name}
+    assert len(parents) == 2
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in parents]
+    assert sorted(r.info.run_id for r in children) == sorted(
+        t.user_attrs["mlflow_run_id"] for t in study.trials)
+    for parent in parents:
+        assert sum(r.data.tags["mlflow.parentRunId"] == parent for r in children) == 2
+    by_id = {r.info.run_id: r for r in children}
+    for t in study.trials:
+        run = by_id[t.user_attrs["mlflow_run_id"]]
+        assert run.info.status == ("KILLED" if t.state is TrialState.PRUNED else "FINISHED")
 
 if __name__ == "__main__":
     _ddp_rank(Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]))
