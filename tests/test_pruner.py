@@ -230,3 +230,15 @@ def test_chance_from_peers_counts_the_finished_trials_that_gained_enough():
     assert r.largest == pytest.approx(0.39)
     empty = chance_from_peers(0.25, 0.45, np.array([]), np.array([]), step=7)
     assert empty.peers == 0 and math.isnan(empty.probability)
+
+
+def test_the_pruner_travels_to_other_processes_without_its_cache():
+    import pickle
+
+    pruner = AdvisorPruner(max_steps=EPOCHS - 1, n_startup_trials=3, min_checks=8)
+    study = study_with(pruner, good=4)
+    copy = pickle.loads(pickle.dumps(pruner))
+    assert (copy.threshold, copy.n_startup_trials, copy.advisors.advisor_kwargs) == (
+        0.05, 3, {"min_checks": 8})
+    trial = study.trials[-1]
+    assert copy.advise(study, trial).to_dict() == pruner.advise(study, trial).to_dict()

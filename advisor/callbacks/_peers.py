@@ -25,6 +25,12 @@ class PeerCurves:
         self._key: tuple[str, float] | None = None  # (study name, sign)
         self._reset()
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # a cache: rebuilt from the study's storage wherever the pruner goes
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()
+
     def _reset(self) -> None:
         self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # number -> (steps, best so far)
         self._grid = np.empty(0)

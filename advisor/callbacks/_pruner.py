@@ -179,11 +179,11 @@ class AdvisorPruner(BasePruner):
     def advise(self, study: optuna.study.Study, trial: FrozenTrial,
                complete: list[FrozenTrial] | None = None) -> Advice | None:
         """The advisor's advice on the values ``trial`` has reported (no comparison with others)."""
-        if complete is None:
+        if complete is None and self.max_steps == "auto":
             complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         mode = "max" if study.direction.name == "MAXIMIZE" else "min"
         return self.advisors.advise(study.study_name, trial.number, trial.intermediate_values,
-                                    mode, self._budget(complete))
+                                    mode, self._budget(complete or []))
 
     def _budget(self, complete: list[FrozenTrial]) -> float | None:
         if self.max_steps != "auto":

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import optuna
 
-from ..advice import Advice
+from ..advice import Advice, Verdict
 from ._trials import ATTR_PREFIX, advice_attrs
 from .lightning import AdvisorCallback
 
@@ -93,6 +94,9 @@ class AdvisorPruningCallback(AdvisorCallback):
         pruned, verdict, reason = trainer.strategy.broadcast(decision, src=0)
         if pruned:
             self.pruned, self.prune_reason = True, reason
+            if verdict in {v.value for v in Verdict}:  # what the trial records, here too
+                self._record(dataclasses.replace(advice, verdict=Verdict(verdict),
+                                                 should_stop=True, reason=reason))
             if self._writer is not None:
                 self._writer.submit(tags={ATTR_PREFIX + "verdict": verdict,
                                           ATTR_PREFIX + "reason": reason,

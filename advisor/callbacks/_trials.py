@@ -60,6 +60,13 @@ class TrialAdvisors:
                 self._entries.popitem(last=False)
             return advisor.advice
 
+    def __getstate__(self) -> dict[str, Any]:
+        # a pruner travels to other processes (ddp_spawn, joblib): the cache stays behind
+        return {"advisor_kwargs": self.advisor_kwargs, "max_trials": self.max_trials}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["advisor_kwargs"], state["max_trials"])
+
     def forget(self, study_name: str, number: int) -> None:
         """Drop a finished trial's advisor."""
         with self._lock:
