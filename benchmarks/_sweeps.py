@@ -132,9 +132,13 @@ PrunerFactory = Callable[[int], BasePruner]
 
 
 def _advisor(budget: int, wrapped: BasePruner | None = None) -> BasePruner:
+    import json
+    import os
+
     from advisor import AdvisorPruner
 
-    return AdvisorPruner(max_steps=budget, wrapped_pruner=wrapped)
+    kwargs = json.loads(os.environ.get("ADVISOR_PRUNER_KWARGS", "{}"))  # --pruner-kwargs
+    return AdvisorPruner(max_steps=budget, wrapped_pruner=wrapped, **kwargs)
 
 
 _PRUNERS: dict[str, PrunerFactory] = {

@@ -328,6 +328,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rules", default="",
                    help=f"'all' or a comma-separated subset of {', '.join(RULES)} (Nop is "
                         f"always run); default: all but Advisor(Median)")
+    p.add_argument("--pruner-kwargs", default=None,
+                   help="JSON object of further AdvisorPruner settings (for tuning)")
     p.add_argument("--jobs", type=int, default=2, help="worker processes (at most 2 cores here)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true",
@@ -338,6 +340,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    default=ROOT / "benchmarks" / ".cache" / "pruning_sweeps.csv.gz",
                    help="every sweep x rule row (for digging into failures)")
     args = p.parse_args(argv)
+    if args.pruner_kwargs:  # read by each worker's AdvisorPruner (benchmarks._sweeps._advisor)
+        json.loads(args.pruner_kwargs)
+        os.environ["ADVISOR_PRUNER_KWARGS"] = args.pruner_kwargs
     if args.quick:
         args.orders, args.sweep_size = min(args.orders, 3), args.sweep_size or 20
         args.tasks = args.tasks or ",".join(t for ts in QUICK_TASKS.values() for t in ts)

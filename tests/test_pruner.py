@@ -43,10 +43,17 @@ def run_trial(study: optuna.Study, values: list[float], *, finish_early: bool = 
     return study.trials[trial.number]
 
 
-def study_with(pruner: AdvisorPruner, good: int = 20, **kwargs) -> optuna.Study:
+def study_with(pruner: AdvisorPruner, good: int = 20, floors: list[float] | None = None,
+               **kwargs) -> optuna.Study:
+    """A study holding ``good`` COMPLETE trials that replayed curves to the end."""
     study = optuna.create_study(pruner=pruner, **kwargs)
-    for seed in range(good):
-        run_trial(study, curve(0.2 + 0.005 * seed, seed=seed))
+    floors = floors or [0.2 + 0.005 * k for k in range(good)]
+    sign = 1 if study.direction.name == "MINIMIZE" else -1
+    for k, floor in enumerate(floors):
+        values = [sign * v + (1 - sign) / 2 for v in curve(floor, seed=k)]  # max: 1 - loss
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.COMPLETE, value=min(values) if sign == 1 else max(values),
+            intermediate_values=dict(enumerate(values))))
     return study
 
 
@@ -81,7 +88,7 @@ def test_a_slow_starter_that_will_win_is_not_pruned():
 
 
 def test_nothing_is_pruned_on_promise_before_the_startup_trials_complete():
-    study = study_with(AdvisorPruner(max_steps=EPOCHS - 1, n_startup_trials=5), good=3)
+    study = study_with(AdvisorPruner(max_steps=EPOCHS - 1, n_startup_trials=5), good=3)  # <5
     assert run_trial(study, curve(0.9, seed=3)).state is TrialState.COMPLETE
 
 
@@ -96,36 +103,32 @@ def test_a_diverged_trial_is_pruned_at_once_even_before_the_startup_trials():
 
 
 def test_auto_budget_waits_for_a_complete_trial_then_uses_its_last_step():
-    pruner = AdvisorPruner(n_startup_trials=1)  # max_steps="auto"
-    study = optuna.create_study(pruner=pruner)
-    run_trial(study, curve(0.2, seed=0))
+    pruner = AdvisorPruner()  # max_steps="auto"
+    empty = optuna.create_study(pruner=pruner)
+    trial = empty.ask()
+    for step, value in enumerate(curve(0.7, seed=2)[:10]):
+        trial.report(value, step)
+    assert advise_trial(trial).forecast is None  # no budget yet, so no forecast
+    study = study_with(AdvisorPruner())
     bad = run_trial(study, curve(0.7, seed=2))
     assert bad.state is TrialState.PRUNED
     assert f"at step {EPOCHS - 1}" in bad.user_attrs["advisor.reason"]
 
 
 def test_maximize_studies_prune_low_accuracy():
-    study = optuna.create_study(direction="maximize",
-                                pruner=AdvisorPruner(max_steps=EPOCHS - 1, n_startup_trials=3))
-    for seed in range(3):
-        run_trial(study, [1 - v for v in curve(0.1 + 0.01 * seed, seed=seed)])
+    study = study_with(AdvisorPruner(max_steps=EPOCHS - 1), direction="maximize")
+    best_before = study.best_value
     bad = run_trial(study, [1 - v for v in curve(0.5, seed=9)])
-    good = run_trial(study, [1 - v for v in curve(0.09, seed=10)])
+    good = run_trial(study, [1 - v for v in curve(0.15, seed=10)])
     assert bad.state is TrialState.PRUNED and good.state is TrialState.COMPLETE
-    assert bad.user_attrs["advisor.target"] == pytest.approx(max(
-        t.value for t in study.trials[:3]))
+    assert bad.user_attrs["advisor.target"] == pytest.approx(best_before)
 
 
 def test_n_best_compares_with_the_nth_best_trial():
-    def sweep(n_best: int) -> optuna.Study:
-        study = optuna.create_study(pruner=AdvisorPruner(max_steps=EPOCHS - 1, n_best=n_best))
-        for k, floor in enumerate((0.20, 0.22, 0.24, 0.26, 0.28)):
-            run_trial(study, curve(floor, noise=0.001, seed=k))
-        return study
-
-    strict, lenient = sweep(1), sweep(3)
-    assert len(strict.get_trials(states=(TrialState.COMPLETE,))) == 5
-    middling = curve(0.23, noise=0.001, seed=9)  # between the best (0.20) and the 3rd (0.24)
+    floors = [0.20, 0.22, 0.24] + [0.30 + 0.01 * k for k in range(17)]
+    strict = study_with(AdvisorPruner(max_steps=EPOCHS - 1), floors=floors)
+    lenient = study_with(AdvisorPruner(max_steps=EPOCHS - 1, n_best=3), floors=floors)
+    middling = curve(0.215, noise=0.001, seed=30)  # between the best (0.20) and the 3rd (0.24)
     assert run_trial(strict, middling).state is TrialState.PRUNED
     assert run_trial(lenient, middling).state is TrialState.COMPLETE
 
@@ -226,7 +229,8 @@ def test_chance_from_peers_counts_the_finished_trials_that_gained_enough():
     at_step, final = np.array([0.5, 0.4, 0.3, 0.6]), np.array([0.2, 0.25, 0.28, 0.21])
     r = chance_from_peers(0.25, best=0.45, peer_best_at_step=at_step, peer_final=final, step=7)
     assert r.needed == pytest.approx(0.2)
-    assert (r.gained_enough, r.peers, r.probability) == (2, 4, 0.5)  # 0.3 and 0.39 > 0.2
+    assert (r.gained_enough, r.peers) == (2, 4)  # 0.3 and 0.39 gained more than 0.2
+    assert r.probability == pytest.approx(3 / 5)  # conformal: (k + 1) / (n + 1)
     assert r.largest == pytest.approx(0.39)
     empty = chance_from_peers(0.25, 0.45, np.array([]), np.array([]), step=7)
     assert empty.peers == 0 and math.isnan(empty.probability)

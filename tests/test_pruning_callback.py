@@ -5,8 +5,7 @@ Each trial trains the tiny linear regression of ``lightning_models`` on data mad
 hopeless trial). The DDP test runs a real 2-process CPU DDP fit (``strategy="ddp"``, gloo) in a
 subprocess, like ``test_ddp.py``: this file is also that script (``python
 tests/test_pruning_callback.py OUT JOURNAL STUDY TRIAL_ID``). ``ddp_spawn`` cannot be used: it
-pickles the callback, and the callback's trial holds the study's ``AdvisorPruner``, which does not
-pickle (reported).
+pickles the callback, and the callback's trial holds the study's storage, which need not pickle.
 """
 
 from __future__ import annotations
@@ -91,11 +90,24 @@ def objective_for(lr: float, checks: Checks | None = None, **callback_kwargs):
 
 
 def study_with_a_good_trial(**kwargs) -> optuna.Study:
-    """A study whose first trial (lr=0.05) learned, plateaued and finished COMPLETE."""
+    """A study whose first trial (lr=0.05) learned, plateaued and finished COMPLETE, and three
+    more finished trials like it (the pruner compares a trial with what finished ones gained
+    after the same epoch, so it needs a few)."""
     study = optuna.create_study(pruner=make_pruner(), **kwargs)
     study.optimize(objective_for(GOOD_LR), n_trials=1)
-    assert study.trials[0].state is TrialState.COMPLETE
+    add_finished_copies(study)
     return study
+
+
+def add_finished_copies(study: optuna.Study) -> None:
+    """Three COMPLETE trials whose curves are the first trial's, 5-15% higher."""
+    first = study.trials[0]
+    assert first.state is TrialState.COMPLETE
+    for k in (1, 2, 3):
+        values = {s: v * (1 + 0.05 * k) for s, v in first.intermediate_values.items()}
+        study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE,
+                                                  value=min(values.values()),
+                                                  intermediate_values=values))
 
 
 # ---------------------------------------------------------------------------- one process
@@ -128,7 +140,7 @@ def test_a_hopeless_trial_raises_trial_pruned_from_fit_and_is_pruned_with_its_re
 def test_a_hopeless_trial_in_study_optimize_ends_pruned():
     study = study_with_a_good_trial()
     study.optimize(objective_for(HOPELESS_LR), n_trials=1)
-    frozen = study.trials[1]
+    frozen = study.trials[-1]
     assert frozen.state is TrialState.PRUNED
     assert frozen.user_attrs["advisor.reason"]
     assert frozen.last_step < MAX_EPOCHS // 2
@@ -193,14 +205,16 @@ def test_a_pruned_trials_mlflow_run_is_killed_and_tagged_with_the_reason(mlflow_
         fit([pruning], lr=GOOD_LR if trial.number == 0 else HOPELESS_LR)
         return pruning.best_value
 
-    study.optimize(objective, n_trials=2)
-    good, hopeless = study.trials
+    study.optimize(objective, n_trials=1)
+    add_finished_copies(study)
+    study.optimize(objective, n_trials=1)
+    good, hopeless = study.trials[0], study.trials[-1]
     assert (good.state, hopeless.state) == (TrialState.COMPLETE, TrialState.PRUNED)
     runs = {r.info.run_name: r for r in client.search_runs(
         [client.get_experiment_by_name(experiment).experiment_id])}
-    assert sorted(runs) == ["trial-0", "trial-1"]
+    assert sorted(runs) == ["trial-0", f"trial-{hopeless.number}"]
 
-    killed = runs["trial-1"]
+    killed = runs[f"trial-{hopeless.number}"]
     assert killed.info.status == "KILLED"
     tags = killed.data.tags
     assert tags["advisor.pruned"] == "true"

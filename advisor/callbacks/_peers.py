@@ -60,6 +60,13 @@ class PeerCurves:
                 self._rebuild()
             return self._final.copy()
 
+    def last_step(self) -> float | None:
+        """The latest step any finished trial reported."""
+        with self._lock:
+            if self._dirty:
+                self._rebuild()
+            return float(self._last.max()) if self._last.size else None
+
     def at(self, step: float) -> tuple[np.ndarray, np.ndarray]:
         """Each finished trial's best by ``step`` and its final best, for those that reported by
         ``step`` and went on past it."""

@@ -23,12 +23,13 @@ class AdvisorPruner(BasePruner):
     """Prunes a trial when it is unlikely to end better than the best trials so far, or diverged.
 
     At each ``trial.should_prune()`` the trial's reported values go through an
-    :class:`advisor.Advisor` (one per trial, fed incrementally). Its learning-curve forecast of
-    the value at the end of the budget, with its prediction interval, gives the chance that the
-    trial's best value ends better than the ``n_best``-th best COMPLETE trial; below
-    ``threshold``, the trial is pruned as :attr:`advisor.Verdict.UNPROMISING`. A trial whose
-    values became NaN/infinite or blew up is pruned as :attr:`advisor.Verdict.DIVERGED`. Every
-    pruned trial gets user attributes ``advisor.verdict``, ``advisor.reason``,
+    :class:`advisor.Advisor` (one per trial, fed incrementally). Two estimates of its chance to
+    end better than the ``n_best``-th best COMPLETE trial are asked: its learning-curve forecast
+    of the value at the end of the budget (with its prediction interval), and how many finished
+    trials gained, after the same step, as much as it needs. When one is below ``threshold`` and
+    the other below one half, the trial is pruned as :attr:`advisor.Verdict.UNPROMISING`. A trial
+    whose values became NaN/infinite or blew up is pruned as :attr:`advisor.Verdict.DIVERGED`.
+    Every pruned trial gets user attributes ``advisor.verdict``, ``advisor.reason``,
     ``advisor.probability``, ``advisor.threshold``, ``advisor.target`` and
     ``advisor.predicted_final``.
 
@@ -67,7 +68,8 @@ class AdvisorPruner(BasePruner):
             any COMPLETE trial reported (no forecast, so no pruning on promise, before one has).
         threshold: prune when the chance to beat the target is below this.
         n_best: the target is the ``n_best``-th best value among COMPLETE trials.
-        n_startup_trials: no pruning on promise until this many trials are COMPLETE.
+        n_startup_trials: no pruning on promise until this many COMPLETE trials have gone past
+            the trial's step.
         n_warmup_steps: no pruning on promise before this step (divergence prunes at any step).
         wrapped_pruner: another pruner also consulted; a trial it prunes is recorded as pruned
             by it.
@@ -145,32 +147,28 @@ class AdvisorPruner(BasePruner):
         """The trial's advice, turned UNPROMISING when it is unlikely to end better than
         ``target`` (the value to beat, in the study's direction; ``None``: no comparison yet).
 
-        Unlikely means: its own forecast gives it a chance below the threshold; or the finished
-        trials (``peers``, at least ``n_startup_trials`` of them) that gained after this step as
-        much as it needs are fewer than the threshold's share, and its own forecast does not
-        expect it to get there either (chance below one half). No forecast (fewer than five
-        checks), no pruning: a slow starter is not judged on its first steps.
+        Two estimates of its chance must agree: its own learning-curve forecast, and the
+        finished trials (``peers``, at least ``n_startup_trials`` of them) that went on past
+        this step: how many gained after it as much as this trial needs (a conformal p-value).
+        One must be below the threshold and the other below one half. Either alone is wrong
+        too often: the forecast misses late gains from learning-rate schedules, and a few
+        finished trials say little about a trial unlike them (a slow starter).
         """
         if advice.verdict is Verdict.DIVERGED or target is None or advice.best_value is None:
             return advice
         sign = 1.0 if advice.mode == "min" else -1.0
         best, f = advice.best_value, advice.forecast
-        p_forecast = None
-        if f is not None:
-            lo, hi = sorted((sign * f.low, sign * f.high))
-            p_forecast = chance_to_beat(sign * target, sign * best, sign * f.value, lo, hi,
-                                        f.level).probability
-        p_peers = (None if peers is None or peers.peers < max(1, self.n_startup_trials)
-                   else peers.probability)
-        by_forecast = p_forecast is not None and p_forecast < self.threshold
-        by_peers = (p_peers is not None and p_peers < self.threshold
-                    and p_forecast is not None and p_forecast < 0.5)
-        if p_forecast is None:
+        if f is None or peers is None or peers.peers < max(1, self.n_startup_trials):
             return advice
-        p = p_peers if by_peers and not by_forecast else p_forecast
+        lo, hi = sorted((sign * f.low, sign * f.high))
+        p_forecast = chance_to_beat(sign * target, sign * best, sign * f.value, lo, hi,
+                                    f.level).probability
+        p_peers = peers.probability
+        p = min(p_forecast, p_peers)
+        unpromising = p < self.threshold and max(p_forecast, p_peers) < 0.5
         ev = _explain.promise_evidence(p, p_forecast, p_peers, peers, target, self.threshold,
                                        self.n_best, f)
-        if not (by_forecast or by_peers):
+        if not unpromising:
             return dataclasses.replace(advice, evidence=advice.evidence + (ev,))
         return dataclasses.replace(advice, verdict=Verdict.UNPROMISING, should_stop=True,
                                    evidence=advice.evidence + (ev,),
@@ -179,17 +177,17 @@ class AdvisorPruner(BasePruner):
     def advise(self, study: optuna.study.Study, trial: FrozenTrial,
                complete: list[FrozenTrial] | None = None) -> Advice | None:
         """The advisor's advice on the values ``trial`` has reported (no comparison with others)."""
-        if complete is None and self.max_steps == "auto":
-            complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         mode = "max" if study.direction.name == "MAXIMIZE" else "min"
+        if self.max_steps == "auto":  # the longest COMPLETE trial
+            if complete is None:
+                complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            self.peers.sync(study.study_name, 1.0 if mode == "min" else -1.0, complete)
+            last = self.peers.last_step()
+            budget = last if last is not None and last > 0 else None
+        else:
+            budget = None if self.max_steps is None else float(self.max_steps)
         return self.advisors.advise(study.study_name, trial.number, trial.intermediate_values,
-                                    mode, self._budget(complete or []))
-
-    def _budget(self, complete: list[FrozenTrial]) -> float | None:
-        if self.max_steps != "auto":
-            return None if self.max_steps is None else float(self.max_steps)
-        steps = [t.last_step for t in complete if t.last_step is not None]
-        return float(max(steps)) if steps and max(steps) > 0 else None
+                                    mode, budget)
 
     def _record(self, study: optuna.study.Study, trial: FrozenTrial, advice: Advice,
                 pruned_by: str) -> None:

@@ -78,7 +78,7 @@ class PeerResult:
     """How often runs that already finished improved enough, after this step, to beat ``target``.
 
     Attributes:
-        probability: ``gained_enough / peers`` (NaN when there are no peers).
+        probability: ``(gained_enough + 1) / (peers + 1)`` (NaN when there are no peers).
         needed: the improvement this run needs to beat ``target`` (its best minus the target).
         largest: the largest improvement any peer made after ``step``.
         gained_enough: how many of them improved by more than ``needed``.
@@ -97,9 +97,10 @@ def chance_from_peers(target: float, best: float, peer_best_at_step: np.ndarray,
                       peer_final: np.ndarray, step: float) -> PeerResult:
     """The chance that a run whose best is ``best`` gains enough after ``step`` to end below
     ``target``, judged by the gains of finished runs after that step (their best so far at
-    ``step`` minus their final best): the share ``k / n`` of the ``n`` finished runs that gained
-    more than needed. With few finished runs this is coarse (with 5, a chance below 0.05 means
-    none of them gained that much), so callers ask for a minimum number of them.
+    ``step`` minus their final best): the conformal p-value ``(k + 1) / (n + 1)`` where ``k`` of
+    the ``n`` finished runs gained more than needed. If the run's gain is exchangeable with
+    theirs, the chance that it beats all but ``k`` of them is at most that; so it takes at
+    least 19 finished runs to fall below 0.05.
 
     Runs of one sweep share a task, a model and a metric, so how much they still improved after
     a step says how much a run can still improve after it. Wrong when the run differs in kind
@@ -108,13 +109,13 @@ def chance_from_peers(target: float, best: float, peer_best_at_step: np.ndarray,
 
     >>> chance_from_peers(0.2, best=0.5, peer_best_at_step=np.array([0.4, 0.3, 0.25]),
     ...                   peer_final=np.array([0.2, 0.21, 0.22]), step=10).probability
-    0.0
+    0.25
     """
     gains = np.asarray(peer_best_at_step, float) - np.asarray(peer_final, float)
     gains = gains[np.isfinite(gains)]
     needed = float(best - target)
     k = int(np.sum(gains > needed))
-    return PeerResult(probability=k / gains.size if gains.size else math.nan, needed=needed,
-                      gained_enough=k,
+    p = (k + 1.0) / (gains.size + 1.0) if gains.size else math.nan
+    return PeerResult(probability=p, needed=needed, gained_enough=k,
                       largest=float(gains.max()) if gains.size else math.nan,
                       peers=int(gains.size), step=float(step))
