@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 from conftest import curves, feed, first_stop
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from advisor import Advice, Advisor, Verdict
@@ -71,6 +71,7 @@ _awkward = st.one_of(_any_float, st.sampled_from([0.0, -0.0, 1e308, -1e308, 5e-3
 @settings(max_examples=60, deadline=None)
 @given(st.lists(_awkward, min_size=1, max_size=30), st.sampled_from(["min", "max"]),
        st.sampled_from([None, 10.0, 100.0]), st.booleans())
+@example([0.0, 1.0, 2.5578718219638952e154, 0.0, 0.0], "min", 10.0, False)  # noise**2 overflowed
 def test_update_never_raises_on_arbitrary_floats_and_advice_is_json_safe(values, mode,
                                                                         max_steps, with_train):
     advisor = Advisor("val_loss", mode, train_metric="train_loss" if with_train else None,

@@ -142,8 +142,12 @@ def test_report_shows_progress_and_can_be_interrupted(report_experiment, tmp_pat
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen = b""
     deadline = time.monotonic() + 60
-    while b"analysing runs" not in seen and time.monotonic() < deadline:
-        seen += os.read(proc.stderr.fileno(), 256)
+    while b"1/5" not in seen and time.monotonic() < deadline:  # mid-way, imports done
+        chunk = os.read(proc.stderr.fileno(), 256)
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.poll() is None, "the report finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (seen + err).decode()

@@ -100,7 +100,9 @@ class CurveFit:
             variances.append(var if math.isfinite(var) and var >= 0 else p * p)
         preds_a = np.array(preds)
         mean = float(w @ preds_a)
-        var = float(w @ (np.array(variances) + (preds_a - mean) ** 2)) + self.noise**2
+        with np.errstate(over="ignore", invalid="ignore"):  # huge values: an infinite interval
+            var = float(w @ (np.array(variances) + (preds_a - mean) ** 2)
+                        + np.square(np.float64(self.noise)))
         var += (extrapolation * max(t - 1.0, 0.0) ** exponent) ** 2
         z = float(ndtri(0.5 + level / 2.0)) * math.sqrt(var)
         scale = self.span_y
