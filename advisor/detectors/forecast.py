@@ -103,7 +103,7 @@ class CurveFit:
         with np.errstate(over="ignore", invalid="ignore"):  # huge values: an infinite interval
             var = float(w @ (np.array(variances) + (preds_a - mean) ** 2)
                         + np.square(np.float64(self.noise)))
-        var += (extrapolation * max(t - 1.0, 0.0) ** exponent) ** 2
+            var += float(np.square(extrapolation * np.float64(max(t - 1.0, 0.0)) ** exponent))
         z = float(ndtri(0.5 + level / 2.0)) * math.sqrt(var)
         scale = self.span_y
         return Forecast(
