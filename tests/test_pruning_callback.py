@@ -409,7 +409,10 @@ def test_example_two_processes_share_a_study_on_postgresql(postgres, mlflow_serv
     experiment = client.get_experiment_by_name("training-advisor-optuna")
     runs = client.search_runs([experiment.experiment_id])
     parents = {r.info.run_id for r in runs if r.info.run_name == name}
-    assert len(parents) == 2
+    everywhere = [(r.info.experiment_id, r.info.run_name, r.info.status) for r in
+                  client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                     filter_string=f"attributes.run_name = '{name}'")]
+    assert len(parents) == 2, (everywhere, [out[-1500:] for out in outputs])
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in parents]
     assert sorted(r.info.run_id for r in children) == sorted(
         t.user_attrs["mlflow_run_id"] for t in study.trials)

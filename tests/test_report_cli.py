@@ -139,7 +139,9 @@ def test_report_shows_progress_and_can_be_interrupted(report_experiment, tmp_pat
 
     command = [str(VENV_BIN / "advisor"), "report", "--experiment", report_experiment.name,
                "--tracking-uri", report_experiment.url, "--out", str(out)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # as from a terminal: a child of a background job would inherit SIGINT ignored
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = b""
     deadline = time.monotonic() + 60
     while b"1/5" not in seen and time.monotonic() < deadline:  # mid-way, imports done
