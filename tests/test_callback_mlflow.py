@@ -286,8 +286,8 @@ class ServerOutage(pl.Callback):
     server back."""
 
     def __init__(self, server, experiment_name: str, down_at: int, up_at: int,
-                 wait_at: int) -> None:
-        self.server, self.experiment_name = server, experiment_name
+                 wait_at: int, callback: AdvisorCallback) -> None:
+        self.server, self.experiment_name, self.callback = server, experiment_name, callback
         self.down_at, self.up_at, self.wait_at = down_at, up_at, wait_at
         self.restart: threading.Thread | None = None
         self.epochs_while_down: list[int] = []
@@ -319,6 +319,10 @@ class ServerOutage(pl.Callback):
         elif self.down_at < epoch <= self.up_at:
             self.epochs_while_down.append(epoch)
         if epoch == self.up_at:
+            # the writer writes at most every 10 s: keep the server down until it has tried
+            deadline = time.monotonic() + 30.0
+            while self.callback._writer.last_error is None and time.monotonic() < deadline:
+                time.sleep(0.1)
             self.restart = threading.Thread(target=self._start, daemon=True)
             self.restart.start()
         if epoch == self.wait_at and self.restart is not None:
@@ -330,7 +334,7 @@ def test_server_outage_mid_run_loses_nothing(mlflow_server, tmp_path):
     name = unique("outage")
     callback = AdvisorCallback(monitor="val_loss", train_metric="train_loss",
                                tracking_uri=mlflow_server.url, experiment_name=name)
-    outage = ServerOutage(mlflow_server, name, down_at=3, up_at=7, wait_at=8)
+    outage = ServerOutage(mlflow_server, name, down_at=3, up_at=7, wait_at=8, callback=callback)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
