@@ -112,6 +112,9 @@ def main() -> None:
     torch.set_num_threads(1)  # a tiny MLP: a second thread costs more than it gives
     mlflow.set_tracking_uri(args.tracking_uri)
     experiment = mlflow.set_experiment(EXPERIMENT)
+    # again by id: when two workers create the experiment at once, MLflow's set_experiment
+    # returns it to the one that lost the race without making it the active experiment
+    mlflow.set_experiment(experiment_id=experiment.experiment_id)
 
     study = optuna.create_study(
         study_name=args.study_name, storage=open_storage(args.storage), load_if_exists=True,
