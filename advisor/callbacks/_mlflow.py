@@ -59,6 +59,7 @@ def resolve_run(tracking_uri: str | None, experiment_name: str, run_name: str | 
 
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     active = mlflow.active_run()
     active_id = active.info.run_id if active is not None else getattr(_caller, "run_id", None)
@@ -69,8 +70,14 @@ def resolve_run(tracking_uri: str | None, experiment_name: str, run_name: str | 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None or experiment.lifecycle_stage == "deleted":
-        experiment_id = client.create_experiment(
-            experiment_name, tags={EXPERIMENT_KIND_TAG: "custom_model_development"})
+        try:
+            experiment_id = client.create_experiment(
+                experiment_name, tags={EXPERIMENT_KIND_TAG: "custom_model_development"})
+        except MlflowException as exc:  # another process created it just now
+            raced = experiment is None and exc.error_code == "RESOURCE_ALREADY_EXISTS"
+            if not raced or (experiment := client.get_experiment_by_name(experiment_name)) is None:
+                raise
+            experiment_id = experiment.experiment_id
     else:
         experiment_id = experiment.experiment_id
     tags = {"mlflow.runName": run_name} if run_name else None
