@@ -134,14 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "wide, as Lightning's CSVLogger writes) and write one "
                                         "row of decisions per run.")
     p.add_argument("curves", help="CSV file, plain or .gz")
-    p.add_argument("--monitor", default="val_loss", help="metric to judge (default: val_loss)")
-    p.add_argument("--mode", choices=("min", "max"), default="min",
-                   help="min if lower is better, max if higher is better (default: min)")
-    p.add_argument("--train-metric", default=None, help="training metric, for overfitting evidence")
+    _advice_options(p)
     p.add_argument("--step-column", default=None,
                    help="column of the x-axis (default: epoch, else step)")
-    p.add_argument("--advisor-kwargs", default=None,
-                   help="JSON object of further Advisor settings, e.g. '{\"min_checks\": 8}'")
     p.add_argument("--out", default=None, help="write decisions to this CSV (default: stdout)")
     p.set_defaults(func=_replay)
 

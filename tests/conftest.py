@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import strategies as st
+from processes import free_port
 
 from advisor import Advice, Advisor
 
@@ -102,7 +103,7 @@ class MlflowServer:
 
     def __init__(self, root: Path, port: int | None = None) -> None:
         self.root = root
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = root / "server.log"
         self._proc: subprocess.Popen | None = None
@@ -165,10 +166,6 @@ class MlflowServer:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _port_open(port: int) -> bool:
@@ -239,19 +236,14 @@ def report_experiment(mlflow_server) -> ReportExperiment:
 
     import pytorch_lightning as pl
     import torch
-    from lightning_models import LinearRegression
+    from lightning_models import LinearRegression, loaders
     from mlflow import MlflowClient
     from pytorch_lightning.loggers import MLFlowLogger
-    from torch.utils.data import DataLoader, TensorDataset
 
     from advisor import AdvisorCallback
 
     name = f"report-{uuid.uuid4().hex[:8]}"
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(256, 4, generator=g)
-    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1 * torch.randn(256, 1, generator=g)
-    train = DataLoader(TensorDataset(x[:192], y[:192]), batch_size=64)
-    val = DataLoader(TensorDataset(x[192:], y[192:]), batch_size=64)
+    train, val = loaders()
     torch.manual_seed(0)
     logger = MLFlowLogger(experiment_name=name, tracking_uri=mlflow_server.url,
                           run_name="lightning-fit")

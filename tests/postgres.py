@@ -14,10 +14,11 @@ import glob
 import importlib.util
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from processes import free_port
 
 SERVER_USER = "postgres"  # the account PostgreSQL's Debian package creates
 
@@ -44,11 +45,6 @@ def driver() -> str:
     raise RuntimeError("no PostgreSQL driver is installed: pip install 'training-advisor[optuna]' "
                        "(it brings psycopg).")
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PostgresServer:

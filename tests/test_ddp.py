@@ -10,15 +10,11 @@ rank writes ``rank<N>.json``; rank 0 logs to MLflow in a sqlite store under ``OU
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import warnings
 from pathlib import Path
 
-import pytest
+from processes import run_ddp_script
 
 MAX_EPOCHS = 60
 EXPERIMENT = "ddp-advisor"
@@ -105,10 +101,6 @@ def _train(out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- the test
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _canonical(value) -> str:
@@ -117,22 +109,8 @@ def _canonical(value) -> str:
 
 
 def test_ddp_ranks_stop_together_with_identical_advice_and_rank0_alone_logs(tmp_path):
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
-           "PYTHONHASHSEED": "0"}
-    for key in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK", "MLFLOW_TRACKING_URI"):
-        env.pop(key, None)
-    # a session of its own, so a hang (ranks that disagree wait for each other) kills both ranks
-    proc = subprocess.Popen([sys.executable, __file__, str(tmp_path)], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"the DDP run did not finish in 240 s (ranks waiting for each other?):\n"
-                    f"{stdout[-3000:]}{stderr[-6000:]}")
-    assert proc.returncode == 0, stdout[-3000:] + stderr[-6000:]
+    run_ddp_script([__file__, str(tmp_path)], tmp_path, timeout=240,
+                   extra_env={"PYTHONHASHSEED": "0"}, drop_env=["MLFLOW_TRACKING_URI"])
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     r0, r1 = ranks
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -28,6 +26,7 @@ from lightning_models import LinearRegression
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+from processes import run_ddp_script
 from torch.utils.data import DataLoader, TensorDataset
 
 from advisor import AdvisorPruner, AdvisorPruningCallback, Verdict
@@ -232,10 +231,6 @@ def test_a_pruned_trials_mlflow_run_is_killed_and_tagged_with_the_reason(mlflow_
 
 
 # ---------------------------------------------------------------------------- DDP
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ddp_rank(out: Path, journal: str, study_name: str, trial_id: int) -> None:
@@ -268,20 +263,8 @@ def test_ddp_ranks_stop_together_and_check_pruned_raises_after_fit(tmp_path):
     study = study_with_a_good_trial(storage=JournalStorage(JournalFileBackend(journal)),
                                     study_name="ddp")
     trial = study.ask()
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
-    for key in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK"):
-        env.pop(key, None)
-    proc = subprocess.Popen([sys.executable, __file__, str(tmp_path), journal,
-                             study.study_name, str(trial._trial_id)], env=env, cwd=tmp_path,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"the DDP fit did not finish in 180 s:\n{stdout[-3000:]}{stderr[-6000:]}")
-    assert proc.returncode == 0, stdout[-3000:] + stderr[-6000:]
+    run_ddp_script([__file__, str(tmp_path), journal, study.study_name, str(trial._trial_id)],
+                   tmp_path, timeout=180)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert (r0["rank"], r1["rank"], r0["world_size"]) == (0, 1, 2)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from processes import free_port
 
 from advisor.cli import main
 
@@ -240,10 +240,6 @@ def test_callback_logs_its_report_and_plot(report_experiment, tmp_path):
 
 
 # ---------------------------------------------------------------------------- errors
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("case", ["unknown-experiment", "unknown-run", "unreachable",
@@ -257,7 +253,7 @@ def test_errors_are_one_line_exit_1_and_leave_no_files(report_experiment, tmp_pa
         "unknown-run": (["analyze", "0" * 32, "--tracking-uri", url],
                         f"run '{'0' * 32}' not found"),
         "unreachable": (["report", "--experiment", report_experiment.name, "--tracking-uri",
-                         f"http://127.0.0.1:{_free_port()}"], "is unreachable"),
+                         f"http://127.0.0.1:{free_port()}"], "is unreachable"),
         "no-store": (["analyze", "abc", "--tracking-uri", f"sqlite:///{tmp_path / 'no.db'}"],
                      "no MLflow store at"),
         "analyze-no-monitor": (["analyze", report_experiment.runs["no-val"],
