@@ -7,6 +7,7 @@ import time
 import pytorch_lightning as pl
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 
 class RegressionSteps:
@@ -44,3 +45,12 @@ class RegressionSteps:
 
 class LinearRegression(RegressionSteps, pl.LightningModule):
     """The regression as a ``pytorch_lightning`` module."""
+
+
+def loaders(batch_size: int = 64) -> tuple[DataLoader, DataLoader]:
+    """The regression's data: 192 training and 64 validation rows of a noisy linear target."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 4, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1 * torch.randn(256, 1, generator=g)
+    return (DataLoader(TensorDataset(x[:192], y[:192]), batch_size=batch_size),
+            DataLoader(TensorDataset(x[192:], y[192:]), batch_size=64))

@@ -21,11 +21,10 @@ import mlflow
 import pytest
 import pytorch_lightning as pl
 import torch
-from lightning_models import LinearRegression
+from lightning_models import LinearRegression, loaders
 from mlflow import MlflowClient
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, MLFlowLogger
-from torch.utils.data import DataLoader, TensorDataset
 
 from advisor import AdvisorCallback, AdvisorWarning, Verdict
 
@@ -37,14 +36,6 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:.*does not have many workers.*",
     "ignore:.*LeafSpec.*:DeprecationWarning",
 )
-
-
-def loaders() -> tuple[DataLoader, DataLoader]:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(256, 4, generator=g)
-    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1 * torch.randn(256, 1, generator=g)
-    return (DataLoader(TensorDataset(x[:192], y[:192]), batch_size=64),
-            DataLoader(TensorDataset(x[192:], y[192:]), batch_size=64))
 
 
 def fit(callbacks: list, *, lr: float = 0.05, max_epochs: int = 12, logger=False,

@@ -22,12 +22,11 @@ import optuna
 import pytest
 import pytorch_lightning as pl
 import torch
-from lightning_models import LinearRegression
+from lightning_models import LinearRegression, loaders
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from processes import run_ddp_script
-from torch.utils.data import DataLoader, TensorDataset
 
 from advisor import AdvisorPruner, AdvisorPruningCallback, Verdict
 
@@ -39,14 +38,6 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:.*LeafSpec.*",
 )
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def loaders(batch_size: int = 64) -> tuple[DataLoader, DataLoader]:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(256, 4, generator=g)
-    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1 * torch.randn(256, 1, generator=g)
-    return (DataLoader(TensorDataset(x[:192], y[:192]), batch_size=batch_size),
-            DataLoader(TensorDataset(x[192:], y[192:]), batch_size=64))
 
 
 class Checks(pl.Callback):
