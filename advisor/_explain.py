@@ -45,6 +45,13 @@ def overfitting_evidence(r: OverfittingResult, monitor: str, train_metric: str |
     rise = r.rise
     if rise is None:
         summary = f"{monitor} is at or near its best (step {best_step:g})"
+    elif r.onset and r.train_trend is not None:
+        summary = (
+            f"{monitor} has not improved in the {rise.n - 1} checks since its best (step "
+            f"{best_step:g}; trend z={rise.statistic:.2g}, {r.gap:.3g} above the best) while "
+            f"{train_metric} kept improving (p={r.train_trend.pvalue_decreasing:.2g}); "
+            f"Prechelt's GL={r.generalization_loss:.3g}, PQ={r.progress_quotient:.3g}"
+        )
     else:
         summary = (
             f"{monitor} is {r.gap:.3g} worse than at its best (step {best_step:g}) over the "
@@ -64,7 +71,7 @@ def overfitting_evidence(r: OverfittingResult, monitor: str, train_metric: str |
                  "generalization_loss": r.generalization_loss,
                  "progress_quotient": r.progress_quotient,
                  "rise_pvalue": None if rise is None else rise.pvalue_increasing,
-                 "train_improving": r.train_improving},
+                 "train_improving": r.train_improving, "onset": r.onset},
     )
 
 

@@ -289,6 +289,7 @@ class Advisor:
 
         over = detect_overfitting(
             x, y, tolerance=max(tol, 2.0 * noise), alpha=self.alpha,
+            stall_points=self.stall_window,
             train_values=None if self.train_metric is None
             else sign * h.values(self.train_metric)[logged][finite])
         evidence.append(_explain.overfitting_evidence(over, monitor, self.train_metric,

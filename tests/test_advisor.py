@@ -339,6 +339,29 @@ def test_accuracy_that_falls_with_train_accuracy_is_not_overfitting():
     assert stop.evidence_for("overfitting").details["train_improving"] is True
 
 
+def test_validation_that_stops_improving_while_training_improves_stops_at_the_onset():
+    # validation reaches its floor at epoch 20 and stays there (no rise) while training goes on
+    # improving: overfitting has begun, so the run stops soon after stall_window checks; the
+    # same validation curve with a stalled training curve is a plateau question, not overfitting
+    rng = np.random.default_rng(11)
+    x = np.arange(1, 61, dtype=float)
+    val = 0.5 + np.where(x < 20, 0.02 * (20 - x), 0.0003 * (x - 20))
+    val = val + rng.normal(0, 0.004, x.size)
+    advisor = Advisor(train_metric="train_loss", max_steps=100)
+    stop = feed(advisor, val, extra={"train_loss": 1 / np.sqrt(x)}, stop=True)[-1]
+    assert stop.verdict is Verdict.OVERFITTING
+    assert 30 <= stop.step <= 40
+    assert abs(stop.suggested_stop_step - 20) <= 5
+    ev = stop.evidence_for("overfitting")
+    assert ev.details["onset"] is True
+    assert "has not improved" in ev.summary and "train_loss kept improving" in ev.summary
+    flat_train = np.where(x < 20, 0.4 + 0.02 * (20 - x), 0.4)
+    stalled = Advisor(train_metric="train_loss", max_steps=100)
+    advices = feed(stalled, val, extra={"train_loss": flat_train})
+    assert not any(a.evidence_for("overfitting").details["onset"] for a in advices[10:])
+    assert all(a.verdict is not Verdict.OVERFITTING for a in advices if a.step <= stop.step)
+
+
 def test_overfitting_without_a_train_metric_says_it_is_validation_only():
     x, val, _ = _u_shaped_run()
     stop = feed(Advisor(max_steps=100), val, stop=True)[-1]

@@ -129,6 +129,49 @@ def test_prechelt_gl_and_pq_follow_their_definitions():
     assert r.progress_quotient == pytest.approx(r.generalization_loss / progress)
 
 
+def _flat_after_best(seed=5, n=40, best=20):
+    """Validation that falls to x=20, then drifts up far less than its noise can show."""
+    rng = np.random.default_rng(seed)
+    x = np.arange(1.0, n + 1)
+    val = 0.5 + np.where(x < best, 0.02 * (best - x), 0.0003 * (x - best))
+    val = val + rng.normal(0, 0.004, x.size)
+    return x, val
+
+
+def test_flat_validation_while_training_improves_is_the_onset_of_overfitting():
+    x, val = _flat_after_best()
+    tol = 2 * noise_scale(val)
+    r = detect_overfitting(x, val, tolerance=tol, train_values=1 / np.sqrt(x), stall_points=10)
+    assert r.overfitting and r.onset
+    assert r.gap <= r.tolerance  # not a significant rise: the onset rule decided
+    assert r.rise is not None and r.rise.statistic >= 0
+    assert r.train_improving is True
+    # without the rule (the default), or before enough checks since the best, it is not
+    assert not detect_overfitting(x, val, tolerance=tol, train_values=1 / np.sqrt(x)).overfitting
+    early = detect_overfitting(x[:27], val[:27], tolerance=tol, train_values=1 / np.sqrt(x[:27]),
+                               stall_points=10)
+    assert not early.overfitting
+
+
+def test_flat_validation_with_flat_training_is_not_the_onset_of_overfitting():
+    # both curves stalled (a plateau, perhaps at a high learning rate): not overfitting
+    x, val = _flat_after_best(seed=6)
+    train = np.where(x < 20, 0.4 + 0.02 * (20 - x), 0.4)
+    train = train + np.random.default_rng(7).normal(0, 0.004, x.size)
+    r = detect_overfitting(x, val, tolerance=2 * noise_scale(val), train_values=train,
+                           stall_points=10)
+    assert not r.overfitting and not r.onset
+
+
+def test_validation_still_falling_while_training_improves_is_not_the_onset():
+    rng = np.random.default_rng(8)
+    x = np.arange(1.0, 41.0)
+    val = 0.5 + 0.3 * x ** -0.5 + rng.normal(0, 0.004, x.size)
+    r = detect_overfitting(x, val, tolerance=2 * noise_scale(val), train_values=1 / x,
+                           stall_points=10)
+    assert not r.overfitting
+
+
 def test_too_few_checks_after_the_best_is_not_overfitting():
     x = np.arange(1.0, 11.0)
     val = np.r_[np.linspace(1.0, 0.5, 8), 0.9, 1.2]

@@ -30,6 +30,9 @@ class OverfittingResult:
         progress_quotient: Prechelt's PQ = GL / P_k with the training progress P_k over the last
             strip of ``k`` checks (NaN without a training metric).
         train_trend: trend of the training metric over the same checks, if given.
+        onset: the verdict rests on the onset rule: validation has not improved at all over at
+            least ``stall_points`` checks since its best while training kept improving
+            significantly (the point where the two curves part), not on a significant rise.
     """
 
     overfitting: bool
@@ -42,6 +45,7 @@ class OverfittingResult:
     generalization_loss: float
     progress_quotient: float
     train_trend: TrendResult | None
+    onset: bool = False
 
     @property
     def train_improving(self) -> bool | None:
@@ -83,6 +87,8 @@ def detect_overfitting(
     neighbours: int = 2,
     strip: int = 5,
     max_points: int = 48,
+    stall_points: int | None = None,
+    train_alpha: float = 0.01,
 ) -> OverfittingResult:
     """Test whether validation (lower is better) got significantly worse since its best.
 
@@ -92,7 +98,12 @@ def detect_overfitting(
     on each side of the best (Mann-Whitney U, one-sided), validation has risen since its best
     (Mann-Kendall increasing), and the gap exceeds ``tolerance``. When a training curve is given,
     overfitting also requires that training is not getting worse (else the run is unstable, not
-    overfitting). Prechelt's GL and PQ are reported as evidence, not used to decide.
+    overfitting). Onset rule (with a training curve and ``stall_points``): after at least
+    ``stall_points`` checks since the best, validation with no downward trend at all (Mann-Kendall
+    statistic >= 0) while training still improves significantly (Mann-Kendall decreasing,
+    p < ``train_alpha``) is overfitting too, before validation has risen by a significant
+    margin: training goes on fitting what no longer generalises. Prechelt's GL and PQ are
+    reported as evidence, not used to decide.
 
     Wrong when: the validation curve comes back down later (double descent, a learning-rate decay
     after a noisy phase, grokking), or the validation set is tiny and very noisy.
@@ -119,10 +130,15 @@ def detect_overfitting(
     near = y[max(0, best - neighbours) : best + neighbours + 1]
     recent = y[-min(after, 8) :]
     gap = median(recent) - float(smooth[best])
-    if gap <= tolerance:  # not practically worse: skip the tests
-        return OverfittingResult(False, best, nan, 1.0, None, gap, tolerance, gl, pq, None)
-    u_stat, u_p = rank_sum_test(recent, near)
     idx = best + _subsample(after + 1, max_points)
+    if gap <= tolerance:  # not practically worse: only the onset rule can apply
+        onset = _onset(x[idx], y[idx], train_values, idx, after, stall_points, train_alpha)
+        if onset is None:
+            return OverfittingResult(False, best, nan, 1.0, None, gap, tolerance, gl, pq, None)
+        rise, train_trend = onset
+        return OverfittingResult(True, best, nan, 1.0, rise, gap, tolerance, gl, pq,
+                                 train_trend, onset=True)
+    u_stat, u_p = rank_sum_test(recent, near)
     rise = trend_test(x[idx], y[idx])
     if train_values is not None and u_p < alpha and rise.pvalue_increasing < alpha:
         t = np.asarray(train_values, dtype=float)[idx]
@@ -133,5 +149,30 @@ def detect_overfitting(
     overfitting = bool(
         u_p < alpha and rise.pvalue_increasing < alpha and gap > tolerance and not unstable
     )
+    if not overfitting:
+        onset = _onset(x[idx], y[idx], train_values, idx, after, stall_points, train_alpha)
+        if onset is not None:
+            return OverfittingResult(True, best, u_stat, u_p, onset[0], gap, tolerance, gl, pq,
+                                     onset[1], onset=True)
     return OverfittingResult(overfitting, best, u_stat, u_p, rise, gap,
                              tolerance, gl, pq, train_trend)
+
+
+def _onset(x: np.ndarray, y: np.ndarray, train_values: np.ndarray | None, idx: np.ndarray,
+           after: int, stall_points: int | None, train_alpha: float
+           ) -> tuple[TrendResult, TrendResult] | None:
+    """The onset rule on the checks ``idx`` since the best (``x``, ``y`` taken there): the
+    validation and training trends when it holds, else None."""
+    if train_values is None or stall_points is None or after < stall_points:
+        return None
+    t = np.asarray(train_values, dtype=float)[idx]
+    ok = np.isfinite(t)
+    if ok.sum() < stall_points:
+        return None
+    rise = trend_test(x, y)
+    if rise.statistic < 0:
+        return None
+    train_trend = trend_test(x[ok], t[ok])
+    if train_trend.pvalue_decreasing >= train_alpha:
+        return None
+    return rise, train_trend
