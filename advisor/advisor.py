@@ -71,7 +71,9 @@ class Advisor:
             ``window_fraction`` of the current phase, between ``min_window`` and ``max_window``
             checks.
         stall_window: the fewest checks in the window for a stall (no downward trend at all and
-            no new best by the tolerance) to count as a plateau.
+            no new best by the tolerance) to count as a plateau; also the fewest checks since
+            validation's best for the overfitting onset (no downward trend while the training
+            metric still improves significantly).
         min_progress_without_lr: with no learning rate logged and a known budget, a plateau is a
             stop only after this share of ``max_steps``: most schedules (cosine, linear, step)
             decay later and often break an early plateau. Overfitting and divergence stop anytime.
