@@ -300,8 +300,8 @@ class Advisor:
             stop_at = float(x[over.best_index])
             return Advice(verdict=Verdict.OVERFITTING, should_stop=True, evidence=tuple(evidence),
                           suggested_stop_step=stop_at,
-                          reason=f"Overfitting: {evidence[-1].summary}; keep the checkpoint of "
-                                 f"step {stop_at:g}.", **base)
+                          reason=f"Overfitting: {evidence[-1].summary}; keep the best checkpoint "
+                                 f"(step {best_step:g}).", **base)
 
         if yp.size < self.min_window:
             return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=tuple(evidence),

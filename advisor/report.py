@@ -65,7 +65,8 @@ def format_advice(a: RunAnalysis) -> str:
         lines.append(f"best:     {a.monitor} {advice.best_value:.4g} at {unit} "
                      f"{advice.best_step:g}")
     if advice.suggested_stop_step is not None:
-        lines.append(f"keep:     the checkpoint of {unit} {advice.suggested_stop_step:g}")
+        lines.append(f"paid off: until {unit} {advice.suggested_stop_step:g} (training after it "
+                     f"stopped paying off; keep the best checkpoint)")
     if a.stopped_early:
         lines.append(f"saved:    {a.saved_steps:g} {unit}(s) trained after the advisor would "
                      f"have stopped")

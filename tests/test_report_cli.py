@@ -167,7 +167,7 @@ def test_analyze_prints_verdict_reason_evidence_and_forecast(report_experiment, 
     assert f"run {run_id} (overfit) in {report_experiment.name}" in out
     assert "verdict:  OVERFITTING (stop at epoch" in out
     assert "reason:   Overfitting: val_loss is" in out
-    assert "keep:     the checkpoint of epoch 15" in out
+    assert "paid off: until epoch 15 (training after it stopped paying off" in out
     assert "forecast: val_loss" in out and "at epoch 40" in out
     assert "  overfitting: val_loss is" in out and "  plateau:" not in out
 
