@@ -221,4 +221,23 @@ def run_sweep(pop: Population, order: Sequence[int], rule: str, name: str = "swe
         out["value"] = float(best_trial.value)
         out["config"] = best_trial.user_attrs["config"]
     out["regret"] = pop.regret(out["value"])
+    out.update(winner_fate(pop, order, study))
     return out
+
+
+def winner_fate(pop: Population, order: Sequence[int], study: optuna.Study) -> dict:
+    """What the rule did to the sweep's best configuration (the one with the best value over
+    its whole curve): its trial's state (``ran`` to the end, finished ``early``, ``pruned``), the
+    evaluations it reported, and for a trial the advisor pruned, the two chances it recorded."""
+    sign = 1.0 if pop.mode == "min" else -1.0
+    bests = [sign * _best(pop.curves[i], pop.mode) if np.isfinite(pop.curves[i]).any()
+             else math.inf for i in order]
+    pos = int(np.argmin(bests))
+    trial = study.get_trials(deepcopy=False)[pos]
+    used, full = len(trial.intermediate_values), len(pop.curves[order[pos]])
+    fate = ("pruned" if trial.state == TrialState.PRUNED
+            else "early" if trial.state == TrialState.COMPLETE and used < full else "ran")
+    attrs = trial.user_attrs
+    return {"winner_fate": fate, "winner_step": used / max(full, 1),
+            "winner_pf": attrs.get("advisor.forecast_probability"),
+            "winner_pp": attrs.get("advisor.peer_probability")}

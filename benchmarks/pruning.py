@@ -239,6 +239,26 @@ def diag_table(sums: dict[str, dict[str, dict]], md: bool) -> str:
                    "saved early%", "kept winner%", "no COMPLETE", "cpu s"], rows, md)
 
 
+def winner_table(df: pd.DataFrame, md: bool) -> str:
+    """Per scope and advisor rule: what happened to each sweep's best configuration (share of
+    sweeps): ran to the end, finished early, pruned in the first quarter of its curve or later,
+    and for the pruned, which of the advisor's two chances was the low one."""
+    rows = []
+    adv = df[df.rule.isin(ADVISORS)]
+    adv = adv.assign(scope=adv.label + " " + adv.split)
+    for (lab, rule), g in adv.groupby(["scope", "rule"], sort=True):
+        pruned = g[g.winner_fate == "pruned"]
+        early = pruned.winner_step <= 0.25
+        by_forecast = (pruned.winner_pf.astype(float) <= pruned.winner_pp.astype(float)).sum()
+        rows.append([lab, rule, str(len(g)), _fmt(float((g.winner_fate == "ran").mean()), True),
+                     _fmt(float((g.winner_fate == "early").mean()), True),
+                     _fmt(float(early.sum() / len(g)), True),
+                     _fmt(float((~early).sum() / len(g)), True),
+                     f"{by_forecast}/{len(pruned)}"])
+    return render(["scope", "rule", "sweeps", "ran%", "finished early%", "pruned <=25%",
+                   "pruned later%", "forecast was the low chance"], rows, md)
+
+
 TASK_RULES = ("Median", "Median+ES10", "Hyperband", "Patient(Median)+ES10", "Nop+ES10",
               *ADVISORS)
 
@@ -292,6 +312,9 @@ def report(df: pd.DataFrame, pops: list[Population], meta: dict[str, Any], out_d
     all_sums = {f"{lab} {spl}": s for spl, by in sums.items() for lab, s in by.items()}
     md.append(f"## Where the epochs go\n\n{diag_table(all_sums, True)}\n")
     txt.append(f"\n== Where the epochs go\n{diag_table(all_sums, False)}")
+    h = "What the advisor did to each sweep's best configuration"
+    md.append(f"## {h}\n\n{winner_table(df, True)}\n")
+    txt.append(f"\n== {h}\n{winner_table(df, False)}")
     h = "Per task (epochs vs Nop / mean regret)"
     md.append(f"## {h}\n\n{task_table(per_task, by_key, True)}\n")
     txt.append(f"\n== {h}\n{task_table(per_task, by_key, False)}")
