@@ -275,7 +275,8 @@ class Advisor:
 
         tol = max(self.min_improvement * span, self.noise_tolerance * noise)
         lr_name = self._lr_name()
-        sched = read_schedule(None if lr_name is None else h.values(lr_name)[logged][finite])
+        sched = read_schedule(None if lr_name is None else h.values(lr_name)[logged][finite],
+                              steps=x, max_steps=self.max_steps)
         evidence = [_explain.schedule_evidence(sched)]
 
         phase = np.arange(n) >= sched.phase_start

@@ -27,6 +27,7 @@ import pandas as pd
 
 __all__ = [
     "DATA_DIR",
+    "taskset_learning_rates",
     "LEARNER_THRESHOLD",
     "Monitor",
     "Run",
@@ -229,3 +230,26 @@ def sample_runs(
         kept.extend(members)
         sizes[key] = (len(members), len(strata[key]))
     return kept, sizes
+
+
+#: TaskSet trains every configuration for 10,000 steps with 51 evenly spaced evaluations.
+TASKSET_STEPS = 10_000
+
+
+def taskset_learning_rates(data_dir: Path = DATA_DIR) -> dict[str, np.ndarray]:
+    """The learning rate each TaskSet configuration trained with at each of its 51 evaluations.
+
+    TaskSet's ``adam8p`` optimizer (google-research ``task_set/optimizers/adam8p.py``) decays its
+    rate as ``learning_rate * exp(-exponential_decay * step) * max(1 - linear_decay * step, 0)``;
+    the configurations' values are in ``taskset_configs.csv.gz`` (the same 1,000 in every task).
+    Evaluation ``k`` (1-based) is taken at step ``200 * (k - 1)``: what a user's
+    ``LearningRateMonitor`` would have logged beside the curve. Keyed by ``run_id``.
+    """
+    cfg = pd.read_csv(Path(data_dir) / "taskset_configs.csv.gz").drop_duplicates("run_id")
+    steps = np.linspace(0.0, TASKSET_STEPS, 51)
+    out = {}
+    for row in cfg.itertuples(index=False):
+        lr = (row.learning_rate * np.exp(-row.exponential_decay * steps)
+              * np.maximum(1.0 - row.linear_decay * steps, 0.0))
+        out[str(row.run_id)] = lr
+    return out

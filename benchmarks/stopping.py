@@ -59,6 +59,7 @@ from benchmarks._curves import (  # noqa: E402
     monitors_for,
     sample_runs,
     task_split,
+    taskset_learning_rates,
 )
 from benchmarks._rules import (  # noqa: E402
     ANCHOR_NAMES,
@@ -80,6 +81,7 @@ TASK_TABLE_RULES = ("advisor", "es_p5", "es_p10", "es_p20", "GL5", "PQ3", "UP3",
 # Replay (runs in worker processes)
 
 _JOBS: list[tuple[Run, Monitor]] = []
+_LEARNING_RATES: dict[str, np.ndarray] = {}  # --with-lr: TaskSet's rebuilt rates by run_id
 _ADVISOR: Any = None
 _ADVISOR_KWARGS: dict[str, Any] = {}
 
@@ -106,6 +108,7 @@ def replay(run: Run, mon: Monitor) -> dict[str, Any]:
     """Replay one run's curve for one monitor through every rule; return stops and regrets."""
     val = run.metrics[mon.metric]
     train = run.metrics.get(mon.train_metric, np.full(run.n_evals, np.nan))
+    lr = _LEARNING_RATES.get(run.run_id) if run.source == "taskset" else None
     n = run.n_evals
     online: dict[str, Any] = anchor_rules(mon.metric, mon.mode, mon.error_scale)
     stops: dict[str, int] = {}
@@ -128,7 +131,10 @@ def replay(run: Run, mon: Monitor) -> dict[str, Any]:
         if adv is not None and "advisor" not in stops:
             t0 = time.perf_counter_ns()
             try:
-                advice = adv.update(_num(step), {mon.metric: v, mon.train_metric: t})
+                logged = {mon.metric: v, mon.train_metric: t}
+                if lr is not None:
+                    logged["lr"] = float(lr[i])
+                advice = adv.update(_num(step), logged)
             except Exception as exc:
                 out["adv_error"] = f"update: {type(exc).__name__}: {exc}"
                 stops["advisor"] = n
@@ -347,6 +353,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--advisor-kwargs", default="{}", help="JSON object passed to Advisor(...)")
     p.add_argument("--no-advisor", action="store_true", help="skip the advisor rule")
+    p.add_argument("--with-lr", action="store_true",
+                   help="log TaskSet's learning rate beside its curves (rebuilt from its configs, "
+                        "as LearningRateMonitor would log it) so the advisor can read the schedule")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--data", type=Path, default=DATA_DIR)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -567,16 +576,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[stopping] advisor rule skipped: {why}", file=sys.stderr)
     t0 = time.time()
     jobs, weights, splits, sizes = build_jobs(args)
+    if args.with_lr:
+        _LEARNING_RATES.update(taskset_learning_rates(args.data))
     print(f"[stopping] {len(jobs)} replays (run x monitor) from {len(weights)} runs, "
           f"loaded in {time.time() - t0:.0f}s", file=sys.stderr)
     use_adv = advisor_cls is not None
-    store = args.store or (None if args.fresh else store_path(CACHE_DIR, use_adv, advisor_kwargs))
+    store = args.store or (None if args.fresh else store_path(
+        CACHE_DIR, use_adv, {**advisor_kwargs, "(with lr)": True} if args.with_lr
+        else advisor_kwargs))
     results, resumed = run_jobs(jobs, args.workers, use_adv, advisor_kwargs, store)
     df = to_frame(jobs, results, weights, splits)
     meta = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "git_commit": _git_commit(),
-        "advisor": "default settings" if advisor_cls and not advisor_kwargs else
+        "advisor": ("default settings" + (", TaskSet's learning rate logged" if args.with_lr
+                                           else "")) if advisor_cls and not advisor_kwargs else
                    (f"kwargs {advisor_kwargs}" if advisor_cls else f"not run ({why})"),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "rules": list(RULES), "harmful_threshold": HARMFUL,

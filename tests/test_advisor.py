@@ -244,7 +244,7 @@ def _flat_after_drop(seed=2):
 def test_flat_curve_while_lr_decays_smoothly_is_not_a_stop():
     e, y = _flat_after_drop()
     lr = 0.1 * 0.5 * (1 + np.cos(np.pi * e / 200))  # a 200-epoch cosine, still above 75%
-    advices = feed(Advisor(max_steps=60), y, extra={"lr": lr})
+    advices = feed(Advisor(max_steps=200), y, extra={"lr": lr})
     assert not any(a.should_stop for a in advices)
     last = advices[-1]
     assert last.verdict is Verdict.UNDECIDED
@@ -259,10 +259,20 @@ def test_same_flat_curve_with_constant_lr_stops():
     assert "constant" in stop.evidence_for("schedule").summary
 
 
+def test_flat_curve_under_a_decay_that_will_not_go_far_in_the_budget_stops():
+    # the same cosine, but the run ends at epoch 60: the rate only falls to 0.79 of its peak by
+    # then, so no decay is coming that could break the plateau (it is told apart by its pace)
+    e, y = _flat_after_drop()
+    lr = 0.1 * 0.5 * (1 + np.cos(np.pi * e / 200))
+    stop = first_stop(feed(Advisor(max_steps=60), y, extra={"lr": lr}))
+    assert stop is not None and stop.verdict is Verdict.PLATEAU
+    assert stop.evidence_for("schedule").details["known"] is True
+
+
 def test_lightning_style_lr_name_is_found_automatically():
     e, y = _flat_after_drop()
     lr = 0.1 * 0.5 * (1 + np.cos(np.pi * e / 200))
-    advices = feed(Advisor(max_steps=60), y, extra={"lr-Adam": lr})
+    advices = feed(Advisor(max_steps=200), y, extra={"lr-Adam": lr})
     assert not any(a.should_stop for a in advices)
     assert advices[-1].evidence_for("schedule").details["known"] is True
 

@@ -319,6 +319,28 @@ def test_cosine_decay_near_its_end_has_no_decay_pending():
     assert not s.decay_pending
 
 
+def test_slow_exponential_decay_past_the_first_quarter_has_no_decay_pending():
+    # ExponentialLR(gamma=0.998) over a 200-check budget: 0.67x its peak at the end; a plateau
+    # under it is not going to be broken by the decay
+    t = np.arange(1.0, 101.0)
+    lr = 0.1 * 0.998 ** t
+    assert read_schedule(lr).decay_pending  # without a budget: any active decay may matter
+    s = read_schedule(lr, steps=t, max_steps=200)
+    assert not s.decay_pending
+    early = read_schedule(lr[:30], steps=t[:30], max_steps=200)
+    assert early.decay_pending  # in the first quarter of the budget: assumed ahead
+
+
+def test_cosine_and_linear_decays_past_the_first_quarter_have_a_decay_pending():
+    t = np.arange(1.0, 41.0)
+    cosine = 0.1 * 0.5 * (1 + np.cos(np.pi * t / 100))
+    assert read_schedule(cosine, steps=t, max_steps=100).decay_pending
+    linear = 0.1 * (1 - t / 100)
+    assert read_schedule(linear, steps=t, max_steps=100).decay_pending
+    fast = 0.1 * 0.97 ** t  # 0.97 ** 60 = 0.16 more to come
+    assert read_schedule(fast, steps=t, max_steps=100).decay_pending
+
+
 def test_increasing_learning_rate_is_warming_up():
     s = read_schedule(np.linspace(0.001, 0.1, 10))
     assert s.warming_up

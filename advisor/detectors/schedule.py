@@ -19,8 +19,10 @@ class ScheduleState:
         current: the latest learning rate; ``peak`` the largest seen.
         constant: the rate never changed.
         warming_up: the rate rose over the latest checks.
-        decay_pending: the rate has been changing (a schedule is active) and is still above
-            ``high_fraction`` of its peak, so a decay will likely come and break a plateau.
+        decay_pending: the rate has been changing (a schedule is active), is still above
+            ``high_fraction`` of its peak and, with a budget, is still early in it or would at
+            least halve again before it ends at its current pace: a decay will likely come and
+            break a plateau.
         drops: how many drops (by more than ``drop_ratio`` between two checks) were seen.
     """
 
@@ -52,13 +54,22 @@ _UNKNOWN = ScheduleState(False, 0, float("nan"), float("nan"), False, False, Fal
 
 def read_schedule(
     lr: np.ndarray | None, *, drop_ratio: float = 0.7, high_fraction: float = 0.1,
+    steps: np.ndarray | None = None, max_steps: float | None = None,
+    pending_ratio: float = 0.5, early_fraction: float = 0.25,
 ) -> ScheduleState:
     """Read the schedule from the learning rate logged at each check (NaN where not logged).
 
     A drop is a check where the rate fell below ``drop_ratio`` times the previous one (step
     decay, reduce-on-plateau); the curve after the last drop is judged on its own. A smooth decay
     (cosine, linear, exponential) has no single drop but a falling rate: while it is still above
-    ``high_fraction`` of its peak, a plateau is likely to break as it falls.
+    ``high_fraction`` of its peak, a plateau is likely to break as it falls. With the checks'
+    ``steps`` and the budget ``max_steps``, a slow decay that will not go far is told apart:
+    past the first ``early_fraction`` of the budget, the decay is pending only if continuing the
+    latest checks' pace (linearly or geometrically, whichever falls further) takes the rate
+    below ``pending_ratio`` of its current value by the budget's end. A cosine or linear decay to
+    zero qualifies from about 12% of its length on (earlier, ``early_fraction`` covers it); an
+    exponential decay of a few percent over the whole run does not, so a plateau under it can be
+    a stop.
     Assumes the rate is a positive number; a schedule that raises the rate again (cyclic,
     warm restarts) makes ``decay_pending`` true whenever the rate is high.
     """
@@ -77,5 +88,22 @@ def read_schedule(
     constant = bool(np.all(v == v[0]))
     warming_up = bool(v.size >= 2 and v[-1] > v[-2])
     decay_pending = (not constant) and current > high_fraction * peak
+    if decay_pending and steps is not None and max_steps is not None and v.size >= 3:
+        x = np.asarray(steps, dtype=float)[idx]
+        early = x[-1] - x[0] < early_fraction * (max_steps - x[0])
+        decay_pending = early or _pace_ratio(v, x, max_steps) < pending_ratio
     return ScheduleState(True, phase_start, current, peak, constant, warming_up, decay_pending,
                          int(drops.size))
+
+
+def _pace_ratio(v: np.ndarray, x: np.ndarray, max_steps: float) -> float:
+    """The rate at ``max_steps`` over the current one if the latest checks' decay goes on:
+    the further fall of a linear and a geometric continuation (1.0: no decay ahead)."""
+    k = min(5, v.size)
+    dx, left = float(x[-1] - x[-k]), float(max_steps - x[-1])
+    if dx <= 0 or left <= 0:
+        return 1.0
+    linear = max(v[-1] + (v[-1] - v[-k]) / dx * left, 0.0) / v[-1]
+    with np.errstate(over="ignore", under="ignore"):
+        geometric = float(np.exp(np.log(v[-1] / v[-k]) / dx * left))
+    return min(linear, geometric, 1.0)
