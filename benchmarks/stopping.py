@@ -16,8 +16,7 @@ Usage (from the repository root)::
     python -m benchmarks.stopping                       # full run, all sources
     python -m benchmarks.stopping --max-runs-per-task 30 --sources taskset
     python -m benchmarks.stopping --split tune --advisor-kwargs '{"some_setting": 3}'
-    python -m benchmarks.stopping --sources taskset --with-lr \
-        --out benchmarks/results/stopping_with_lr
+    python -m benchmarks.stopping --sources taskset --with-lr --out DIR   # TaskSet's lr logged
     python -m benchmarks.stopping --selfcheck
 """
 
