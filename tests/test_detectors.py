@@ -341,6 +341,14 @@ def test_cosine_and_linear_decays_past_the_first_quarter_have_a_decay_pending():
     assert read_schedule(fast, steps=t, max_steps=100).decay_pending
 
 
+def test_step_schedule_after_a_drop_keeps_its_next_drop_pending():
+    # MultiStepLR: flat at half the peak after one drop; the flat pace says nothing of the next
+    t = np.arange(1.0, 61.0)
+    lr = np.where(t < 30, 0.1, 0.05)
+    s = read_schedule(lr, steps=t, max_steps=100)
+    assert s.drops == 1 and s.decay_pending
+
+
 def test_increasing_learning_rate_is_warming_up():
     s = read_schedule(np.linspace(0.001, 0.1, 10))
     assert s.warming_up

@@ -20,9 +20,9 @@ class ScheduleState:
         constant: the rate never changed.
         warming_up: the rate rose over the latest checks.
         decay_pending: the rate has been changing (a schedule is active), is still above
-            ``high_fraction`` of its peak and, with a budget, is still early in it or would at
-            least halve again before it ends at its current pace: a decay will likely come and
-            break a plateau.
+            ``high_fraction`` of its peak and, for a smooth decay with a budget, is still early
+            in it or would at least halve again before it ends at its current pace: a decay
+            will likely come and break a plateau.
         drops: how many drops (by more than ``drop_ratio`` between two checks) were seen.
     """
 
@@ -63,13 +63,14 @@ def read_schedule(
     decay, reduce-on-plateau); the curve after the last drop is judged on its own. A smooth decay
     (cosine, linear, exponential) has no single drop but a falling rate: while it is still above
     ``high_fraction`` of its peak, a plateau is likely to break as it falls. With the checks'
-    ``steps`` and the budget ``max_steps``, a slow decay that will not go far is told apart:
-    past the first ``early_fraction`` of the budget, the decay is pending only if continuing the
-    latest checks' pace (linearly or geometrically, whichever falls further) takes the rate
-    below ``pending_ratio`` of its current value by the budget's end. A cosine or linear decay to
-    zero qualifies from about 12% of its length on (earlier, ``early_fraction`` covers it); an
-    exponential decay of a few percent over the whole run does not, so a plateau under it can be
-    a stop.
+    ``steps`` and the budget ``max_steps``, a slow smooth decay that will not go far is told
+    apart: past the first ``early_fraction`` of the budget, a decay with no drop so far is
+    pending only if continuing the latest checks' pace (linearly or geometrically, whichever
+    falls further) takes the rate below ``pending_ratio`` of its current value by the budget's
+    end. A cosine or linear decay to zero qualifies from about 12% of its length on (earlier,
+    ``early_fraction`` covers it); an exponential decay of a few percent over the whole run does
+    not, so a plateau under it can be a stop. A step schedule (a drop seen) is assumed to have
+    more drops to come while the rate is high, since its pace between drops says nothing.
     Assumes the rate is a positive number; a schedule that raises the rate again (cyclic,
     warm restarts) makes ``decay_pending`` true whenever the rate is high.
     """
@@ -88,7 +89,8 @@ def read_schedule(
     constant = bool(np.all(v == v[0]))
     warming_up = bool(v.size >= 2 and v[-1] > v[-2])
     decay_pending = (not constant) and current > high_fraction * peak
-    if decay_pending and steps is not None and max_steps is not None and v.size >= 3:
+    if decay_pending and not drops.size and steps is not None and max_steps is not None \
+            and v.size >= 3:  # a smooth decay: its pace says how far it goes
         x = np.asarray(steps, dtype=float)[idx]
         early = x[-1] - x[0] < early_fraction * (max_steps - x[0])
         decay_pending = early or _pace_ratio(v, x, max_steps) < pending_ratio
