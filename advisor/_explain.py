@@ -47,7 +47,7 @@ def overfitting_evidence(r: OverfittingResult, monitor: str, train_metric: str |
         summary = f"{monitor} is at or near its best (step {best_step:g})"
     elif r.onset and r.train_trend is not None:
         summary = (
-            f"{monitor} has not improved in the {rise.n - 1} checks since its best (step "
+            f"{monitor} has not improved in the {r.checks_since_best} checks since its best (step "
             f"{best_step:g}; trend z={rise.statistic:.2g}, {r.gap:.3g} above the best) while "
             f"{train_metric} kept improving (p={r.train_trend.pvalue_decreasing:.2g}); "
             f"Prechelt's GL={r.generalization_loss:.3g}, PQ={r.progress_quotient:.3g}"
@@ -55,7 +55,7 @@ def overfitting_evidence(r: OverfittingResult, monitor: str, train_metric: str |
     else:
         summary = (
             f"{monitor} is {r.gap:.3g} worse than at its best (step {best_step:g}) over the "
-            f"{rise.n} checks since (Mann-Whitney p={r.pvalue:.2g}, rising trend "
+            f"{r.checks_since_best} checks since (Mann-Whitney p={r.pvalue:.2g}, rising trend "
             f"p={rise.pvalue_increasing:.2g}); Prechelt's GL={r.generalization_loss:.3g}"
         )
         if train_metric is None:

@@ -143,6 +143,7 @@ def test_flat_validation_while_training_improves_is_the_onset_of_overfitting():
     tol = 2 * noise_scale(val)
     r = detect_overfitting(x, val, tolerance=tol, train_values=1 / np.sqrt(x), stall_points=10)
     assert r.overfitting and r.onset
+    assert r.checks_since_best == x.size - 1 - r.best_index >= 10
     assert r.gap <= r.tolerance  # not a significant rise: the onset rule decided
     assert r.rise is not None and r.rise.statistic >= 0
     assert r.train_improving is True

@@ -33,6 +33,7 @@ class OverfittingResult:
         onset: the verdict rests on the onset rule: validation has not improved at all over at
             least ``stall_points`` checks since its best while training kept improving
             significantly (the point where the two curves part), not on a significant rise.
+        checks_since_best: how many checks came after the best one.
     """
 
     overfitting: bool
@@ -46,6 +47,7 @@ class OverfittingResult:
     progress_quotient: float
     train_trend: TrendResult | None
     onset: bool = False
+    checks_since_best: int = 0
 
     @property
     def train_improving(self) -> bool | None:
@@ -126,7 +128,8 @@ def detect_overfitting(
         t = np.asarray(train_values, dtype=float)
         pq = prechelt_pq(gl, t[-strip:])
     if after < min_after:
-        return OverfittingResult(False, best, nan, 1.0, None, 0.0, tolerance, gl, pq, None)
+        return OverfittingResult(False, best, nan, 1.0, None, 0.0, tolerance, gl, pq, None,
+                                 checks_since_best=after)
     near = y[max(0, best - neighbours) : best + neighbours + 1]
     recent = y[-min(after, 8) :]
     gap = median(recent) - float(smooth[best])
@@ -134,10 +137,11 @@ def detect_overfitting(
     if gap <= tolerance:  # not practically worse: only the onset rule can apply
         onset = _onset(x[idx], y[idx], train_values, idx, after, stall_points, train_alpha)
         if onset is None:
-            return OverfittingResult(False, best, nan, 1.0, None, gap, tolerance, gl, pq, None)
+            return OverfittingResult(False, best, nan, 1.0, None, gap, tolerance, gl, pq, None,
+                                     checks_since_best=after)
         rise, train_trend = onset
         return OverfittingResult(True, best, nan, 1.0, rise, gap, tolerance, gl, pq,
-                                 train_trend, onset=True)
+                                 train_trend, onset=True, checks_since_best=after)
     u_stat, u_p = rank_sum_test(recent, near)
     rise = trend_test(x[idx], y[idx])
     if train_values is not None and u_p < alpha and rise.pvalue_increasing < alpha:
@@ -153,9 +157,9 @@ def detect_overfitting(
         onset = _onset(x[idx], y[idx], train_values, idx, after, stall_points, train_alpha)
         if onset is not None:
             return OverfittingResult(True, best, u_stat, u_p, onset[0], gap, tolerance, gl, pq,
-                                     onset[1], onset=True)
+                                     onset[1], onset=True, checks_since_best=after)
     return OverfittingResult(overfitting, best, u_stat, u_p, rise, gap,
-                             tolerance, gl, pq, train_trend)
+                             tolerance, gl, pq, train_trend, checks_since_best=after)
 
 
 def _onset(x: np.ndarray, y: np.ndarray, train_values: np.ndarray | None, idx: np.ndarray,
