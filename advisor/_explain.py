@@ -44,19 +44,19 @@ def overfitting_evidence(r: OverfittingResult, monitor: str, train_metric: str |
                          best_step: float, step: float, noise: float) -> Evidence:
     rise = r.rise
     if rise is None:
-        summary = f"{monitor} is at or near its best (step {best_step:g})"
+        summary = f"{monitor} is at or near its smoothed best (step {best_step:g})"
     elif r.onset and r.train_trend is not None:
         summary = (
-            f"{monitor} has not improved in the {r.checks_since_best} checks since its best (step "
-            f"{best_step:g}; trend z={rise.statistic:.2g}, {r.gap:.3g} above the best) while "
-            f"{train_metric} kept improving (p={r.train_trend.pvalue_decreasing:.2g}); "
+            f"{monitor} has not improved in the {r.checks_since_best} checks since its smoothed "
+            f"best (step {best_step:g}; trend z={rise.statistic:.2g}, {r.gap:.3g} above the best) "
+            f"while {train_metric} kept improving (p={r.train_trend.pvalue_decreasing:.2g}); "
             f"Prechelt's GL={r.generalization_loss:.3g}, PQ={r.progress_quotient:.3g}"
         )
     else:
         summary = (
-            f"{monitor} is {r.gap:.3g} worse than at its best (step {best_step:g}) over the "
-            f"{r.checks_since_best} checks since (Mann-Whitney p={r.pvalue:.2g}, rising trend "
-            f"p={rise.pvalue_increasing:.2g}); Prechelt's GL={r.generalization_loss:.3g}"
+            f"{monitor} is {r.gap:.3g} worse than at its smoothed best (step {best_step:g}) "
+            f"over the {r.checks_since_best} checks since (Mann-Whitney p={r.pvalue:.2g}, rising "
+            f"trend p={rise.pvalue_increasing:.2g}); Prechelt's GL={r.generalization_loss:.3g}"
         )
         if train_metric is None:
             summary += "; no training metric given, so this is validation-only evidence"

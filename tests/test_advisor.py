@@ -366,7 +366,7 @@ def test_validation_that_stops_improving_while_training_improves_stops_at_the_on
     assert ev.details["onset"] is True
     assert "train_loss kept improving" in ev.summary
     since = int(stop.step - stop.suggested_stop_step)  # one check per epoch
-    assert f"has not improved in the {since} checks since its best" in ev.summary
+    assert f"has not improved in the {since} checks since its smoothed best" in ev.summary
     flat_train = np.where(x < 20, 0.4 + 0.02 * (20 - x), 0.4)
     stalled = Advisor(train_metric="train_loss", max_steps=100)
     advices = feed(stalled, val, extra={"train_loss": flat_train})
