@@ -27,7 +27,6 @@ import pandas as pd
 
 __all__ = [
     "DATA_DIR",
-    "taskset_learning_rates",
     "LEARNER_THRESHOLD",
     "Monitor",
     "Run",
@@ -36,6 +35,7 @@ __all__ = [
     "monitors_for",
     "sample_runs",
     "task_split",
+    "taskset_learning_rates",
 ]
 
 DATA_DIR = Path(os.environ.get("ADVISOR_CURVES", "/work/shared/curves"))

@@ -134,27 +134,20 @@ def detect_overfitting(
     recent = y[-min(after, 8) :]
     gap = median(recent) - float(smooth[best])
     idx = best + _subsample(after + 1, max_points)
-    if gap <= tolerance:  # not practically worse: only the onset rule can apply
-        onset = _onset(x[idx], y[idx], train_values, idx, after, stall_points, train_alpha)
-        if onset is None:
-            return OverfittingResult(False, best, nan, 1.0, None, gap, tolerance, gl, pq, None,
-                                     checks_since_best=after)
-        rise, train_trend = onset
-        return OverfittingResult(True, best, nan, 1.0, rise, gap, tolerance, gl, pq,
-                                 train_trend, onset=True, checks_since_best=after)
-    u_stat, u_p = rank_sum_test(recent, near)
-    rise = trend_test(x[idx], y[idx])
-    if train_values is not None and u_p < alpha and rise.pvalue_increasing < alpha:
-        t = np.asarray(train_values, dtype=float)[idx]
-        ok = np.isfinite(t)
-        if ok.sum() >= 3:
-            train_trend = trend_test(x[idx][ok], t[ok])
-    unstable = train_trend is not None and train_trend.pvalue_increasing < alpha
-    overfitting = bool(
-        u_p < alpha and rise.pvalue_increasing < alpha and gap > tolerance and not unstable
-    )
+    u_stat, u_p, rise, overfitting = nan, 1.0, None, False
+    if gap > tolerance:  # practically worse: test whether it is significantly so
+        u_stat, u_p = rank_sum_test(recent, near)
+        rise = trend_test(x[idx], y[idx])
+        if train_values is not None and u_p < alpha and rise.pvalue_increasing < alpha:
+            t = np.asarray(train_values, dtype=float)[idx]
+            ok = np.isfinite(t)
+            if ok.sum() >= 3:
+                train_trend = trend_test(x[idx][ok], t[ok])
+        unstable = train_trend is not None and train_trend.pvalue_increasing < alpha
+        overfitting = bool(u_p < alpha and rise.pvalue_increasing < alpha and not unstable)
     if not overfitting:
-        onset = _onset(x[idx], y[idx], train_values, idx, after, stall_points, train_alpha)
+        onset = _onset(x[idx], y[idx], rise, train_values, idx, after, stall_points,
+                       train_alpha)
         if onset is not None:
             return OverfittingResult(True, best, u_stat, u_p, onset[0], gap, tolerance, gl, pq,
                                      onset[1], onset=True, checks_since_best=after)
@@ -162,18 +155,20 @@ def detect_overfitting(
                              tolerance, gl, pq, train_trend, checks_since_best=after)
 
 
-def _onset(x: np.ndarray, y: np.ndarray, train_values: np.ndarray | None, idx: np.ndarray,
-           after: int, stall_points: int | None, train_alpha: float
+def _onset(x: np.ndarray, y: np.ndarray, rise: TrendResult | None,
+           train_values: np.ndarray | None, idx: np.ndarray, after: int,
+           stall_points: int | None, train_alpha: float
            ) -> tuple[TrendResult, TrendResult] | None:
-    """The onset rule on the checks ``idx`` since the best (``x``, ``y`` taken there): the
-    validation and training trends when it holds, else None."""
+    """The onset rule on the checks ``idx`` since the best (``x``, ``y`` taken there; ``rise``
+    their trend if already tested): the validation and training trends when it holds, else
+    None."""
     if train_values is None or stall_points is None or after < stall_points:
         return None
     t = np.asarray(train_values, dtype=float)[idx]
     ok = np.isfinite(t)
     if ok.sum() < stall_points:
         return None
-    rise = trend_test(x, y)
+    rise = trend_test(x, y) if rise is None else rise
     if rise.statistic < 0:
         return None
     train_trend = trend_test(x[ok], t[ok])
