@@ -360,3 +360,54 @@ def test_missing_learning_rate_checks_are_skipped():
     lr = np.r_[np.full(5, 0.1), np.nan, np.full(5, 0.01)]
     s = read_schedule(lr)
     assert s.phase_start == 6  # index of the first check logged after the drop
+
+
+# ---------------------------------------------------------------------------- returns
+
+
+def _returns_inputs(**overrides):
+    from advisor.detectors.returns import FEATURES
+    base = dict.fromkeys(FEATURES, 0.0)
+    base.update(overrides)
+    return base
+
+
+def test_returns_model_ships_with_the_package_and_names_its_inputs():
+    from advisor.detectors.returns import FEATURES, load_model
+    model = load_model()
+    assert tuple(model.meta["features"]) == FEATURES
+    assert model.relative_gain == 0.01
+    assert model.meta["curves"] > 1000  # fitted on the public tune curves, not a toy
+
+
+def test_returns_chance_is_high_late_in_a_flat_run_and_low_early_in_a_steep_one():
+    from advisor.detectors.returns import chance_of_small_returns
+    flat_late = chance_of_small_returns(_returns_inputs(
+        progress=0.9, checks_since_best=25, since_best_share=0.3, noise_rel=0.001,
+        noise_span=0.01, gap_noise=1.0))
+    steep_early = chance_of_small_returns(_returns_inputs(
+        progress=0.15, recent_gain_rel=0.3, recent_gain_span=0.6, trend_z=-5.0,
+        slope_gain_rel=0.5, slope_gain_high_rel=0.8, slope_gain_span=1.0,
+        forecast_gain_rel=0.2, forecast_gain_high_rel=0.4, improving=1.0))
+    assert flat_late.probability > 0.9
+    assert steep_early.probability < 0.1
+    assert flat_late.features["progress"] == 0.9  # the evidence keeps what it was given
+
+
+def test_returns_features_are_relative_to_the_best_and_to_the_improvement_so_far():
+    from advisor.detectors.returns import returns_features
+    kwargs = dict(step=50, max_steps=100, checks=50, checks_since_best=5, span=2.0,
+                  recent_gain=0.02, noise=0.01, gap=0.02, trend_z=-1.0, train_trend_z=None,
+                  slope=-0.001, slope_low=-0.002, forecast_gain=0.01, forecast_gain_high=0.03,
+                  improving=False)
+    f = returns_features(best=0.5, **kwargs)
+    assert f["progress"] == 0.5 and f["since_best_share"] == 0.1
+    assert f["recent_gain_rel"] == pytest.approx(0.04) and f["recent_gain_span"] == 0.01
+    assert f["slope_gain_rel"] == pytest.approx(0.1)  # 0.001 per step x 50 steps / 0.5
+    assert f["gap_noise"] == pytest.approx(2.0) and f["train_trend_z"] == 0.0
+    scaled = returns_features(best=5.0, **{k: v * 10 if k in {"span", "recent_gain", "noise",
+                                                                "gap", "slope", "slope_low",
+                                                                "forecast_gain",
+                                                                "forecast_gain_high"} else v
+                                           for k, v in kwargs.items()})
+    assert scaled == pytest.approx(f)
