@@ -150,7 +150,7 @@ def promise_evidence(p: float, p_forecast: float | None, p_peers: float | None,
 def returns_evidence(r: ReturnsResult | None, features: dict[str, float], monitor: str,
                      best: float, window: tuple[float, float], max_steps: float,
                      recent_checks: int) -> Evidence:
-    """What the diminishing-returns model was given and what it said (``r`` None: not asked)."""
+    """What the diminishing-returns model was given and what it said (``r`` None: it is off)."""
     f = features
     facts = (f"at {f['progress']:.0%} of the budget ({max_steps - window[1]:g} steps left), "
              f"{f['checks_since_best']:g} checks since the best {best:.4g}, which improved "
@@ -158,7 +158,7 @@ def returns_evidence(r: ReturnsResult | None, features: dict[str, float], monito
              f"projects {f['slope_gain_rel']:.2%} more and the forecast "
              f"{f['forecast_gain_rel']:.2%}")
     if r is None:
-        summary = f"diminishing-returns model not asked: {facts}"
+        summary = f"diminishing-returns model off (returns_confidence=None): {facts}"
     else:
         summary = (f"a model fitted to public learning curves gives a {r.probability:.0%} chance "
                    f"that the rest of the budget improves {monitor} by less than "

@@ -118,7 +118,7 @@ class Advisor:
         forecast_level: float = 0.9,
         forecast_extrapolation: float = 0.3,
         refit_growth: float = 1.25,
-        returns_confidence: float | None = 0.97,
+        returns_confidence: float | None = 0.95,
     ) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"monitor must be a metric name, but got {monitor!r}.")
@@ -309,11 +309,11 @@ class Advisor:
             evidence.append(_explain.forecast_evidence(forecast, gain, gain_iv, monitor))
         base.update(forecast=forecast, expected_gain=gain, expected_gain_interval=gain_iv)
 
+        train = (None if self.train_metric is None
+                 else sign * h.values(self.train_metric)[logged][finite])
         over = detect_overfitting(
             x, y, tolerance=max(tol, 2.0 * noise), alpha=self.alpha,
-            stall_points=self.stall_window,
-            train_values=None if self.train_metric is None
-            else sign * h.values(self.train_metric)[logged][finite])
+            stall_points=self.stall_window, train_values=train)
         evidence.append(_explain.overfitting_evidence(over, monitor, self.train_metric,
                                                       float(x[over.best_index]), step, noise))
         if over.overfitting:
@@ -343,14 +343,15 @@ class Advisor:
             self._plateau_run = (prev_run - 1 if again and prev_run else prev_run) + 1
         evidence.append(_explain.plateau_evidence(plateau, monitor, sign, self.confidence))
         text = evidence[-1].summary
-        returns = self._returns(x, y, np.flatnonzero(phase)[w], plateau, span, noise, gain,
-                               gain_iv)
+        returns = None  # asked only where it may stop: a budget, no significant trend, no
+        if (self.max_steps is not None and plateau.state is not PlateauState.IMPROVING
+                and not (sched.decay_pending or sched.warming_up)):  # decay still to come
+            returns = self._returns(x, y, train, np.flatnonzero(phase)[w], plateau, span,
+                                    noise, gain, gain_iv)
         if returns is not None:
             evidence.append(returns)
             p = returns.details["probability"]
-            if (p is not None and p >= self.returns_confidence
-                    and plateau.state is not PlateauState.IMPROVING
-                    and not (sched.decay_pending or sched.warming_up)):
+            if p is not None and p >= self.returns_confidence:
                 self._returns_run = (prev_returns - 1 if again and prev_returns
                                      else prev_returns) + 1
             if self._returns_run >= self.confirm:
@@ -390,23 +391,19 @@ class Advisor:
                       reason=f"Plateau: {text}{schedule_note}; best {sign * best:.4g} at step "
                              f"{best_step:g}.", **base)
 
-    def _returns(self, x: np.ndarray, y: np.ndarray, window: np.ndarray, plateau: PlateauResult,
+    def _returns(self, x: np.ndarray, y: np.ndarray, train: np.ndarray | None,
+                 window: np.ndarray, plateau: PlateauResult,
                  span: float, noise: float, gain: float | None,
-                 gain_iv: tuple[float, float] | None) -> Evidence | None:
+                 gain_iv: tuple[float, float] | None) -> Evidence:
         """The diminishing-returns model's inputs and, when it is on, its chance (evidence)."""
-        if self.max_steps is None:
-            return None
+        assert self.max_steps is not None
         n = y.size
         best_i = int(np.argmin(y))
         recent = max(3, int(0.25 * n))
         best = float(y[best_i])
         train_z = None
-        if self.train_metric is not None:
-            h = self.history
-            train = self._sign * h.values(self.train_metric)[h.logged(self.monitor)]
-            train = train[np.isfinite(self._sign * h.values(self.monitor)[h.logged(self.monitor)])]
-            if np.isfinite(train[window]).all():
-                train_z = trend_test(x[window], train[window]).statistic
+        if train is not None and np.isfinite(train[window]).all():
+            train_z = trend_test(x[window], train[window]).statistic
         t = plateau.trend
         step = float(x[-1])
         features = returns_features(
@@ -415,8 +412,7 @@ class Advisor:
             if n > recent else 0.0, noise=noise, gap=median(y[-3:]) - best,
             trend_z=t.statistic, train_trend_z=train_z, slope=t.slope, slope_low=t.low_slope,
             forecast_gain=gain,
-            forecast_gain_high=None if gain_iv is None else gain_iv[1],
-            improving=plateau.state is PlateauState.IMPROVING)
+            forecast_gain_high=None if gain_iv is None else gain_iv[1])
         result = None
         if self.returns_confidence is not None:
             result = chance_of_small_returns(features)

@@ -34,11 +34,7 @@ from typing import Any
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    __package__ = "benchmarks"
-
-from advisor import Advisor  # noqa: E402
+from advisor import Advisor  # noqa: E402  (after the thread settings)
 from advisor.detectors.returns import FEATURES, ReturnsModel  # noqa: E402
 from benchmarks._curves import (  # noqa: E402
     Monitor,
@@ -46,7 +42,7 @@ from benchmarks._curves import (  # noqa: E402
     load_source,
     monitors_for,
     sample_runs,
-    task_split,
+    task_split,  # noqa: E402
 )
 from benchmarks._rules import kept_best, relative_regret  # noqa: E402
 

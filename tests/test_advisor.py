@@ -576,7 +576,7 @@ def test_diminishing_returns_stop_a_run_that_creeps_by_a_fraction_of_a_percent()
     assert on.should_stop and on.verdict is Verdict.PLATEAU and on.step < 90
     assert on.reason.startswith("Diminishing returns:") and "1% of its best" in on.reason
     ev = on.evidence_for("returns")
-    assert ev.details["probability"] >= 0.97 and ev.statistic == ev.details["probability"]
+    assert ev.details["probability"] >= 0.95 and ev.statistic == ev.details["probability"]
     assert set(ev.details["features"]) >= {"progress", "checks_since_best", "trend_z"}
     assert on.suggested_stop_step == on.step
     # what it gave up is what the model promised: under 1% of the best value
@@ -590,7 +590,7 @@ def test_diminishing_returns_need_a_budget_and_confirmation():
     assert all(a.evidence_for("returns") is None for a in no_budget)
     advices = feed(Advisor(max_steps=100), y, stop=True)
     chances = [a.evidence_for("returns").details["probability"] for a in advices[-2:]]
-    assert all(p >= 0.97 for p in chances)  # two checks in a row (confirm=2)
+    assert all(p >= 0.95 for p in chances)  # two checks in a row (confirm=2)
 
 
 def test_diminishing_returns_wait_for_a_pending_learning_rate_decay():
@@ -599,9 +599,10 @@ def test_diminishing_returns_wait_for_a_pending_learning_rate_decay():
     lr = np.where(np.arange(1, y.size + 1) <= 30, 0.1, 0.05)
     advices = feed(Advisor(max_steps=100), y, extra={"lr": lr}, stop=True)
     assert not any(a.reason.startswith("Diminishing returns") for a in advices)
-    waiting = [a for a in advices if a.evidence_for("returns") is not None
-               and a.evidence_for("returns").details["probability"] >= 0.97]
-    assert waiting and all(not a.should_stop for a in waiting[:-1])
+    schedules = [(a, a.evidence_for("schedule")) for a in advices]
+    pending = [a for a, ev in schedules if ev is not None and ev.details["decay_pending"]]
+    assert len(pending) > 50  # the model is not even asked while the next drop is to come
+    assert all(a.evidence_for("returns") is None for a in pending)
 
 
 def test_returns_confidence_is_validated():

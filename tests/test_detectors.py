@@ -388,7 +388,7 @@ def test_returns_chance_is_high_late_in_a_flat_run_and_low_early_in_a_steep_one(
     steep_early = chance_of_small_returns(_returns_inputs(
         progress=0.15, recent_gain_rel=0.3, recent_gain_span=0.6, trend_z=-5.0,
         slope_gain_rel=0.5, slope_gain_high_rel=0.8, slope_gain_span=1.0,
-        forecast_gain_rel=0.2, forecast_gain_high_rel=0.4, improving=1.0))
+        forecast_gain_rel=0.2, forecast_gain_high_rel=0.4))
     assert flat_late.probability > 0.9
     assert steep_early.probability < 0.1
     assert flat_late.features["progress"] == 0.9  # the evidence keeps what it was given
@@ -398,8 +398,7 @@ def test_returns_features_are_relative_to_the_best_and_to_the_improvement_so_far
     from advisor.detectors.returns import returns_features
     kwargs = dict(step=50, max_steps=100, checks=50, checks_since_best=5, span=2.0,
                   recent_gain=0.02, noise=0.01, gap=0.02, trend_z=-1.0, train_trend_z=None,
-                  slope=-0.001, slope_low=-0.002, forecast_gain=0.01, forecast_gain_high=0.03,
-                  improving=False)
+                  slope=-0.001, slope_low=-0.002, forecast_gain=0.01, forecast_gain_high=0.03)
     f = returns_features(best=0.5, **kwargs)
     assert f["progress"] == 0.5 and f["since_best_share"] == 0.1
     assert f["recent_gain_rel"] == pytest.approx(0.04) and f["recent_gain_span"] == 0.01

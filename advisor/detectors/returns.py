@@ -19,6 +19,7 @@ rate, an accuracy), since "1%" is of the value; a curve unlike the training curv
 learning-rate drop the history does not show, grokking) gets too high a chance. The
 :class:`advisor.Advisor` therefore asks it only when its budget is known, never while a logged
 learning-rate schedule still has a decay to come, and a stop needs ``confirm`` checks in a row.
+It is asked, and was fitted, only where the trend test no longer finds the curve improving.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ FEATURES = (
     "gap_noise",  # latest (median of 3) above the best
     "forecast_gain_rel",  # the learning-curve forecast's expected gain
     "forecast_gain_high_rel",  # the optimistic end of its interval
-    "improving",  # 1 when the plateau test says improving
 )
 
 _TINY = 1e-12
@@ -74,41 +74,44 @@ class ReturnsResult:
 
 
 class ReturnsModel:
-    """A boosted tree ensemble stored as arrays; ``predict`` walks every tree at once."""
+    """A boosted tree ensemble stored as flat arrays; ``predict`` walks every tree at once.
+
+    All trees' nodes sit in one array; a leaf's children are itself, so walking ``max_depth``
+    levels from every root lands each tree on its leaf without testing for leaves.
+    """
 
     def __init__(self, spec: dict[str, Any]) -> None:
         if tuple(spec["features"]) != FEATURES:
             raise ValueError("returns model features do not match advisor.detectors.returns.")
         trees = spec["trees"]
-        width = max(len(t["feature"]) for t in trees)
+        sizes = np.array([len(t["feature"]) for t in trees])
+        offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+        nodes = np.arange(int(sizes.sum()))
 
-        def pad(key: str, fill: float, dtype: Any) -> np.ndarray:
-            out = np.full((len(trees), width), fill, dtype=dtype)
-            for i, t in enumerate(trees):
-                out[i, : len(t[key])] = t[key]
-            return out
+        def flat(key: str, dtype: Any) -> np.ndarray:
+            return np.concatenate([np.asarray(t[key], dtype) for t in trees])
 
+        leaf = flat("leaf", bool)
+        shift = np.repeat(offsets, sizes)
+        self.feature = flat("feature", np.int64)
+        self.threshold = flat("threshold", float)
+        self.left = np.where(leaf, nodes, flat("left", np.int64) + shift)
+        self.right = np.where(leaf, nodes, flat("right", np.int64) + shift)
+        self.value = flat("value", float)
+        self.roots = offsets
         self.baseline = float(spec["baseline"])
         self.relative_gain = float(spec["relative_gain"])
-        self.feature = pad("feature", 0, np.int64)
-        self.threshold = pad("threshold", 0.0, float)
-        self.left = pad("left", 0, np.int64)
-        self.right = pad("right", 0, np.int64)
-        self.value = pad("value", 0.0, float)
-        self.leaf = pad("leaf", True, bool)
         self.depth = int(spec["max_depth"])
         self.meta = {k: v for k, v in spec.items() if k != "trees"}
-        self._rows = np.arange(len(trees))
 
     def predict(self, x: np.ndarray) -> float:
         """The chance (0-1) for one feature vector in :data:`FEATURES` order."""
         x = np.nan_to_num(np.asarray(x, float), nan=0.0, posinf=1e6, neginf=-1e6)
-        node = np.zeros(self._rows.size, np.int64)
-        for _ in range(self.depth + 1):
-            go_left = x[self.feature[self._rows, node]] <= self.threshold[self._rows, node]
-            nxt = np.where(go_left, self.left[self._rows, node], self.right[self._rows, node])
-            node = np.where(self.leaf[self._rows, node], node, nxt)
-        raw = self.baseline + float(self.value[self._rows, node].sum())
+        node = self.roots
+        for _ in range(self.depth):
+            node = np.where(x[self.feature[node]] <= self.threshold[node], self.left[node],
+                            self.right[node])
+        raw = self.baseline + float(self.value[node].sum())
         return 1.0 / (1.0 + math.exp(-raw))
 
 
@@ -123,7 +126,7 @@ def returns_features(*, step: float, max_steps: float, checks: int, checks_since
                      best: float, span: float, recent_gain: float, noise: float, gap: float,
                      trend_z: float, train_trend_z: float | None, slope: float,
                      slope_low: float, forecast_gain: float | None,
-                     forecast_gain_high: float | None, improving: bool) -> dict[str, float]:
+                     forecast_gain_high: float | None) -> dict[str, float]:
     """The model's inputs from what the advisor measured (loss-like: lower is better)."""
     scale = max(abs(best), _TINY)
     span = max(span, _TINY)
@@ -144,7 +147,6 @@ def returns_features(*, step: float, max_steps: float, checks: int, checks_since
         "gap_noise": gap / max(noise, _TINY),
         "forecast_gain_rel": (forecast_gain or 0.0) / scale,
         "forecast_gain_high_rel": (forecast_gain_high or 0.0) / scale,
-        "improving": float(improving),
     }
 
 
