@@ -14,7 +14,6 @@ from .detectors import (
     ScheduleState,
 )
 from .detectors.promise import PeerResult
-from .detectors.returns import ReturnsResult
 
 
 def _g(v: float | None) -> str:
@@ -145,26 +144,3 @@ def promise_evidence(p: float, p_forecast: float | None, p_peers: float | None,
                  "peer_probability": p_peers, "peers": None if peers is None else peers.peers,
                  "threshold": threshold, "target": target,
                  "predicted_final": None if forecast is None else forecast.value})
-
-
-def returns_evidence(r: ReturnsResult | None, features: dict[str, float], monitor: str,
-                     best: float, window: tuple[float, float], max_steps: float,
-                     recent_checks: int) -> Evidence:
-    """What the diminishing-returns model was given and what it said (``r`` None: it is off)."""
-    f = features
-    facts = (f"at {f['progress']:.0%} of the budget ({max_steps - window[1]:g} steps left), "
-             f"{f['checks_since_best']:g} checks since the best {best:.4g}, which improved "
-             f"{f['recent_gain_rel']:.2%} over the latest {recent_checks} checks; the slope "
-             f"projects {f['slope_gain_rel']:.2%} more and the forecast "
-             f"{f['forecast_gain_rel']:.2%}")
-    if r is None:
-        summary = f"diminishing-returns model off (returns_confidence=None): {facts}"
-    else:
-        summary = (f"a model fitted to public learning curves gives a {r.probability:.0%} chance "
-                   f"that the rest of the budget improves {monitor} by less than "
-                   f"{r.relative_gain:.0%} of its best: {facts}")
-    return Evidence("returns", summary, statistic=None if r is None else r.probability,
-                    window=window,
-                    details={"probability": None if r is None else r.probability,
-                             "relative_gain": None if r is None else r.relative_gain,
-                             "features": dict(features)})

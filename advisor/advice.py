@@ -62,7 +62,7 @@ class Evidence:
 
     Attributes:
         detector: which detector produced it (``"plateau"``, ``"overfitting"``, ``"divergence"``,
-            ``"forecast"``, ``"schedule"``, ``"history"``, ``"returns"``).
+            ``"forecast"``, ``"schedule"``, ``"history"``).
         summary: one sentence a person can read.
         statistic: the test statistic (e.g. Mann-Kendall z), if any.
         pvalue: the p-value of the test, if any.

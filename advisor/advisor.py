@@ -17,10 +17,9 @@ from .detectors import (
     fit_learning_curve,
     read_schedule,
 )
-from .detectors._stats import median, noise_scale, trend_test
+from .detectors._stats import median, noise_scale
 from .detectors.forecast import CurveFit, curve_fit_from_dict, curve_fit_to_dict
-from .detectors.plateau import PlateauResult, PlateauState, adaptive_window, remaining_gain_horizon
-from .detectors.returns import chance_of_small_returns, returns_features
+from .detectors.plateau import PlateauState, adaptive_window, remaining_gain_horizon
 from .history import MetricHistory
 
 __all__ = ["Advisor", "MetricNotFoundError"]
@@ -77,22 +76,13 @@ class Advisor:
             metric still improves significantly).
         min_progress_without_lr: with no learning rate logged and a known budget, a plateau is a
             stop only after this share of ``max_steps``: most schedules (cosine, linear, step)
-            decay later and often break an early plateau. Overfitting and divergence stop anytime,
-            and so do diminishing returns (``returns_confidence``): the model learned from real
-            curves, schedules included, when an early plateau is final.
+            decay later and often break an early plateau. Overfitting and divergence stop anytime.
         decay: how fast improvement is assumed to slow down (power-law exponent of the rate);
             larger means less is expected from the rest of the budget.
         forecast_level: coverage of the forecast's prediction interval.
         forecast_extrapolation: extrapolation error of the forecast, in curve ranges per unit of
             horizon ratio (calibrated on real curves; see ``CurveFit.predict``).
         refit_growth: refit the learning-curve forecast when the phase has grown by this factor.
-        returns_confidence: with a budget, stop (as a plateau) when the diminishing-returns model
-            (:mod:`advisor.detectors.returns`, fitted on public learning curves) gives at least
-            this chance that the rest of the budget improves the best by less than 1% of its
-            value, for ``confirm`` checks in a row, while the trend test no longer calls the
-            curve improving (undecided: it may still creep down); never while a logged
-            learning-rate schedule has a decay to come. ``None`` turns it off
-            (the metric's value has no meaningful zero, e.g. a reward that can be negative).
     """
 
     def __init__(
@@ -118,7 +108,6 @@ class Advisor:
         forecast_level: float = 0.9,
         forecast_extrapolation: float = 0.3,
         refit_growth: float = 1.25,
-        returns_confidence: float | None = 0.95,
     ) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"monitor must be a metric name, but got {monitor!r}.")
@@ -137,9 +126,6 @@ class Advisor:
             raise ValueError(f"stall_window must be at least 3, but got {stall_window}.")
         if confirm < 1:
             raise ValueError(f"confirm must be at least 1, but got {confirm}.")
-        if returns_confidence is not None and not 0 < returns_confidence < 1:
-            raise ValueError(
-                f"returns_confidence must be in (0, 1) or None, but got {returns_confidence!r}.")
         for name, value in (("alpha", alpha), ("confidence", confidence),
                             ("window_fraction", window_fraction),
                             ("forecast_level", forecast_level)):
@@ -172,7 +158,6 @@ class Advisor:
         self.forecast_level = float(forecast_level)
         self.forecast_extrapolation = float(forecast_extrapolation)
         self.refit_growth = float(refit_growth)
-        self.returns_confidence = None if returns_confidence is None else float(returns_confidence)
         self._sign = 1.0 if mode == "min" else -1.0
         self.history = MetricHistory()
         self._fit: CurveFit | None = None
@@ -180,7 +165,6 @@ class Advisor:
         self._prediction: tuple[tuple[int, float], Any] | None = None  # cached per fit and step
         self._advice: Advice | None = None
         self._plateau_run = 0  # consecutive monitor checks judged a plateau
-        self._returns_run = 0  # consecutive checks the returns model judged small
         self._judged_step: float | None = None  # the monitor check judged last
 
     # ------------------------------------------------------------------ public API
@@ -219,7 +203,6 @@ class Advisor:
             "fit": None if self._fit is None else curve_fit_to_dict(self._fit),
             "fit_key": None if self._fit_key is None else list(self._fit_key),
             "plateau_run": self._plateau_run,
-            "returns_run": self._returns_run,
             "judged_step": self._judged_step,
         }
 
@@ -236,7 +219,6 @@ class Advisor:
         key = state.get("fit_key")
         self._fit_key = None if key is None else (float(key[0]), int(key[1]))
         self._plateau_run = int(state.get("plateau_run", 0))
-        self._returns_run = int(state.get("returns_run", 0))
         step = state.get("judged_step")
         self._judged_step = None if step is None else float(step)
         has_data = len(self.history) and self.history.logged(self.monitor).any()
@@ -255,8 +237,7 @@ class Advisor:
         h = self.history
         sign, monitor = self._sign, self.monitor
         prev_run, prev_step = self._plateau_run, self._judged_step
-        prev_returns = self._returns_run
-        self._plateau_run = self._returns_run = 0  # stay 0 unless this check counts
+        self._plateau_run = 0  # stays 0 unless this check is a plateau
         logged = h.logged(monitor)
         x_all = h.steps[logged]
         y_all = sign * h.values(monitor)[logged]
@@ -309,11 +290,11 @@ class Advisor:
             evidence.append(_explain.forecast_evidence(forecast, gain, gain_iv, monitor))
         base.update(forecast=forecast, expected_gain=gain, expected_gain_interval=gain_iv)
 
-        train = (None if self.train_metric is None
-                 else sign * h.values(self.train_metric)[logged][finite])
         over = detect_overfitting(
             x, y, tolerance=max(tol, 2.0 * noise), alpha=self.alpha,
-            stall_points=self.stall_window, train_values=train)
+            stall_points=self.stall_window,
+            train_values=None if self.train_metric is None
+            else sign * h.values(self.train_metric)[logged][finite])
         evidence.append(_explain.overfitting_evidence(over, monitor, self.train_metric,
                                                       float(x[over.best_index]), step, noise))
         if over.overfitting:
@@ -338,28 +319,11 @@ class Advisor:
                                  prior_best=float(before.min()) if before.size else None,
                                  stall_points=self.stall_window,
                                  confidence=self.confidence, alpha=self.alpha)
-        again = step == prev_step  # a check judged again is not counted twice
-        if plateau.state is PlateauState.PLATEAU:
-            self._plateau_run = (prev_run - 1 if again and prev_run else prev_run) + 1
+        if plateau.state is PlateauState.PLATEAU:  # a check judged again is not counted twice
+            self._plateau_run = (prev_run - 1 if step == prev_step and prev_run else prev_run) + 1
         evidence.append(_explain.plateau_evidence(plateau, monitor, sign, self.confidence))
-        text = evidence[-1].summary
-        returns = None  # asked only where it may stop: a budget, no significant trend, no
-        if (self.max_steps is not None and plateau.state is not PlateauState.IMPROVING
-                and not (sched.decay_pending or sched.warming_up)):  # decay still to come
-            returns = self._returns(x, y, train, np.flatnonzero(phase)[w], plateau, span,
-                                    noise, gain, gain_iv)
-        if returns is not None:
-            evidence.append(returns)
-            p = returns.details["probability"]
-            if p is not None and p >= self.returns_confidence:
-                self._returns_run = (prev_returns - 1 if again and prev_returns
-                                     else prev_returns) + 1
-            if self._returns_run >= self.confirm:
-                return Advice(verdict=Verdict.PLATEAU, should_stop=True,
-                              evidence=tuple(evidence), suggested_stop_step=step,
-                              reason=f"Diminishing returns: {returns.summary}; best "
-                                     f"{sign * best:.4g} at step {best_step:g}.", **base)
         evidence = tuple(evidence)
+        text = evidence[-1].summary
         if plateau.state is PlateauState.IMPROVING:
             return Advice(verdict=Verdict.IMPROVING, should_stop=False, evidence=evidence,
                           reason=f"Still improving: {text}.", **base)
@@ -390,34 +354,6 @@ class Advisor:
                       suggested_stop_step=stop_at,
                       reason=f"Plateau: {text}{schedule_note}; best {sign * best:.4g} at step "
                              f"{best_step:g}.", **base)
-
-    def _returns(self, x: np.ndarray, y: np.ndarray, train: np.ndarray | None,
-                 window: np.ndarray, plateau: PlateauResult,
-                 span: float, noise: float, gain: float | None,
-                 gain_iv: tuple[float, float] | None) -> Evidence:
-        """The diminishing-returns model's inputs and, when it is on, its chance (evidence)."""
-        assert self.max_steps is not None
-        n = y.size
-        best_i = int(np.argmin(y))
-        recent = max(3, int(0.25 * n))
-        best = float(y[best_i])
-        train_z = None
-        if train is not None and np.isfinite(train[window]).all():
-            train_z = trend_test(x[window], train[window]).statistic
-        t = plateau.trend
-        step = float(x[-1])
-        features = returns_features(
-            step=step, max_steps=self.max_steps, checks=n, checks_since_best=n - 1 - best_i,
-            best=best, span=span, recent_gain=max(float(y[:-recent].min()) - best, 0.0)
-            if n > recent else 0.0, noise=noise, gap=median(y[-3:]) - best,
-            trend_z=t.statistic, train_trend_z=train_z, slope=t.slope, slope_low=t.low_slope,
-            forecast_gain=gain,
-            forecast_gain_high=None if gain_iv is None else gain_iv[1])
-        result = None
-        if self.returns_confidence is not None:
-            result = chance_of_small_returns(features)
-        return _explain.returns_evidence(result, features, self.monitor, self._sign * best,
-                                         (float(x[0]), step), self.max_steps, recent)
 
     def _forecast(self, x: np.ndarray, y: np.ndarray, noise: float):
         """The forecast at ``max_steps``, refitting only when the phase has grown enough."""

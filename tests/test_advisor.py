@@ -54,9 +54,7 @@ def test_still_improving_curve_is_not_stopped_early():
 
 
 def test_constant_curve_is_eventually_a_plateau_and_never_crashes():
-    # the guard below is the trend test's; the diminishing-returns model learned from real
-    # curves when an early plateau is final, so it is tested apart
-    advices = feed(Advisor(max_steps=200, returns_confidence=None), np.full(140, 0.5))
+    advices = feed(Advisor(max_steps=200), np.full(140, 0.5))
     assert all(isinstance(a, Advice) for a in advices)
     assert not any(a.verdict is Verdict.IMPROVING for a in advices)
     stop = first_stop(advices)
@@ -556,55 +554,3 @@ def test_import_advisor_does_not_import_heavy_frameworks():
             "'pytorch_lightning', 'mlflow', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-
-
-# ---------------------------------------------------------------------------- diminishing returns
-
-
-def _creeping(seed: int = 0, n: int = 100) -> np.ndarray:
-    """A loss that settles near 2.0 and then creeps down by 0.2% of its value over the run."""
-    e = np.arange(1, n + 1)
-    rng = np.random.default_rng(seed)
-    return 2.0 + np.exp(-e / 8) + 0.004 * (1 - e / n) + rng.normal(0, 0.003, n)
-
-
-def test_diminishing_returns_stop_a_run_that_creeps_by_a_fraction_of_a_percent():
-    y = _creeping()
-    on = feed(Advisor(max_steps=100), y, stop=True)[-1]
-    off = feed(Advisor(max_steps=100, returns_confidence=None), y, stop=True)[-1]
-    assert not off.should_stop  # the trend test alone trains to the end
-    assert on.should_stop and on.verdict is Verdict.PLATEAU and on.step < 90
-    assert on.reason.startswith("Diminishing returns:") and "1% of its best" in on.reason
-    ev = on.evidence_for("returns")
-    assert ev.details["probability"] >= 0.95 and ev.statistic == ev.details["probability"]
-    assert set(ev.details["features"]) >= {"progress", "checks_since_best", "trend_z"}
-    assert on.suggested_stop_step == on.step
-    # what it gave up is what the model promised: under 1% of the best value
-    assert (on.best_value - y.min()) / y.min() < 0.01
-    json.dumps(on.to_dict())
-
-
-def test_diminishing_returns_need_a_budget_and_confirmation():
-    y = _creeping()
-    no_budget = feed(Advisor(), y)
-    assert all(a.evidence_for("returns") is None for a in no_budget)
-    advices = feed(Advisor(max_steps=100), y, stop=True)
-    chances = [a.evidence_for("returns").details["probability"] for a in advices[-2:]]
-    assert all(p >= 0.95 for p in chances)  # two checks in a row (confirm=2)
-
-
-def test_diminishing_returns_wait_for_a_pending_learning_rate_decay():
-    y = _creeping()
-    # a step schedule halved at step 30: its next drop is still to come
-    lr = np.where(np.arange(1, y.size + 1) <= 30, 0.1, 0.05)
-    advices = feed(Advisor(max_steps=100), y, extra={"lr": lr}, stop=True)
-    assert not any(a.reason.startswith("Diminishing returns") for a in advices)
-    schedules = [(a, a.evidence_for("schedule")) for a in advices]
-    pending = [a for a, ev in schedules if ev is not None and ev.details["decay_pending"]]
-    assert len(pending) > 50  # the model is not even asked while the next drop is to come
-    assert all(a.evidence_for("returns") is None for a in pending)
-
-
-def test_returns_confidence_is_validated():
-    with pytest.raises(ValueError, match="returns_confidence must be in"):
-        Advisor(returns_confidence=1.5)
