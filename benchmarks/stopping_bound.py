@@ -36,7 +36,7 @@ from advisor.detectors._stats import median, noise_scale, trend_test  # noqa: E4
 from benchmarks._curves import load_source, monitors_for, task_split  # noqa: E402
 from benchmarks._rules import (  # noqa: E402
     LightningEarlyStopping,
-    kept_best,
+    _best_so_far,
     oracle_within_index,
     relative_regret,
 )
@@ -48,7 +48,6 @@ FEATURES = ("progress", "since_best_share", "checks_since_best", "recent_gain_sp
             "forecast_gain_rel", "forecast_gain_high_rel", "advisor_verdict")
 VERDICTS = ("improving", "undecided", "plateau", "overfitting", "diverged")
 CONFIDENCES = (0.5, 0.7, 0.8, 0.85, 0.9, 0.95)
-TASKSET_LEARNERS_PER_TASK = 120
 
 
 def checks_of(job) -> dict | None:
@@ -102,8 +101,8 @@ def checks_of(job) -> dict | None:
     stops["oracle@1%"] = oracle_within_index(val, mon.mode) - 1
     return {"scope": scope, "features": np.array(rows, float).reshape(-1, len(FEATURES)),
             "index": np.array(index, int), "n": run.n_evals, "stops": stops,
-            "regret": np.array([relative_regret(kept_best(val, i + 1, mon.mode), final, mon.mode)
-                                for i in range(run.n_evals)])}
+            "regret": np.array([relative_regret(kept, final, mon.mode)  # restore-best
+                                for kept in _best_so_far(val, mon.mode)])}
 
 
 def holdout_jobs() -> list:
@@ -113,11 +112,7 @@ def holdout_jobs() -> list:
         split = task_split(source, {r.task for r in runs})
         kept = [r for r in runs if split[r.task] == "holdout"]
         if source == "taskset":  # the learners only: dead runs are easy to stop
-            by_task: dict[str, list] = {}
-            for r in kept:
-                if r.learner:
-                    by_task.setdefault(r.task, []).append(r)
-            kept = [r for rs in by_task.values() for r in rs[:TASKSET_LEARNERS_PER_TASK]]
+            kept = [r for r in kept if r.learner]
         jobs += [(r, m) for r in kept for m in monitors_for(r, which)]
     return jobs
 
