@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .advice import Advice, Evidence, Forecast, Verdict
 from .advisor import Advisor, MetricNotFoundError
+from .detectors.plan import LrPlan, PlateauRule
 from .history import AdvisorWarning, MetricHistory
 from .replay import replay
 
@@ -23,8 +24,10 @@ __all__ = [
     "AdvisorWarning",
     "Evidence",
     "Forecast",
+    "LrPlan",
     "MetricHistory",
     "MetricNotFoundError",
+    "PlateauRule",
     "Verdict",
     "advise_trial",
     "replay",

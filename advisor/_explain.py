@@ -13,6 +13,7 @@ from .detectors import (
     PlateauResult,
     ScheduleState,
 )
+from .detectors.plan import PlanState
 from .detectors.promise import PeerResult
 
 
@@ -89,12 +90,13 @@ def divergence_evidence(r: DivergenceResult, monitor: str, last_value: float, st
                              "threshold": sign * r.threshold, "scale": r.scale})
 
 
-def schedule_evidence(s: ScheduleState) -> Evidence:
-    return Evidence("schedule", s.describe(),
-                    details={"known": s.known, "constant": s.constant, "current": s.current,
-                             "peak": s.peak,
-                             "drops": s.drops, "decay_pending": s.decay_pending,
-                             "warming_up": s.warming_up})
+def schedule_evidence(s: ScheduleState, plan: PlanState | None = None) -> Evidence:
+    details = {"known": s.known, "constant": s.constant, "current": s.current, "peak": s.peak,
+               "drops": s.drops, "decay_pending": s.decay_pending, "warming_up": s.warming_up}
+    if plan is None:
+        return Evidence("schedule", s.describe(), details=details)
+    details.update(planned=True, decay_pending=plan.pending, plan=dict(plan.details))
+    return Evidence("schedule", plan.reason, details=details)
 
 
 def to_forecast(r: Forecast, sign: float) -> Forecast:

@@ -19,6 +19,7 @@ from .detectors import (
 )
 from .detectors._stats import median, noise_scale
 from .detectors.forecast import CurveFit, curve_fit_from_dict, curve_fit_to_dict
+from .detectors.plan import LrPlan, PlanState, PlateauRule, plan_from_dict, plan_to_dict, read_plan
 from .detectors.plateau import PlateauState, adaptive_window, remaining_gain_horizon
 from .history import MetricHistory
 
@@ -56,6 +57,11 @@ class Advisor:
             epochs). Without it, the rest of the run is assumed to be as long as what came before.
         lr_metric: the logged learning rate (``"auto"`` finds ``lr``, ``learning_rate`` or
             Lightning's ``lr-<Optimizer>``; ``None`` ignores it).
+        lr_plan: the learning rates the schedule will give, known before training: an
+            :class:`~advisor.detectors.plan.LrPlan` (or ``{step: rate}``) in the unit of
+            ``step``, or a :class:`~advisor.detectors.plan.PlateauRule` for ``ReduceLROnPlateau``
+            (see :meth:`set_lr_plan`). With a plan, a plateau while a decay that matters is
+            still ahead is not a stop. The Lightning callback reads it from the trainer.
         min_checks: the fewest checks before any statistical verdict (earlier: undecided, never
             a stop, except on NaN/inf).
         min_improvement: the smallest gain worth the remaining budget, as a fraction of the
@@ -93,6 +99,7 @@ class Advisor:
         max_steps: float | None = None,
         lr_metric: str | None = "auto",
         *,
+        lr_plan: LrPlan | PlateauRule | Mapping[float, float] | None = None,
         min_checks: int = 6,
         min_improvement: float = 0.01,
         noise_tolerance: float = 0.5,
@@ -166,6 +173,8 @@ class Advisor:
         self._advice: Advice | None = None
         self._plateau_run = 0  # consecutive monitor checks judged a plateau
         self._judged_step: float | None = None  # the monitor check judged last
+        self.lr_plan: LrPlan | PlateauRule | None = None
+        self.set_lr_plan(lr_plan)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -193,10 +202,26 @@ class Advisor:
         self._advice = self._advise()
         return self._advice
 
+    def set_lr_plan(self, plan: LrPlan | PlateauRule | Mapping[float, float] | None) -> None:
+        """Set (or replace, or with ``None`` drop) the learning-rate plan.
+
+        Without a plan the schedule is read from the logged rate, and a rate that has not
+        changed yet counts as unknown. With an :class:`LrPlan` the plan's rates say where the
+        phases are and whether a decay that matters is still ahead (see
+        :func:`~advisor.detectors.plan.read_plan`); with a :class:`PlateauRule` the logged rate
+        shows the reductions made so far.
+        """
+        if plan is not None and not isinstance(plan, LrPlan | PlateauRule):
+            if not isinstance(plan, Mapping):
+                raise TypeError(f"lr_plan must be an LrPlan, a PlateauRule, a mapping of step to "
+                                f"rate or None, but got {type(plan).__name__}.")
+            plan = LrPlan.from_mapping(plan)
+        self.lr_plan = plan
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly where this advisor is (JSON-safe)."""
         return {
-            "version": 1,
+            "version": 2,
             "monitor": self.monitor,
             "mode": self.mode,
             "history": self.history.to_dict(),
@@ -204,12 +229,16 @@ class Advisor:
             "fit_key": None if self._fit_key is None else list(self._fit_key),
             "plateau_run": self._plateau_run,
             "judged_step": self._judged_step,
+            "lr_plan": plan_to_dict(self.lr_plan),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (the settings stay those of this instance)."""
-        if state.get("version") != 1:
-            raise ValueError(f"unknown advisor state version {state.get('version')!r}.")
+        """Restore what :meth:`state_dict` returned (the settings stay those of this instance).
+
+        A state of version 1 (before plans) loads with no plan."""
+        if state.get("version") not in (1, 2):
+            raise ValueError(f"unknown advisor state version {state.get('version')!r} (this "
+                             f"version of training-advisor reads versions 1 and 2).")
         if state.get("monitor") != self.monitor or state.get("mode") != self.mode:
             raise ValueError(
                 f"state is for monitor={state.get('monitor')!r}, mode={state.get('mode')!r}, "
@@ -221,6 +250,8 @@ class Advisor:
         self._plateau_run = int(state.get("plateau_run", 0))
         step = state.get("judged_step")
         self._judged_step = None if step is None else float(step)
+        if state.get("lr_plan") is not None:
+            self.lr_plan = plan_from_dict(state["lr_plan"])
         has_data = len(self.history) and self.history.logged(self.monitor).any()
         self._advice = self._advise() if has_data else None
 
@@ -274,10 +305,8 @@ class Advisor:
                                  f"(need {self.min_checks}).", **base)
 
         tol = max(self.min_improvement * span, self.noise_tolerance * noise)
-        lr_name = self._lr_name()
-        sched = read_schedule(None if lr_name is None else h.values(lr_name)[logged][finite],
-                              steps=x, max_steps=self.max_steps)
-        evidence = [_explain.schedule_evidence(sched)]
+        sched, plan = self._schedule(x, y, logged, finite, tol)
+        evidence = [_explain.schedule_evidence(sched, plan)]
 
         phase = np.arange(n) >= sched.phase_start
         xp, yp = x[phase], y[phase]
@@ -330,7 +359,10 @@ class Advisor:
         if plateau.state is PlateauState.UNDECIDED:
             return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=evidence,
                           reason=f"Not clear yet: {text}.", **base)
-        if sched.decay_pending or sched.warming_up:
+        if plan is not None and plan.pending:
+            return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=evidence,
+                          reason=f"Flat, but {plan.reason}: wait for it ({text}).", **base)
+        if plan is None and (sched.decay_pending or sched.warming_up):
             return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=evidence,
                           reason=f"Flat for now, but {sched.describe()}, so a scheduled decay is "
                                  f"likely to bring more: {text}.", **base)
@@ -354,6 +386,23 @@ class Advisor:
                       suggested_stop_step=stop_at,
                       reason=f"Plateau: {text}{schedule_note}; best {sign * best:.4g} at step "
                              f"{best_step:g}.", **base)
+
+    def _schedule(self, x: np.ndarray, y: np.ndarray, logged: np.ndarray, finite: np.ndarray,
+                  tol: float) -> tuple[Any, PlanState | None]:
+        """The schedule's reading (phases, from the plan's rates when there is a fixed plan,
+        else from the logged rate) and, with a plan, whether a decay that matters is ahead."""
+        lr_name = self._lr_name()
+        logged_lr = None if lr_name is None else self.history.values(lr_name)[logged][finite]
+        if isinstance(self.lr_plan, LrPlan):
+            sched = read_schedule(self.lr_plan.rates_at(x), steps=x, max_steps=self.max_steps,
+                                  planned=True)
+        else:
+            sched = read_schedule(logged_lr, steps=x, max_steps=self.max_steps,
+                                  planned=self.lr_plan is not None)
+        if self.lr_plan is None:
+            return sched, None
+        return sched, read_plan(self.lr_plan, x, y, tolerance=tol, max_steps=self.max_steps,
+                                logged_lr=logged_lr, min_checks=self.min_window)
 
     def _forecast(self, x: np.ndarray, y: np.ndarray, noise: float):
         """The forecast at ``max_steps``, refitting only when the phase has grown enough."""

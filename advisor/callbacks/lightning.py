@@ -18,7 +18,9 @@ from ..dashboards import (
     run_plot_png,
     run_report_html,
 )
+from ..detectors.plan import LrPlan, PlateauRule
 from ..history import AdvisorWarning
+from ._lr_plan import plan_from_trainer
 from ._mlflow import MlflowWriter, mark_training_experiment, resolve_run
 
 __all__ = ["PLOT_ARTIFACT", "REPORT_ARTIFACT", "AdvisorCallback"]
@@ -55,10 +57,14 @@ class AdvisorCallback(*_callback_bases()):
         ...     AdvisorCallback(monitor="val_loss", train_metric="train_loss", action="stop")])
 
     It reads the values Lightning already logged (``trainer.callback_metrics``), the optimizer's
-    learning rate and the trainer's budget (``max_epochs``, or ``max_steps`` when validation runs
-    several times an epoch). The MLflow run is the trainer's ``MLFlowLogger`` run; else the active
-    MLflow run; else a new run in ``tracking_uri`` (default: ``MLFLOW_TRACKING_URI``, else
-    ``sqlite:///mlflow.db``), to which the trainer's metrics are then logged too.
+    learning rate, the trainer's budget (``max_epochs``, or ``max_steps`` when validation runs
+    several times an epoch) and the learning-rate plan: at the start of training (and after a
+    resume, or when the rate no longer follows the plan) it steps copies of the trainer's
+    schedulers to the budget, so a plateau before a scheduled decay is not taken for the end
+    (``ReduceLROnPlateau``: its reductions are awaited until they stop paying). The MLflow run
+    is the trainer's ``MLFlowLogger`` run; else the active MLflow run; else a new run in
+    ``tracking_uri`` (default: ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``), to which
+    the trainer's metrics are then logged too.
 
     Args:
         monitor, mode, train_metric: as for :class:`advisor.Advisor`.
@@ -66,6 +72,9 @@ class AdvisorCallback(*_callback_bases()):
             says so, on every rank at the same check, not before ``Trainer(min_epochs=...)``).
         log_to_mlflow: write metrics, tags, description and artifacts to MLflow.
         tracking_uri, experiment_name, run_name: where a new run goes when no run is given.
+        plan_lr: read the trainer's schedulers into a learning-rate plan (see above); with
+            ``False`` the schedule is read from the logged rate only.
+        param_group: the optimizer's param group whose rate is read and planned.
         report: at the end of training, also log ``advice_report.html`` (a self-contained
             page: verdict, reason, plot, evidence, verdict timeline) and ``advice_plot.png``;
             :meth:`log_report` logs them on demand.
@@ -86,10 +95,15 @@ class AdvisorCallback(*_callback_bases()):
         run_name: str | None = None,
         report: bool = True,
         strict: bool = False,
+        plan_lr: bool = True,
+        param_group: int = 0,
         **advisor_kwargs: Any,
     ) -> None:
         if action not in ("advise", "stop"):
             raise ValueError(f"action must be 'advise' or 'stop', but got {action!r}.")
+        if isinstance(param_group, bool) or not isinstance(param_group, int) or param_group < 0:
+            raise ValueError(f"param_group must be a non-negative integer, but got "
+                             f"{param_group!r}.")
         Advisor(monitor, mode, train_metric, **advisor_kwargs)  # validate the settings now
         self.monitor, self.mode, self.train_metric = monitor, mode, train_metric
         self.action = action
@@ -98,6 +112,8 @@ class AdvisorCallback(*_callback_bases()):
             tracking_uri, experiment_name, run_name)
         self.report = report
         self.strict = strict
+        self.plan_lr = plan_lr
+        self.param_group = param_group
         self.advisor_kwargs = advisor_kwargs
         self.advisor: Advisor | None = None
         self.advice: Advice | None = None
@@ -117,6 +133,7 @@ class AdvisorCallback(*_callback_bases()):
         self._lr: float | None = None
         self._check_pending = False  # validation ran this epoch; judged at the epoch's end
         self._trainer: Any = None
+        self._planned_for: tuple[int, ...] | None = None  # the schedulers the plan was read from
 
     @property
     def state_key(self) -> str:
@@ -140,10 +157,18 @@ class AdvisorCallback(*_callback_bases()):
         if self.log_to_mlflow and trainer.is_global_zero:
             self._start_writer(trainer)
 
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.plan_lr and self.advisor is not None:  # after a resume: restored schedulers
+            self._guarded(self._plan, trainer)
+
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         # the rate this epoch trains with (schedulers step before validation ends)
         optimizers = getattr(trainer, "optimizers", None) or []
-        self._lr = float(optimizers[0].param_groups[0]["lr"]) if optimizers else None
+        groups = optimizers[0].param_groups if optimizers else []
+        group = groups[min(self.param_group, len(groups) - 1)] if groups else None
+        self._lr = float(group["lr"]) if group is not None else None
+        if self.plan_lr and self.advisor is not None and self._plan_changed(trainer):
+            self._guarded(self._plan, trainer)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or self.advisor is None:
@@ -169,6 +194,63 @@ class AdvisorCallback(*_callback_bases()):
                 raise
             self._warn_once("check", f"training-advisor skipped a check: {type(exc).__name__}: "
                                      f"{exc} (training goes on; pass strict=True to raise).")
+
+    def _guarded(self, action: Any, trainer: Any) -> None:
+        try:
+            action(trainer)
+        except Exception as exc:
+            if self.strict:
+                raise
+            self._warn_once(action.__name__, f"training-advisor could not read the learning-rate "
+                                             f"plan: {type(exc).__name__}: {exc}; the schedule is "
+                                             f"read from the logged rate instead (training goes "
+                                             f"on).")
+            if self.advisor is not None and isinstance(self.advisor.lr_plan, LrPlan):
+                self.advisor.set_lr_plan(None)
+            self._planned_for = self._scheduler_ids(trainer)  # do not try again every epoch
+
+    # ------------------------------------------------------------------ learning-rate plan
+    @staticmethod
+    def _scheduler_ids(trainer: Any) -> tuple[int, ...]:
+        return tuple(id(c.scheduler) for c in getattr(trainer, "lr_scheduler_configs", None) or [])
+
+    def _plan_changed(self, trainer: Any) -> bool:
+        """The schedulers were replaced, or the rate no longer follows the plan (changed by
+        hand, or a scheduler that was changed mid-run)."""
+        if self._planned_for is None or self._planned_for != self._scheduler_ids(trainer):
+            return True
+        plan = self.advisor.lr_plan
+        if not isinstance(plan, LrPlan) or self._lr is None:
+            return False
+        at = trainer.current_epoch + 1 if self.unit == "epoch" else trainer.global_step + 1
+        planned = plan.rate_at(at)
+        return not math.isclose(planned, self._lr, rel_tol=0.02, abs_tol=1e-12)
+
+    def _plan(self, trainer: Any) -> None:
+        """Read the trainer's schedulers into the advisor's plan, from now to the budget."""
+        self._planned_for = self._scheduler_ids(trainer)
+        if self.unit == "step" and self.advisor.max_steps is None:
+            self.advisor.max_steps = float(trainer.estimated_stepping_batches)
+            self.budget = self.advisor.max_steps
+        if self.budget is None:
+            return  # no budget (max_epochs=-1): nothing to plan up to
+        plan = plan_from_trainer(trainer, self.unit, self.budget, self.param_group)
+        old = self.advisor.lr_plan
+        if isinstance(plan, LrPlan) and isinstance(old, LrPlan):
+            plan = old.merged(plan)
+        self.advisor.set_lr_plan(plan)
+        if self._writer is not None:
+            self._log_plan(plan)
+
+    def _log_plan(self, plan: LrPlan | PlateauRule) -> None:
+        if isinstance(plan, PlateauRule):
+            text = (f"{plan.source}(factor={plan.factor:g}, patience={plan.patience}, "
+                    f"cooldown={plan.cooldown}, min_lr={plan.min_lr:g})")
+        else:
+            text = plan.source or "constant"
+            for step, rate in zip(plan.steps, plan.rates, strict=True):
+                self._writer.submit({"advisor/planned_lr": rate}, step=int(step))
+        self._writer.submit(tags={"advisor.lr_plan": text})
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         if self._writer is not None:

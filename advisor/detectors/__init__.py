@@ -7,19 +7,24 @@ negates ``mode="max"`` metrics before calling them.
 from .divergence import DivergenceResult, detect_divergence
 from .forecast import CurveFit, fit_learning_curve
 from .overfitting import OverfittingResult, detect_overfitting
+from .plan import LrPlan, PlanState, PlateauRule, read_plan
 from .plateau import PlateauResult, PlateauState, detect_plateau
 from .schedule import ScheduleState, read_schedule
 
 __all__ = [
     "CurveFit",
     "DivergenceResult",
+    "LrPlan",
     "OverfittingResult",
+    "PlanState",
     "PlateauResult",
+    "PlateauRule",
     "PlateauState",
     "ScheduleState",
     "detect_divergence",
     "detect_overfitting",
     "detect_plateau",
     "fit_learning_curve",
+    "read_plan",
     "read_schedule",
 ]

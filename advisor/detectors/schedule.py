@@ -14,7 +14,9 @@ class ScheduleState:
     """What the logged learning rate says about the run's schedule.
 
     Attributes:
-        known: a learning rate was logged.
+        known: the schedule is known: a learning rate was logged and has changed (a rate that
+            has stayed constant so far says nothing about the decays to come, so it counts as
+            unknown; a plan, see :mod:`advisor.detectors.plan`, makes a constant rate known).
         phase_start: index of the first check of the current phase (after the last drop).
         current: the latest learning rate; ``peak`` the largest seen.
         constant: the rate never changed.
@@ -36,6 +38,9 @@ class ScheduleState:
     drops: int
 
     def describe(self) -> str:
+        if self.constant and not self.known:
+            return (f"the learning rate has been constant at {self.current:.3g} so far; with no "
+                    f"plan, its schedule is unknown")
         if not self.known:
             return "the learning-rate schedule is unknown (no learning rate in the history)"
         if self.constant:
@@ -55,7 +60,7 @@ _UNKNOWN = ScheduleState(False, 0, float("nan"), float("nan"), False, False, Fal
 def read_schedule(
     lr: np.ndarray | None, *, drop_ratio: float = 0.7, high_fraction: float = 0.1,
     steps: np.ndarray | None = None, max_steps: float | None = None,
-    pending_ratio: float = 0.5, early_fraction: float = 0.25,
+    pending_ratio: float = 0.5, early_fraction: float = 0.25, planned: bool = False,
 ) -> ScheduleState:
     """Read the schedule from the learning rate logged at each check (NaN where not logged).
 
@@ -72,7 +77,9 @@ def read_schedule(
     not, so a plateau under it can be a stop. A step schedule (a drop seen) is assumed to have
     more drops to come while the rate is high, since its pace between drops says nothing.
     Assumes the rate is a positive number; a schedule that raises the rate again (cyclic,
-    warm restarts) makes ``decay_pending`` true whenever the rate is high.
+    warm restarts) makes ``decay_pending`` true whenever the rate is high. A rate that has not
+    changed yet is an *unknown* schedule (``known`` false), unless ``planned``: the rates are
+    the plan's, known before training (then the plan, not this reading, says what is pending).
     """
     if lr is None:
         return _UNKNOWN
@@ -94,8 +101,8 @@ def read_schedule(
         x = np.asarray(steps, dtype=float)[idx]
         early = x[-1] - x[0] < early_fraction * (max_steps - x[0])
         decay_pending = early or _pace_ratio(v, x, max_steps) < pending_ratio
-    return ScheduleState(True, phase_start, current, peak, constant, warming_up, decay_pending,
-                         int(drops.size))
+    return ScheduleState(planned or not constant, phase_start, current, peak, constant,
+                         warming_up, decay_pending, int(drops.size))
 
 
 def _pace_ratio(v: np.ndarray, x: np.ndarray, max_steps: float) -> float:

@@ -1,0 +1,288 @@
+"""The learning-rate plan: the rates a schedule will give, known before training, and what a
+plateau means against the decays still ahead.
+
+Two kinds of plan:
+
+- :class:`LrPlan`: the rate at each step of the run, from its start to the budget (what a
+  ``torch.optim.lr_scheduler`` will give; the Lightning callback computes it from the trainer's
+  schedulers, ``advisor replay`` reads it from a ``planned_lr`` metric).
+- :class:`PlateauRule`: ``ReduceLROnPlateau``, whose future is not fixed but follows a known rule:
+  while the rate is above ``min_lr``, a plateau of ``patience`` checks brings a reduction by
+  ``factor``.
+
+:func:`read_plan` says whether a decay that matters is still ahead of a check.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["LrPlan", "PlanState", "PlateauRule", "plan_from_dict", "plan_to_dict", "read_plan"]
+
+
+@dataclass(frozen=True)
+class LrPlan:
+    """The learning rate the optimizer will have at each step, known before the steps happen.
+
+    ``rates[i]`` is the rate the run trains with at ``steps[i]`` (in the advisor's step unit:
+    the rate of epoch ``steps[i]`` when checks are per epoch). Between and beyond the planned
+    steps the rate of the latest planned step holds.
+
+    Example:
+        >>> plan = LrPlan.from_mapping({1: 0.1, 50: 0.01, 75: 0.001})
+        >>> plan.rate_at(60), plan.rate_at(100)
+        (0.01, 0.001)
+    """
+
+    steps: tuple[float, ...]
+    rates: tuple[float, ...]
+    source: str = ""  # where it came from, for the evidence ("MultiStepLR", "planned_lr")
+
+    def __post_init__(self) -> None:
+        steps = np.asarray(self.steps, dtype=float)
+        rates = np.asarray(self.rates, dtype=float)
+        if steps.ndim != 1 or steps.shape != rates.shape or steps.size == 0:
+            raise ValueError(f"an LrPlan needs as many steps as rates (at least one), but got "
+                             f"{steps.size} step(s) and {rates.size} rate(s).")
+        if not (np.all(np.isfinite(steps)) and np.all(np.isfinite(rates))):
+            raise ValueError("an LrPlan's steps and rates must be finite numbers.")
+        if np.any(rates < 0):
+            raise ValueError(f"learning rates cannot be negative, but the plan has "
+                             f"{float(rates.min())!r}.")
+        if np.any(np.diff(steps) <= 0):
+            raise ValueError("an LrPlan's steps must be strictly increasing.")
+        object.__setattr__(self, "steps", tuple(float(s) for s in steps))
+        object.__setattr__(self, "rates", tuple(float(r) for r in rates))
+
+    @classmethod
+    def from_mapping(cls, rates: Mapping[float, float], source: str = "") -> LrPlan:
+        """A plan from ``{step: rate}`` (steps in any order)."""
+        items = sorted((float(k), float(v)) for k, v in rates.items())
+        return cls(tuple(k for k, _ in items), tuple(v for _, v in items), source)
+
+    def rates_at(self, steps: np.ndarray | Sequence[float]) -> np.ndarray:
+        """The planned rate at each of ``steps`` (the latest planned step at or before it; the
+        first planned rate before the plan starts)."""
+        s = np.asarray(self.steps)
+        idx = np.searchsorted(s, np.asarray(steps, dtype=float), side="right") - 1
+        return np.asarray(self.rates)[np.clip(idx, 0, s.size - 1)]
+
+    def rate_at(self, step: float) -> float:
+        return float(self.rates_at([step])[0])
+
+    def merged(self, later: LrPlan) -> LrPlan:
+        """This plan up to where ``later`` starts, then ``later`` (a plan made again mid-run:
+        after a resume or when the schedule was changed)."""
+        start = later.steps[0]
+        keep = [(s, r) for s, r in zip(self.steps, self.rates, strict=True) if s < start]
+        return LrPlan(tuple(s for s, _ in keep) + later.steps,
+                      tuple(r for _, r in keep) + later.rates, later.source or self.source)
+
+
+@dataclass(frozen=True)
+class PlateauRule:
+    """``ReduceLROnPlateau``'s rule: after ``patience`` checks without improvement (and
+    ``cooldown`` checks after a reduction), the rate is multiplied by ``factor``, never below
+    ``min_lr``."""
+
+    factor: float
+    patience: int
+    cooldown: int = 0
+    min_lr: float = 0.0
+    eps: float = 1e-8
+    source: str = "ReduceLROnPlateau"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.factor < 1:
+            raise ValueError(f"factor must be in (0, 1), but got {self.factor!r}.")
+        if self.patience < 0 or self.cooldown < 0 or self.min_lr < 0:
+            raise ValueError(f"patience, cooldown and min_lr cannot be negative, but got "
+                             f"{self.patience!r}, {self.cooldown!r} and {self.min_lr!r}.")
+
+    def at_floor(self, rate: float) -> bool:
+        """Whether a reduction would no longer change ``rate`` (it sits at ``min_lr``)."""
+        return rate - max(rate * self.factor, self.min_lr) <= self.eps
+
+
+def plan_to_dict(plan: LrPlan | PlateauRule | None) -> dict[str, Any] | None:
+    if plan is None:
+        return None
+    if isinstance(plan, LrPlan):
+        return {"kind": "fixed", "steps": list(plan.steps), "rates": list(plan.rates),
+                "source": plan.source}
+    return {"kind": "on_plateau", "factor": plan.factor, "patience": plan.patience,
+            "cooldown": plan.cooldown, "min_lr": plan.min_lr, "eps": plan.eps,
+            "source": plan.source}
+
+
+def plan_from_dict(state: Mapping[str, Any] | None) -> LrPlan | PlateauRule | None:
+    if state is None:
+        return None
+    kind = state.get("kind")
+    if kind == "fixed":
+        return LrPlan(tuple(state["steps"]), tuple(state["rates"]), state.get("source", ""))
+    if kind == "on_plateau":
+        return PlateauRule(float(state["factor"]), int(state["patience"]),
+                           int(state.get("cooldown", 0)), float(state.get("min_lr", 0.0)),
+                           float(state.get("eps", 1e-8)), state.get("source", "ReduceLROnPlateau"))
+    raise ValueError(f"unknown learning-rate plan kind {kind!r} (expected 'fixed' or "
+                     f"'on_plateau').")
+
+
+@dataclass(frozen=True)
+class PlanState:
+    """What the plan says at one check.
+
+    Attributes:
+        pending: a decay that matters is still ahead, so a plateau now is not the end.
+        current: the rate at this check.
+        next_step, next_rate: where the first decay that matters lands and the rate then
+            (``None`` when none is ahead, or for a :class:`PlateauRule`, whose next reduction
+            has no fixed step).
+        last_decay_step: the latest check at least a window ago whose rate was at least
+            ``1 / pending_ratio`` times the current one (for a :class:`PlateauRule`, the check
+            before its latest reduction); ``None`` if the rate has not fallen that far yet.
+        last_decay_gain: how much the best value improved after ``last_decay_step``.
+        reason: a sentence saying why a decay is or is not pending.
+    """
+
+    pending: bool
+    current: float
+    next_step: float | None
+    next_rate: float | None
+    last_decay_step: float | None
+    last_decay_gain: float | None
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _gain_after(x: np.ndarray, y: np.ndarray, split: float) -> float:
+    before, after = y[x <= split], y[x > split]
+    if not before.size or not after.size:
+        return float("nan")
+    return float(before.min() - after.min())
+
+
+def read_plan(
+    plan: LrPlan | PlateauRule,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    tolerance: float,
+    max_steps: float | None,
+    logged_lr: np.ndarray | None = None,
+    pending_ratio: float = 0.5,
+    min_checks: int = 6,
+) -> PlanState:
+    """Is a decay of the learning rate that matters still ahead of the latest check ``x[-1]``?
+
+    Algorithm. A decay *ahead* is a planned rate, before the budget ``max_steps``, at most
+    ``pending_ratio`` times the current one (the rate at least halves). It *matters* unless
+    the decays already seen stopped paying: the latest check at least ``min_checks`` checks
+    ago whose rate was ``1 / pending_ratio`` times the current one or more marks the last
+    decay; if the best value ``y`` (lower is better) improved by less than ``tolerance`` after
+    it, the next decay of that size is not expected to bring more either. A run whose rate has
+    not decayed yet (constant so far, warm-up) has shown nothing, so a decay ahead matters.
+
+    For a :class:`PlateauRule` (``ReduceLROnPlateau``) the decay ahead is the reduction a
+    plateau brings, unless the rate sits at ``min_lr`` or fewer than ``patience + 1`` checks
+    remain in the budget; it has stopped paying when the improvement after the latest
+    reduction (read from ``logged_lr``, the rate logged at each check) is below ``tolerance``
+    once ``patience + 1`` checks have passed since it.
+
+    Assumptions and when it is wrong: a decay helps about as much as the previous one of the
+    same size. It waits too long on runs where only the last decay of a schedule matters little
+    (the remaining budget is then small), and stops too early where a decay brings a gain after
+    a flat stretch that the previous one did not (rare; grokking-like curves). Cyclic schedules
+    and warm restarts count their own falls as decays, so they stop only once a fall brought
+    less than ``tolerance``. A plan the user changes mid-run is only known once the callback
+    reads it again.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    step = float(x[-1])
+    end = math.inf if max_steps is None else float(max_steps)
+    if isinstance(plan, PlateauRule):
+        return _read_rule(plan, x, y, tolerance=tolerance, end=end, logged_lr=logged_lr)
+
+    rates = plan.rates_at(x)
+    current = float(rates[-1])
+    s, r = np.asarray(plan.steps), np.asarray(plan.rates)
+    ahead = (s > step) & (s <= end)
+    low = np.flatnonzero(ahead & (r <= pending_ratio * current))
+    details: dict[str, Any] = {"source": plan.source, "current": current}
+    if not low.size or current <= 0:
+        rest = r[ahead]
+        details["min_ahead"] = float(rest.min()) if rest.size else None
+        return PlanState(False, current, None, None, None, None,
+                         f"the planned rate stays at {current:.3g} or above half of it to the "
+                         f"end of the budget", details)
+    next_step, next_rate = float(s[low[0]]), float(r[low[0]])
+    factor = next_rate / current
+    lowers = (f"the schedule lowers the rate from {current:.3g} to {next_rate:.3g} "
+              f"(x{factor:.2g}) at step {next_step:g}")
+    details.update(next_step=next_step, next_rate=next_rate)
+    high = np.flatnonzero(rates[: max(0, x.size - min_checks)] >= current / pending_ratio)
+    if not high.size:
+        return PlanState(True, current, next_step, next_rate, None, None,
+                         f"{lowers}, the first decay of this size in the run", details)
+    last = float(x[high[-1]])
+    gain = _gain_after(x, y, last)
+    details.update(last_decay_step=last, last_decay_gain=gain, tolerance=tolerance)
+    if gain >= tolerance:
+        return PlanState(True, current, next_step, next_rate, last, gain,
+                         f"{lowers}, and the last decay of this size (after step {last:g}) "
+                         f"brought {gain:.3g}", details)
+    return PlanState(False, current, next_step, next_rate, last, gain,
+                     f"{lowers}, but the last decay of this size (after step {last:g}) brought "
+                     f"only {gain:.3g}, less than the {tolerance:.3g} worth training for", details)
+
+
+def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: float, end: float,
+               logged_lr: np.ndarray | None) -> PlanState:
+    details: dict[str, Any] = {"source": rule.source, "factor": rule.factor,
+                               "patience": rule.patience, "min_lr": rule.min_lr}
+    lr = None if logged_lr is None else np.asarray(logged_lr, dtype=float)
+    ok = np.zeros(x.size, bool) if lr is None else np.isfinite(lr) & (lr > 0)
+    if not ok.any():
+        return PlanState(True, float("nan"), None, None, None, None,
+                         f"{rule.source} will lower the rate x{rule.factor:g} after "
+                         f"{rule.patience} flat checks (the rate is not logged, so its "
+                         f"reductions cannot be followed)", details)
+    xs, rates = x[ok], lr[ok]
+    current = float(rates[-1])
+    details["current"] = current
+    if rule.at_floor(current):
+        return PlanState(False, current, None, None, None, None,
+                         f"{rule.source} has brought the rate down to its min_lr "
+                         f"({current:.3g}): no reduction is left", details)
+    spacing = float(np.median(np.diff(x))) if x.size > 1 else 1.0
+    checks_left = (end - x[-1]) / spacing if spacing > 0 else math.inf
+    if checks_left < rule.patience + 1:
+        return PlanState(False, current, None, None, None, None,
+                         f"{rule.source} needs {rule.patience + 1} flat checks to lower the rate, "
+                         f"and only {checks_left:.0f} remain in the budget", details)
+    falls = np.flatnonzero(rates[1:] < rates[:-1] * (1 - 1e-9))
+    lowers = f"{rule.source} lowers the rate x{rule.factor:g} after {rule.patience} flat checks"
+    if not falls.size:
+        return PlanState(True, current, None, None, None, None,
+                         f"{lowers} and has not reduced it yet", details)
+    last = float(xs[falls[-1]])  # the last check at the old rate
+    gain = _gain_after(x, y, last)
+    since = int(np.sum(x > last))
+    details.update(last_decay_step=last, last_decay_gain=gain, checks_since=since,
+                   tolerance=tolerance)
+    if since < rule.patience + 1 or gain >= tolerance:
+        said = (f"the last reduction (after step {last:g}) brought {gain:.3g}"
+                if gain >= tolerance else
+                f"the last reduction (after step {last:g}) has had only {since} check(s)")
+        return PlanState(True, current, None, None, last, gain, f"{lowers}, and {said}", details)
+    return PlanState(False, current, None, None, last, gain,
+                     f"{lowers}, but the last reduction (after step {last:g}) brought only "
+                     f"{gain:.3g} in {since} checks, less than the {tolerance:.3g} worth "
+                     f"training for: reductions have stopped paying", details)
