@@ -11,9 +11,13 @@ import pandas as pd
 
 from .advice import Advice
 from .advisor import Advisor
+from .detectors.plan import LrPlan
 from .history import AdvisorWarning
 
-__all__ = ["advise_run", "long_to_wide", "prepare_runs", "replay"]
+__all__ = ["PLANNED_LR", "advise_run", "long_to_wide", "prepare_runs", "replay"]
+
+#: the metric read as the learning-rate plan: its values at later steps are known in advance
+PLANNED_LR = "planned_lr"
 
 _STEP_COLUMNS = ("epoch", "step")
 _NOT_METRICS = {"run_id", "task", "source", "step", "epoch", "timestamp", "time", "metric", "value"}
@@ -85,7 +89,10 @@ def replay(
     ``run_id`` it is one run; rows sharing a step are merged, the last value of each metric
     winning). The x-axis is ``step_column``, else ``epoch``, else ``step``. Each run's own last
     step is its budget (``max_steps``), as a user's ``max_epochs`` would be; the decision at a
-    step uses only the values up to it. ``advisor_kwargs`` go to :class:`Advisor`.
+    step uses only the values up to it, except ``planned_lr``: the rate the schedule was
+    planned to give at each step, known before training (the callback logs it as
+    ``advisor/planned_lr``), which becomes the run's learning-rate plan (``Advisor(lr_plan=)``).
+    ``advisor_kwargs`` go to :class:`Advisor`.
 
     Returns one row per run: ``run_id`` (and ``task``), ``stop_epoch`` (the first step where the
     advice says stop, else the last step), ``stopped`` (whether it stopped early), ``verdict``,
@@ -120,12 +127,18 @@ def advise_run(run: pd.DataFrame, step: str, metric_columns: list[str], monitor:
     The budget is ``max_steps`` (at least the run's last step), else the run's last step.
     """
     steps = run[step].to_numpy(dtype=float)
+    plan = None
+    if PLANNED_LR in metric_columns and "lr_plan" not in advisor_kwargs:
+        plan = run_plan(steps, run[PLANNED_LR].to_numpy(dtype=float))
+        metric_columns = [c for c in metric_columns if c != PLANNED_LR]
     table = run[metric_columns].to_numpy(dtype=float)
     has_monitor = ~np.isnan(run[monitor].to_numpy(dtype=float))
     last = float(steps[-1]) if steps.size else 0.0
+    if plan is not None:  # the plan goes to the budget, beyond the steps that happened
+        last = max(last, plan.steps[-1])
     budget = max(max_steps or 0.0, last)
     advisor = Advisor(monitor, mode, train_metric, max_steps=budget if budget > 0 else None,
-                      **advisor_kwargs)
+                      lr_plan=plan, **advisor_kwargs)
     advices: list[Advice] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AdvisorWarning)
@@ -138,10 +151,24 @@ def advise_run(run: pd.DataFrame, step: str, metric_columns: list[str], monitor:
     return advices
 
 
+def run_plan(steps: np.ndarray, planned: np.ndarray) -> LrPlan | None:
+    """One run's ``planned_lr`` values as a plan (``None`` where none was logged)."""
+    ok = np.isfinite(steps) & np.isfinite(planned) & (planned >= 0)
+    if not ok.any():
+        return None
+    s, r = steps[ok], planned[ok]
+    order = np.argsort(s, kind="stable")
+    s, r = s[order], r[order]
+    keep = np.r_[s[1:] != s[:-1], True]  # the last value logged at a step wins
+    return LrPlan(tuple(s[keep]), tuple(r[keep]), PLANNED_LR)
+
+
 def replay_run(run: pd.DataFrame, step: str, metric_columns: list[str], monitor: str, mode: str,
                train_metric: str | None, advisor_kwargs: dict[str, Any]) -> dict[str, Any]:
     """Replay one run (sorted by ``step``) and return its row of decisions."""
-    last = float(run[step].iloc[-1])
+    logged = [c for c in metric_columns if c != PLANNED_LR]  # a plan reaches past the run's end
+    ran = run[logged].notna().any(axis=1).to_numpy() if logged else np.ones(len(run), bool)
+    last = float(run[step].to_numpy()[ran][-1] if ran.any() else run[step].iloc[-1])
     advices = advise_run(run, step, metric_columns, monitor, mode, train_metric, advisor_kwargs)
     if not advices:
         return {"stop_epoch": last, "stopped": False, "verdict": "undecided",

@@ -36,6 +36,7 @@ _CONNECT_TIMEOUT = 5.0
 _MAX_TAG_CHARS = 8000
 _LR_NAMES = ("lr", "learning_rate", "learning-rate")
 _CALLBACK_LR = "advisor/lr"  # the rate the callback read from the optimizer
+_CALLBACK_PLAN = "advisor/planned_lr"  # the rates the callback planned from the schedulers
 
 
 class TrackingError(ValueError):
@@ -163,6 +164,10 @@ def _wanted(names: list[str], monitor: str, train_metric: str | None) -> dict[st
         wanted[rates[0]] = rates[0]
     elif _CALLBACK_LR in names:
         wanted[_CALLBACK_LR] = "lr"
+    if "planned_lr" in names:  # the learning-rate plan, see advisor.replay
+        wanted["planned_lr"] = "planned_lr"
+    elif _CALLBACK_PLAN in names:
+        wanted[_CALLBACK_PLAN] = "planned_lr"
     if "epoch" in names:
         wanted["epoch"] = "epoch"
     return wanted
@@ -192,9 +197,14 @@ def run_curves(client: Any, run: Any, monitor: str,
         for key, name in _wanted(names, monitor, train_metric).items():
             rows.extend((m.step, name, m.value) for m in client.get_metric_history(run_id, key))
     curves = pd.DataFrame(rows, columns=["step", "metric", "value"])
-    curves, unit = epoch_axis(curves, monitor)
+    own_plan = _CALLBACK_PLAN in names and "planned_lr" not in names
+    plan = curves[curves["metric"] == "planned_lr"] if own_plan else curves.iloc[:0]
+    curves, unit = epoch_axis(curves.drop(plan.index), monitor)
     if unit == "step" and run.data.tags.get("advisor.unit") == "epoch":
         unit = "epoch"  # written by the callback at step = epoch
+    if not plan.empty and unit == run.data.tags.get("advisor.unit", unit):
+        # the callback logs its plan at its own checks' steps (the epoch, or the global step)
+        curves = pd.concat([curves, plan.rename(columns={"step": unit})], ignore_index=True)
     curves.insert(0, "run_id", run_id)
     return curves, unit
 

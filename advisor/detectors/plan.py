@@ -147,7 +147,8 @@ class PlanState:
         last_decay_step: the latest check at least a window ago whose rate was at least
             ``1 / pending_ratio`` times the current one (for a :class:`PlateauRule`, the check
             before its latest reduction); ``None`` if the rate has not fallen that far yet.
-        last_decay_gain: how much the best value improved after ``last_decay_step``.
+        last_decay_gain: how much the level of the metric (a median of recent checks) fell
+            from before ``last_decay_step`` to now.
         reason: a sentence saying why a decay is or is not pending.
     """
 
@@ -161,11 +162,14 @@ class PlanState:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def _gain_after(x: np.ndarray, y: np.ndarray, split: float) -> float:
+def _gain_after(x: np.ndarray, y: np.ndarray, split: float, k: int) -> float:
+    """How much the level of ``y`` fell after ``split``: the median of the last ``k`` checks
+    up to it minus the median of the last ``k`` checks (medians, not minima: the minimum of
+    more noisy checks falls by itself)."""
     before, after = y[x <= split], y[x > split]
     if not before.size or not after.size:
         return float("nan")
-    return float(before.min() - after.min())
+    return float(np.median(before[-k:]) - np.median(after[-k:]))
 
 
 def read_plan(
@@ -185,8 +189,9 @@ def read_plan(
     ``pending_ratio`` times the current one (the rate at least halves). It *matters* unless
     the decays already seen stopped paying: the latest check at least ``min_checks`` checks
     ago whose rate was ``1 / pending_ratio`` times the current one or more marks the last
-    decay; if the best value ``y`` (lower is better) improved by less than ``tolerance`` after
-    it, the next decay of that size is not expected to bring more either. A run whose rate has
+    decay; if the level of ``y`` (lower is better; the median of ``min_checks`` checks) fell by
+    less than ``tolerance`` from before it to now, the next decay of that size is not expected
+    to bring more either. A run whose rate has
     not decayed yet (constant so far, warm-up) has shown nothing, so a decay ahead matters.
 
     For a :class:`PlateauRule` (``ReduceLROnPlateau``) the decay ahead is the reduction a
@@ -208,7 +213,8 @@ def read_plan(
     step = float(x[-1])
     end = math.inf if max_steps is None else float(max_steps)
     if isinstance(plan, PlateauRule):
-        return _read_rule(plan, x, y, tolerance=tolerance, end=end, logged_lr=logged_lr)
+        return _read_rule(plan, x, y, tolerance=tolerance, end=end, logged_lr=logged_lr,
+                          k=min_checks)
 
     rates = plan.rates_at(x)
     current = float(rates[-1])
@@ -232,7 +238,7 @@ def read_plan(
         return PlanState(True, current, next_step, next_rate, None, None,
                          f"{lowers}, the first decay of this size in the run", details)
     last = float(x[high[-1]])
-    gain = _gain_after(x, y, last)
+    gain = _gain_after(x, y, last, min_checks)
     details.update(last_decay_step=last, last_decay_gain=gain, tolerance=tolerance)
     if gain >= tolerance:
         return PlanState(True, current, next_step, next_rate, last, gain,
@@ -244,7 +250,7 @@ def read_plan(
 
 
 def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: float, end: float,
-               logged_lr: np.ndarray | None) -> PlanState:
+               logged_lr: np.ndarray | None, k: int) -> PlanState:
     details: dict[str, Any] = {"source": rule.source, "factor": rule.factor,
                                "patience": rule.patience, "min_lr": rule.min_lr}
     lr = None if logged_lr is None else np.asarray(logged_lr, dtype=float)
@@ -273,7 +279,7 @@ def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: fl
         return PlanState(True, current, None, None, None, None,
                          f"{lowers} and has not reduced it yet", details)
     last = float(xs[falls[-1]])  # the last check at the old rate
-    gain = _gain_after(x, y, last)
+    gain = _gain_after(x, y, last, k)
     since = int(np.sum(x > last))
     details.update(last_decay_step=last, last_decay_gain=gain, checks_since=since,
                    tolerance=tolerance)

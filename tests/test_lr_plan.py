@@ -1,0 +1,287 @@
+"""The learning-rate plan: stepping copies of torch's schedulers gives the rates the real ones
+give, without touching them; the core waits for a decay that matters and stops once decays
+stop paying."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.optim import lr_scheduler as sch
+
+from advisor import Advisor, LrPlan, PlateauRule, Verdict, replay
+from advisor.callbacks._lr_plan import plan_schedulers
+from advisor.detectors import read_plan
+
+EPOCHS, STEPS_PER_EPOCH = 30, 7
+
+
+def _warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """transformers' get_cosine_schedule_with_warmup, which builds a LambdaLR from a partial."""
+    if step < warmup:
+        return step / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def _linear_warmup(step: int, warmup: int, total: int) -> float:
+    """transformers' get_linear_schedule_with_warmup."""
+    if step < warmup:
+        return step / max(1, warmup)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+TOTAL = EPOCHS * STEPS_PER_EPOCH
+SCHEDULERS = {  # name: (factory(optimizer), interval)
+    "StepLR": (lambda o: sch.StepLR(o, 7, 0.5), "epoch"),
+    "MultiStepLR": (lambda o: sch.MultiStepLR(o, [15, 22], 0.1), "epoch"),
+    "ExponentialLR": (lambda o: sch.ExponentialLR(o, 0.9), "epoch"),
+    "CosineAnnealingLR": (lambda o: sch.CosineAnnealingLR(o, EPOCHS), "epoch"),
+    "CosineAnnealingWarmRestarts": (lambda o: sch.CosineAnnealingWarmRestarts(o, 5, 2), "epoch"),
+    "LinearLR": (lambda o: sch.LinearLR(o, 1.0, 0.05, total_iters=20), "epoch"),
+    "ConstantLR": (lambda o: sch.ConstantLR(o, 0.3, total_iters=10), "epoch"),
+    "PolynomialLR": (lambda o: sch.PolynomialLR(o, total_iters=25, power=2.0), "epoch"),
+    "LambdaLR": (lambda o: sch.LambdaLR(o, lambda e: 0.95 ** e), "epoch"),
+    "MultiplicativeLR": (lambda o: sch.MultiplicativeLR(o, lambda e: 0.9), "epoch"),
+    "OneCycleLR": (lambda o: sch.OneCycleLR(o, 0.5, total_steps=TOTAL), "step"),
+    "CyclicLR": (lambda o: sch.CyclicLR(o, 0.01, 0.2, step_size_up=20), "step"),
+    "SequentialLR": (lambda o: sch.SequentialLR(o, [sch.LinearLR(o, 0.1, total_iters=5),
+                                                    sch.CosineAnnealingLR(o, EPOCHS - 5)], [5]),
+                     "epoch"),
+    "ChainedScheduler": (lambda o: sch.ChainedScheduler([sch.ConstantLR(o, 0.5, total_iters=4),
+                                                         sch.ExponentialLR(o, 0.93)]), "epoch"),
+    "cosine_with_warmup": (lambda o: sch.LambdaLR(o, functools.partial(
+        _warmup_cosine, warmup=20, total=TOTAL)), "step"),
+    "linear_with_warmup": (lambda o: sch.LambdaLR(o, functools.partial(
+        _linear_warmup, warmup=30, total=TOTAL)), "step"),
+}
+
+
+def _optimizer() -> tuple[torch.optim.Optimizer, torch.nn.Parameter]:
+    p = torch.nn.Parameter(torch.ones(3))
+    return torch.optim.SGD([p], lr=0.1, momentum=0.9), p
+
+
+def _real_rates(factory, interval: str, start: int = 0) -> tuple[list[float], object, object]:
+    """Step the real optimizer and scheduler as Lightning does; the rate each epoch starts
+    with, from epoch ``start`` on (the state after ``start`` epochs is returned too)."""
+    opt, p = _optimizer()
+    scheduler = factory(opt)
+    rates: list[float] = []
+    for epoch in range(EPOCHS):
+        if epoch == start:
+            state = (opt.state_dict(), scheduler.state_dict(), p.detach().clone())
+        if epoch >= start:
+            rates.append(opt.param_groups[0]["lr"])
+        for _ in range(STEPS_PER_EPOCH):
+            p.grad = torch.ones_like(p)
+            opt.step()
+            if interval == "step":
+                scheduler.step()
+        if interval == "epoch":
+            scheduler.step()
+    return rates, scheduler, state
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_plan_gives_the_rates_of_the_real_scheduler_and_leaves_it_untouched(name):
+    factory, interval = SCHEDULERS[name]
+    expected, _, _ = _real_rates(factory, interval)
+    opt, p = _optimizer()
+    scheduler = factory(opt)
+    before = (repr(opt.state_dict()), repr(scheduler.state_dict()), p.detach().clone())
+    plan = plan_schedulers(opt, [(scheduler, interval, 1)], start_epoch=0, max_epochs=EPOCHS,
+                           steps_per_epoch=STEPS_PER_EPOCH, unit="epoch")
+    assert isinstance(plan, LrPlan)
+    got = plan.rates_at(np.arange(1, EPOCHS + 1))
+    np.testing.assert_allclose(got, expected, rtol=0.006, atol=1e-12)
+    # the real optimizer, scheduler and parameter are as they were
+    assert repr(opt.state_dict()) == before[0]
+    assert repr(scheduler.state_dict()) == before[1]
+    assert torch.equal(p.detach(), before[2])
+    assert opt.param_groups[0]["params"][0] is p
+
+
+@pytest.mark.parametrize("name", ["MultiStepLR", "OneCycleLR", "MultiplicativeLR"])
+def test_plan_from_a_scheduler_mid_run(name):
+    """Planned from a restored mid-run state (a resume), the plan goes on as the real one."""
+    factory, interval = SCHEDULERS[name]
+    expected, _, (opt_state, sched_state, _) = _real_rates(factory, interval, start=12)
+    opt, _ = _optimizer()
+    scheduler = factory(opt)
+    opt.load_state_dict(opt_state)
+    scheduler.load_state_dict(sched_state)
+    plan = plan_schedulers(opt, [(scheduler, interval, 1)], start_epoch=12, max_epochs=EPOCHS,
+                           steps_per_epoch=STEPS_PER_EPOCH, unit="epoch")
+    assert plan.steps[0] == 13
+    np.testing.assert_allclose(plan.rates_at(np.arange(13, EPOCHS + 1)), expected, rtol=0.006)
+
+
+def test_plan_in_steps_and_with_frequency():
+    opt, _ = _optimizer()
+    scheduler = sch.StepLR(opt, 1, 0.5)
+    plan = plan_schedulers(opt, [(scheduler, "step", 10)], start_epoch=0, max_epochs=None,
+                           steps_per_epoch=20, unit="step", max_steps=60)
+    # stepped after every 10th optimizer step: the rate of steps 1-10, 11-20, ...
+    np.testing.assert_allclose(plan.rates_at([1, 10, 11, 21, 60]), [0.1, 0.1, 0.05, 0.025,
+                                                                     0.1 * 0.5 ** 5])
+
+
+def test_reduce_on_plateau_becomes_its_rule():
+    opt, _ = _optimizer()
+    scheduler = sch.ReduceLROnPlateau(opt, factor=0.2, patience=4, cooldown=1, min_lr=1e-3)
+    rule = plan_schedulers(opt, [(scheduler, "epoch", 1)], start_epoch=0, max_epochs=50,
+                           steps_per_epoch=5, unit="epoch")
+    assert rule == PlateauRule(0.2, 4, 1, 1e-3, scheduler.eps)
+
+
+# ---------------------------------------------------------------------- the core
+def _step_curve(e: np.ndarray, drops=(60, 80), gains=(0.15, 0.05)) -> np.ndarray:
+    """A loss that settles in each phase of a step schedule and falls after each drop."""
+    y = 0.5 + 0.5 * np.exp(-e / 5)
+    for at, gain in zip(drops, gains, strict=True):
+        y = y - gain * (1 - np.exp(-np.clip(e - at, 0, None) / 2))
+    return y
+
+
+STEP_PLAN = LrPlan.from_mapping({1: 0.1, 61: 0.01, 81: 0.001}, "MultiStepLR")
+
+
+def _schedule_evidence(advice):
+    return next(ev for ev in advice.evidence if ev.detector == "schedule")
+
+
+def _run(advisor: Advisor, y: np.ndarray, lr=None) -> tuple[int, object]:
+    for e in range(1, y.size + 1):
+        metrics = {"val_loss": float(y[e - 1])}
+        if lr is not None:
+            metrics["lr"] = float(lr[e - 1])
+        advice = advisor.update(e, metrics)
+        if advice.should_stop:
+            return e, advice
+    return y.size, advice
+
+
+def test_a_plateau_before_a_planned_drop_waits_for_it():
+    rng = np.random.default_rng(1)
+    e = np.arange(1, 101)
+    y = _step_curve(e) + rng.normal(0, 0.003, e.size)
+    lr = STEP_PLAN.rates_at(e)
+    stop, _ = _run(Advisor("val_loss", max_steps=100), y, lr)  # the logged rate only
+    assert stop <= 60, "the case must be one the logged rate alone stops before the drop"
+    stop, advice = _run(Advisor("val_loss", max_steps=100, lr_plan=STEP_PLAN), y, lr)
+    assert stop > 81 and advice.best_step > 81  # the best after the last drop is kept
+    advisor = Advisor("val_loss", max_steps=100, lr_plan=STEP_PLAN)
+    for i in range(45):
+        advice = advisor.update(i + 1, {"val_loss": float(y[i])})
+    evidence = _schedule_evidence(advice)
+    assert "lowers the rate from 0.1 to 0.01" in evidence.summary and "step 61" in evidence.summary
+    assert evidence.details["decay_pending"] is True
+
+
+def test_decays_that_stop_paying_end_the_wait():
+    """The first drop brought nothing: the next one is not waited for."""
+    plan = LrPlan.from_mapping({1: 0.1, 41: 0.01, 121: 0.001}, "MultiStepLR")
+    e = np.arange(1, 151)
+    y = _step_curve(e, drops=(40, 120), gains=(0.0, 0.0)) + np.random.default_rng(2).normal(
+        0, 0.003, e.size)
+    stop, advice = _run(Advisor("val_loss", max_steps=150, lr_plan=plan), y)
+    assert 47 <= stop < 120
+    assert advice.verdict is Verdict.PLATEAU
+    state = read_plan(plan, e[:stop], y[:stop], tolerance=0.005, max_steps=150)
+    assert not state.pending and "brought only" in state.reason
+    assert "brought only" in _schedule_evidence(advice).summary
+    # had the first drop paid, the advisor would have waited for the second
+    paid = _step_curve(e, drops=(40, 120), gains=(0.1, 0.0))
+    assert _run(Advisor("val_loss", max_steps=150, lr_plan=plan), paid)[0] > 120
+
+
+def test_read_plan_without_a_decay_ahead():
+    plan = LrPlan.from_mapping({1: 0.1})  # constant to the end
+    state = read_plan(plan, np.arange(1, 31), np.ones(30), tolerance=0.01, max_steps=100)
+    assert not state.pending and state.next_step is None
+
+
+def test_reduce_on_plateau_rule():
+    rule = PlateauRule(factor=0.1, patience=5, min_lr=1e-4)
+    x = np.arange(1.0, 41.0)
+    flat = np.full(40, 0.5)
+    # no reduction yet: the scheduler will answer the plateau
+    assert read_plan(rule, x, flat, tolerance=0.01, max_steps=100,
+                     logged_lr=np.full(40, 0.1)).pending
+    # the last reduction (after epoch 20) brought more than the tolerance: wait for the next
+    lr = np.where(x > 20, 0.01, 0.1)
+    helped = np.where(x > 20, 0.4, 0.5)
+    assert read_plan(rule, x, helped, tolerance=0.01, max_steps=100, logged_lr=lr).pending
+    # it brought nothing in more than patience checks: reductions have stopped paying
+    state = read_plan(rule, x, flat, tolerance=0.01, max_steps=100, logged_lr=lr)
+    assert not state.pending and "stopped paying" in state.reason
+    # the rate sits at min_lr: no reduction is left
+    state = read_plan(rule, x, helped, tolerance=0.01, max_steps=100,
+                      logged_lr=np.where(x > 20, 1e-4, 0.1))
+    assert not state.pending and "min_lr" in state.reason
+    # fewer checks left than the scheduler's patience: no reduction can come
+    assert not read_plan(rule, x, flat, tolerance=0.01, max_steps=43,
+                         logged_lr=np.full(40, 0.1)).pending
+
+
+def test_a_constant_logged_rate_is_an_unknown_schedule():
+    """Logging a rate that has not changed must not make the advisor bolder than logging
+    none: before min_progress_without_lr of the budget, a plateau is not a stop."""
+    y = 0.3 + np.exp(-np.arange(1, 101) / 4)
+    for lr in (None, np.full(100, 0.1)):
+        stop, _ = _run(Advisor("val_loss", max_steps=100), y, lr)
+        assert stop >= 50
+    stop, advice = _run(Advisor("val_loss", max_steps=100, lr_plan={1: 0.1}), y)
+    assert stop < 50 and advice.verdict is Verdict.PLATEAU  # a constant plan is known
+
+
+def test_plan_travels_with_the_state_and_old_states_load():
+    advisor = Advisor("val_loss", max_steps=100, lr_plan=STEP_PLAN)
+    for e in range(1, 20):
+        advisor.update(e, {"val_loss": 1.0 / e})
+    state = advisor.state_dict()
+    restored = Advisor("val_loss", max_steps=100)
+    restored.load_state_dict(state)
+    assert restored.lr_plan == STEP_PLAN
+    assert restored.advice.reason == advisor.advice.reason
+    old = dict(state, version=1)
+    old.pop("lr_plan")
+    again = Advisor("val_loss", max_steps=100)
+    again.load_state_dict(old)
+    assert again.lr_plan is None
+    with pytest.raises(ValueError, match="state version 7"):
+        again.load_state_dict(dict(state, version=7))
+
+
+def test_bad_plans_are_refused_with_the_value():
+    with pytest.raises(ValueError, match="negative"):
+        LrPlan((1.0, 2.0), (0.1, -0.1))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        LrPlan((2.0, 1.0), (0.1, 0.1))
+    with pytest.raises(TypeError, match="lr_plan must be"):
+        Advisor("val_loss", lr_plan=[0.1, 0.01])
+    with pytest.raises(ValueError, match="factor must be in"):
+        PlateauRule(factor=2.0, patience=3)
+
+
+def test_replay_reads_planned_lr_as_the_plan():
+    rng = np.random.default_rng(1)
+    e = np.arange(1, 101)
+    y = _step_curve(e) + rng.normal(0, 0.003, e.size)
+    frame = {"epoch": e, "val_loss": y, "lr": STEP_PLAN.rates_at(e)}
+    import pandas as pd
+
+    without = replay(pd.DataFrame(frame), monitor="val_loss").iloc[0]
+    with_plan = replay(pd.DataFrame(dict(frame, planned_lr=STEP_PLAN.rates_at(e))),
+                       monitor="val_loss").iloc[0]
+    assert without["stop_epoch"] <= 60
+    assert with_plan["stop_epoch"] > 81
+    # a plan logged to the budget by a run that stopped early does not stretch the run
+    cut = pd.DataFrame(frame).iloc[:60].merge(
+        pd.DataFrame({"epoch": e, "planned_lr": STEP_PLAN.rates_at(e)}), how="outer")
+    row = replay(cut, monitor="val_loss").iloc[0]
+    assert row["last_epoch"] == 60 and not row["stopped"]
