@@ -184,3 +184,34 @@ def test_a_resume_mid_run_keeps_the_plan(tmp_path):
     np.testing.assert_allclose(plan.rates_at(epochs), whole.advisor.lr_plan.rates_at(epochs))
     np.testing.assert_allclose(plan.rates_at(np.arange(16, 25)), rates.epoch_rates)
     assert len(resumed.advisor.history) == 24  # the checks before the resume are kept
+
+
+def test_the_plan_is_logged_to_mlflow_and_replayed_from_it(mlflow_server):
+    """The callback logs the plan (``advisor/planned_lr``, tag ``advisor.lr_plan``) next to
+    the trainer's metrics, so `advisor analyze` replays the run with it and agrees with the
+    callback (without the plan, the replay would stop before the drop)."""
+    import uuid
+
+    from mlflow import MlflowClient
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    from advisor.report import analyze_mlflow_run
+
+    logger = MLFlowLogger(experiment_name=f"plan-{uuid.uuid4().hex[:8]}",
+                          tracking_uri=mlflow_server.url)
+    callback = AdvisorCallback("val_loss", train_metric="train_loss", action="stop")
+    trainer = pl.Trainer(max_epochs=60, callbacks=[callback], logger=logger,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(Net(0.1, lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [40], 0.1)),
+                *_data())
+    client = MlflowClient(mlflow_server.url)
+    run = client.get_run(logger.run_id)
+    assert run.data.tags["advisor.lr_plan"] == "MultiStepLR"
+    planned = {m.step: m.value for m in client.get_metric_history(run.info.run_id,
+                                                                   "advisor/planned_lr")}
+    assert planned == pytest.approx({1: 0.1, 41: 0.01})  # the points where the rate changes
+    analysis = analyze_mlflow_run(client, run, "val_loss", "min", "train_loss")
+    assert analysis.advice.step == callback.advice.step
+    assert analysis.advice.verdict == callback.advice.verdict
+    assert analysis.advice.best_step == callback.advice.best_step
