@@ -10,6 +10,15 @@ Non-finite values were dropped upstream, so missing evaluations come back here a
 - ``algoperf``: a run has as many evaluations as its largest ``epoch`` in any metric; the x axis is
   the ``step`` metric (real global step), falling back to the evaluation index where it is missing.
 
+- ``zoo``: the project's own corpus (``benchmarks/data/zoo``, see ``benchmarks/zoo.py``), read
+  from :data:`ZOO_DIR` unless ``data_dir`` holds a ``zoo.csv.gz``. The x axis is the epoch; a run's
+  evaluations are its validation epochs (``val_every``, 2 * ``val_every``, ..., ``budget``), padded
+  with NaN after a divergence, and every metric (``lr`` and ``planned_lr`` included) is given at
+  those epochs. ``Run.per_epoch`` holds every metric at every epoch 1..budget (``train_loss``,
+  ``lr``, ``planned_lr``, ...; NaN where not logged) and ``Run.config`` the run's config row.
+  Tasks are ``<family>/<schedule_variant>``; :func:`family` gives the zoo family and
+  :func:`task_split` the config's ``split`` column.
+
 The pivoted runs are cached as a pickle of plain dicts and arrays under ``benchmarks/.cache/``.
 """
 
@@ -21,6 +30,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,15 +41,20 @@ __all__ = [
     "Monitor",
     "Run",
     "family",
+    "ZOO_DIR",
     "load_source",
+    "load_zoo",
     "monitors_for",
     "sample_runs",
     "task_split",
     "taskset_learning_rates",
+    "zoo_configs",
 ]
 
 DATA_DIR = Path(os.environ.get("ADVISOR_CURVES", "/work/shared/curves"))
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
+#: The zoo corpus (``benchmarks/zoo.py``) ships with the repository.
+ZOO_DIR = Path(os.environ.get("ADVISOR_ZOO", Path(__file__).resolve().parent / "data" / "zoo"))
 _CACHE_VERSION = 1
 
 #: A TaskSet run "learns" if its minimum validation loss drops below this (chance is ln 2 = 0.693).
@@ -79,6 +94,10 @@ class Run:
     run_id: str
     x: np.ndarray
     metrics: dict[str, np.ndarray] = field(repr=False)
+    #: zoo only: every metric at every epoch 1..budget (NaN where not logged); else empty.
+    per_epoch: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    #: zoo only: the run's row of ``zoo_configs.csv.gz``; else empty.
+    config: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def n_evals(self) -> int:
@@ -117,7 +136,10 @@ class Monitor:
 
 
 def family(task: str) -> str:
-    """The AlgoPerf workload family: the longest known base name that prefixes ``task``."""
+    """The AlgoPerf workload family: the longest known base name that prefixes ``task``; for a
+    zoo task (``<family>/<schedule_variant>``) the zoo family."""
+    if "/" in task:
+        return task.split("/", 1)[0]
     matches = [f for f in ALGOPERF_FAMILIES if task == f or task.startswith(f + "_")]
     if matches:
         return max(matches, key=len)
@@ -131,8 +153,14 @@ def task_split(source: str, tasks: Iterable[str]) -> dict[str, str]:
     algoperf: workload families in sorted order alternate tune, holdout, tune, ... (criteo1tb,
     imagenet_resnet, librispeech_conformer, ogbg tune; fastmri, imagenet_vit,
     librispeech_deepspeech, wmt holdout); every workload goes with its family.
+    zoo: the ``split`` column of ``zoo_configs.csv.gz`` (see ``benchmarks/zoo.py`` for the rule;
+    it is constant within a task).
     """
     tasks = sorted(set(tasks))
+    if source == "zoo":
+        by_task = zoo_configs().groupby("task")["split"].agg(set)
+        assert all(len(v) == 1 for v in by_task), "a zoo task spans both splits"
+        return {t: next(iter(by_task[t])) for t in tasks}
     if source == "taskset":
         return {t: "tune" if i in (0, 3, 6, 9) else "holdout" for i, t in enumerate(tasks)}
     fams = sorted({family(t) for t in tasks} | set(ALGOPERF_FAMILIES))
@@ -183,11 +211,60 @@ def _pivot(df: pd.DataFrame, source: str) -> list[dict]:
     return runs
 
 
+def _zoo_dir(data_dir: Path | None = None) -> Path:
+    return Path(data_dir) if data_dir is not None and (Path(data_dir) / "zoo.csv.gz").exists() \
+        else ZOO_DIR
+
+
+def zoo_configs(data_dir: Path | None = None) -> pd.DataFrame:
+    """The zoo's config table, one row per run (``task, run_id, family, schedule, ..., split``)."""
+    return pd.read_csv(_zoo_dir(data_dir) / "zoo_configs.csv.gz")
+
+
+def _pivot_zoo(df: pd.DataFrame, cfg: pd.DataFrame) -> list[dict]:
+    cfg = cfg.set_index("run_id", drop=False)
+    run_code = pd.Categorical(df["run_id"], categories=cfg.index).codes
+    if (run_code < 0).any():
+        raise ValueError("zoo.csv.gz has runs that zoo_configs.csv.gz does not list")
+    metric_code, metric_names = pd.factorize(df["metric"])
+    order = np.argsort(run_code, kind="stable")
+    run_code, metric_code = run_code[order], metric_code[order]
+    epoch = df["epoch"].to_numpy()[order] - 1
+    value = df["value"].to_numpy(dtype=float)[order]
+    bounds = np.searchsorted(run_code, np.arange(len(cfg) + 1))
+    runs: list[dict] = []
+    for i, (run_id, row) in enumerate(cfg.iterrows()):
+        lo, hi = bounds[i], bounds[i + 1]
+        budget, every = int(row["budget"]), int(row["val_every"])
+        per_epoch = {}
+        for m in np.unique(metric_code[lo:hi]):
+            sel = np.flatnonzero(metric_code[lo:hi] == m) + lo
+            a = np.full(budget, np.nan)
+            a[epoch[sel]] = value[sel]
+            per_epoch[str(metric_names[m])] = a
+        x = np.arange(every, budget + 1, every, dtype=float)
+        idx = x.astype(int) - 1
+        runs.append(dict(task=str(row["task"]), run_id=str(run_id), x=x,
+                         metrics={m: a[idx] for m, a in per_epoch.items()},
+                         per_epoch=per_epoch, config=row.to_dict()))
+    return runs
+
+
+def load_zoo(data_dir: Path | None = None, cache_dir: Path = CACHE_DIR) -> list[Run]:
+    """All runs of the zoo corpus (``load_source("zoo")``); see the module docstring."""
+    return load_source("zoo", ZOO_DIR if data_dir is None else data_dir, cache_dir)
+
+
 def load_source(source: str, data_dir: Path = DATA_DIR, cache_dir: Path = CACHE_DIR) -> list[Run]:
-    """All runs of ``source`` (``taskset`` or ``algoperf``), pivoted once and cached."""
+    """All runs of ``source`` (``taskset``, ``algoperf`` or ``zoo``), pivoted once and cached."""
+    if source == "zoo":
+        data_dir = _zoo_dir(data_dir)
     path = Path(data_dir) / f"{source}.csv.gz"
     st = path.stat()
     key = (_CACHE_VERSION, str(path), st.st_size, int(st.st_mtime))
+    if source == "zoo":
+        cst = (Path(data_dir) / "zoo_configs.csv.gz").stat()
+        key += (cst.st_size, int(cst.st_mtime))
     cache = Path(cache_dir) / f"{source}.pkl"
     raw = None
     if cache.exists():
@@ -198,7 +275,7 @@ def load_source(source: str, data_dir: Path = DATA_DIR, cache_dir: Path = CACHE_
     if raw is None:
         print(f"[curves] pivoting {path} (first time; cached afterwards)", file=sys.stderr)
         df = pd.read_csv(path, usecols=["task", "run_id", "epoch", "metric", "value"])
-        raw = _pivot(df, source)
+        raw = _pivot_zoo(df, zoo_configs(data_dir)) if source == "zoo" else _pivot(df, source)
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
         with tmp.open("wb") as f:
