@@ -26,7 +26,7 @@ def plateau_evidence(r: PlateauResult, monitor: str, sign: float, confidence: fl
     lo, hi = sorted((sign * t.low_slope, sign * t.high_slope))
     summary = (
         f"over the last {t.n} checks (steps {r.window_start:g}-{r.window_end:g}) {monitor} moved "
-        f"{sign * t.slope:+.3g} per step ({confidence:.0%} interval {lo:+.3g} to {hi:+.3g}, "
+        f"{sign * t.slope:+.3g} per step ({100 * confidence:.4g}% interval {lo:+.3g} to {hi:+.3g}, "
         f"Mann-Kendall p={t.pvalue:.2g}); the budget left is worth about "
         f"{r.projected_gain:.3g} more (at most {r.projected_gain_high:.3g}) against "
         f"{r.tolerance:.3g} worth training for"
@@ -46,18 +46,13 @@ def overfitting_evidence(r: OverfittingResult, monitor: str, train_metric: str |
     rise = r.rise
     if rise is None:
         summary = f"{monitor} is at or near its smoothed best (step {best_step:g})"
-    elif r.onset and r.train_trend is not None:
-        summary = (
-            f"{monitor} has not improved in the {r.checks_since_best} checks since its smoothed "
-            f"best (step {best_step:g}; trend z={rise.statistic:.2g}, {r.gap:.3g} above the best) "
-            f"while {train_metric} kept improving (p={r.train_trend.pvalue_decreasing:.2g}); "
-            f"Prechelt's GL={r.generalization_loss:.3g}, PQ={r.progress_quotient:.3g}"
-        )
     else:
+        verb = "is rising" if r.overfitting else "is not rising significantly"
         summary = (
-            f"{monitor} is {r.gap:.3g} worse than at its smoothed best (step {best_step:g}) "
-            f"over the {r.checks_since_best} checks since (Mann-Whitney p={r.pvalue:.2g}, rising "
-            f"trend p={rise.pvalue_increasing:.2g}); Prechelt's GL={r.generalization_loss:.3g}"
+            f"{monitor} {verb} since its smoothed best (step {best_step:g}): "
+            f"{r.rise_size:+.3g} over the {rise.n} checks tested (rising trend "
+            f"p={rise.pvalue_increasing:.2g}), now {r.gap:.3g} worse than the best against "
+            f"{r.tolerance:.3g} that matters; Prechelt's GL={r.generalization_loss:.3g}"
         )
         if train_metric is None:
             summary += "; no training metric given, so this is validation-only evidence"
@@ -72,7 +67,8 @@ def overfitting_evidence(r: OverfittingResult, monitor: str, train_metric: str |
                  "generalization_loss": r.generalization_loss,
                  "progress_quotient": r.progress_quotient,
                  "rise_pvalue": None if rise is None else rise.pvalue_increasing,
-                 "train_improving": r.train_improving, "onset": r.onset},
+                 "train_improving": r.train_improving, "onset": r.onset,
+                 "rise": r.rise_size},
     )
 
 

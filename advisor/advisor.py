@@ -11,21 +11,28 @@ import numpy as np
 from . import _explain
 from .advice import Advice, Evidence, Verdict
 from .detectors import (
+    PlateauState,
     detect_divergence,
     detect_overfitting,
     detect_plateau,
     fit_learning_curve,
     read_schedule,
 )
-from .detectors._stats import median, noise_scale
+from .detectors._stats import median, noise_estimate
 from .detectors.forecast import CurveFit, curve_fit_from_dict, curve_fit_to_dict
+from .detectors.overfitting import OverfittingResult
 from .detectors.plan import LrPlan, PlanState, PlateauRule, plan_from_dict, plan_to_dict, read_plan
-from .detectors.plateau import PlateauState, adaptive_window, remaining_gain_horizon
+from .detectors.plateau import adaptive_window, remaining_gain_horizon, window_rate_ratio
+from .detectors.schedule import ScheduleState
 from .history import MetricHistory
+from .policy import Decision, Findings, decide
 
 __all__ = ["Advisor", "MetricNotFoundError"]
 
 _LR_NAMES = ("lr", "learning_rate", "learning-rate")
+_NO_OVERFITTING = OverfittingResult(False, 0, math.nan, 1.0, None, 0.0, 0.0, math.nan, math.nan,
+                                    None)
+_NO_SCHEDULE = ScheduleState(False, 0, math.nan, math.nan, False, False, False, 0)
 
 
 class MetricNotFoundError(KeyError):
@@ -65,21 +72,28 @@ class Advisor:
         min_checks: the fewest checks before any statistical verdict (earlier: undecided, never
             a stop, except on NaN/inf).
         min_improvement: the smallest gain worth the remaining budget, as a fraction of the
-            improvement the run has made so far.
-        noise_tolerance: the tolerance is at least this many noise scales (a run that never
-            improved has no other scale).
+            best value's size (0.01: a stop may cost at most 1% of the best, the regret the
+            benchmarks count).
+        min_delta: the smallest gain worth the remaining budget in the metric's own units (as
+            Lightning's ``EarlyStopping(min_delta=...)``); the larger of the two counts.
+        noise_tolerance: the tolerance is at least this many noise scales (a gain smaller than
+            the check-to-check noise cannot be told from it).
         alpha: significance level of the trend and overfitting tests.
         confidence: level of the slope interval whose optimistic end must promise less than the
             tolerance for a plateau.
-        confirm: consecutive checks a plateau must hold before it is a stop (the test runs at
-            every check, so a single unlucky window must not end a run).
+        confirm: consecutive checks a plateau or overfitting must hold before it is a stop (the
+            tests run at every check, so a single unlucky window must not end a run).
+        alpha_spending: share the plateau test's error rate ``(1 - confidence) / 2`` among the
+            checks the budget holds (Bonferroni over repeated looks), so that asking at every
+            check keeps the chance of stopping a run that would still gain the tolerance at
+            most that rate, however many checks the run has. ``False``: every look at
+            ``confidence``.
         window_fraction, min_window, max_window: the plateau window is the latest
             ``window_fraction`` of the current phase, between ``min_window`` and ``max_window``
             checks.
         stall_window: the fewest checks in the window for a stall (no downward trend at all and
-            no new best by the tolerance) to count as a plateau; also the fewest checks since
-            validation's best for the overfitting onset (no downward trend while the training
-            metric still improves significantly).
+            no new best by the tolerance) to count as a plateau; also the fewest checks of the
+            segment after validation's best that the overfitting test needs.
         min_progress_without_lr: with no learning rate logged and a known budget, a plateau is a
             stop only after this share of ``max_steps``: most schedules (cosine, linear, step)
             decay later and often break an early plateau. Overfitting and divergence stop anytime.
@@ -102,10 +116,12 @@ class Advisor:
         lr_plan: LrPlan | PlateauRule | Mapping[float, float] | None = None,
         min_checks: int = 6,
         min_improvement: float = 0.01,
+        min_delta: float = 0.0,
         noise_tolerance: float = 0.5,
         alpha: float = 0.05,
         confidence: float = 0.95,
         confirm: int = 2,
+        alpha_spending: bool = True,
         window_fraction: float = 0.35,
         min_window: int = 6,
         max_window: int = 48,
@@ -127,6 +143,9 @@ class Advisor:
             raise ValueError(f"min_checks must be at least 3, but got {min_checks}.")
         if not 0 <= min_improvement < 1:
             raise ValueError(f"min_improvement must be in [0, 1), but got {min_improvement}.")
+        if isinstance(min_delta, bool) or not isinstance(min_delta, int | float) or not (
+                min_delta >= 0 and math.isfinite(min_delta)):
+            raise ValueError(f"min_delta must be a non-negative number, but got {min_delta!r}.")
         if noise_tolerance < 0:
             raise ValueError(f"noise_tolerance cannot be negative, but got {noise_tolerance}.")
         if stall_window < 3:
@@ -152,6 +171,8 @@ class Advisor:
         self.lr_metric = lr_metric
         self.min_checks = int(min_checks)
         self.min_improvement = float(min_improvement)
+        self.min_delta = float(min_delta)
+        self.alpha_spending = bool(alpha_spending)
         self.noise_tolerance = float(noise_tolerance)
         self.alpha = float(alpha)
         self.confidence = float(confidence)
@@ -172,6 +193,7 @@ class Advisor:
         self._prediction: tuple[tuple[int, float], Any] | None = None  # cached per fit and step
         self._advice: Advice | None = None
         self._plateau_run = 0  # consecutive monitor checks judged a plateau
+        self._overfit_run = 0  # consecutive monitor checks judged overfitting
         self._judged_step: float | None = None  # the monitor check judged last
         self.lr_plan: LrPlan | PlateauRule | None = None
         self.set_lr_plan(lr_plan)
@@ -228,6 +250,7 @@ class Advisor:
             "fit": None if self._fit is None else curve_fit_to_dict(self._fit),
             "fit_key": None if self._fit_key is None else list(self._fit_key),
             "plateau_run": self._plateau_run,
+            "overfit_run": self._overfit_run,
             "judged_step": self._judged_step,
             "lr_plan": plan_to_dict(self.lr_plan),
         }
@@ -248,6 +271,7 @@ class Advisor:
         key = state.get("fit_key")
         self._fit_key = None if key is None else (float(key[0]), int(key[1]))
         self._plateau_run = int(state.get("plateau_run", 0))
+        self._overfit_run = int(state.get("overfit_run", 0))
         step = state.get("judged_step")
         self._judged_step = None if step is None else float(step)
         if state.get("lr_plan") is not None:
@@ -265,15 +289,16 @@ class Advisor:
         return None
 
     def _advise(self) -> Advice:
+        """Run the detectors on the history, ask the policy, word its decision."""
         h = self.history
         sign, monitor = self._sign, self.monitor
-        prev_run, prev_step = self._plateau_run, self._judged_step
-        self._plateau_run = 0  # stays 0 unless this check is a plateau
+        prev_step = self._judged_step
         logged = h.logged(monitor)
         x_all = h.steps[logged]
         y_all = sign * h.values(monitor)[logged]
         step = float(x_all[-1])
         self._judged_step = step
+        again = step == prev_step  # the same check judged again (another metric was logged)
         finite = np.isfinite(y_all)
         x, y = x_all[finite], y_all[finite]
         n = y.size
@@ -285,29 +310,22 @@ class Advisor:
         best_i = int(np.argmin(y))
         best, best_step = float(y[best_i]), float(x[best_i])
         base.update(best_step=best_step, best_value=sign * best)
-        noise = noise_scale(y[-4 * self.max_window :])
+        noise, phi = noise_estimate(y[-4 * self.max_window :])
         # improvement so far, from a reference robust to initialisation transients
         span = max(median(y[: max(3, n // 4)]) - best, 0.0)
+        tol = self.tolerance(sign * best, noise)
 
         div = detect_divergence(y_all[-3:], scale=max(span, 4.0 * noise), best=best)
+        evidence: list[Evidence] = []
         if div.diverged:
-            ev = _explain.divergence_evidence(div, monitor, sign * float(y_all[-1]), step, sign)
-            return Advice(verdict=Verdict.DIVERGED, should_stop=True, evidence=(ev,),
-                          suggested_stop_step=best_step,
-                          reason=f"Training diverged: {ev.summary}; keep the checkpoint of step "
-                                 f"{best_step:g}.", **base)
-        if n < self.min_checks:
-            ev = Evidence("history", f"{n} finite check(s) of {monitor}; at least "
-                                     f"{self.min_checks} are needed for a verdict",
-                          details={"checks": n, "min_checks": self.min_checks})
-            return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=(ev,),
-                          reason=f"Too early to judge: only {n} check(s) of {monitor} so far "
-                                 f"(need {self.min_checks}).", **base)
+            evidence.append(_explain.divergence_evidence(div, monitor, sign * float(y_all[-1]),
+                                                         step, sign))
+        if div.diverged or n < self.min_checks:
+            f = self._findings(n, div, None, None, None, None, None, None, tol, again)
+            return self._word(decide(f), f, evidence, base, noise=noise)
 
-        tol = max(self.min_improvement * span, self.noise_tolerance * noise)
         sched, plan = self._schedule(x, y, logged, finite, tol)
-        evidence = [_explain.schedule_evidence(sched, plan)]
-
+        evidence.append(_explain.schedule_evidence(sched, plan))
         phase = np.arange(n) >= sched.phase_start
         xp, yp = x[phase], y[phase]
         forecast = self._forecast(xp, yp, noise)
@@ -319,73 +337,144 @@ class Advisor:
             evidence.append(_explain.forecast_evidence(forecast, gain, gain_iv, monitor))
         base.update(forecast=forecast, expected_gain=gain, expected_gain_interval=gain_iv)
 
-        over = detect_overfitting(
-            x, y, tolerance=max(tol, 2.0 * noise), alpha=self.alpha,
-            stall_points=self.stall_window,
-            train_values=None if self.train_metric is None
-            else sign * h.values(self.train_metric)[logged][finite])
+        train = None if self.train_metric is None \
+            else sign * h.values(self.train_metric)[logged][finite]
+        over = detect_overfitting(x, y, tolerance=tol, alpha=self.alpha,
+                                  stall_points=self.stall_window, train_values=train,
+                                  autocorrelation=phi)
         evidence.append(_explain.overfitting_evidence(over, monitor, self.train_metric,
                                                       float(x[over.best_index]), step, noise))
-        if over.overfitting:
-            stop_at = float(x[over.best_index])
-            return Advice(verdict=Verdict.OVERFITTING, should_stop=True, evidence=tuple(evidence),
-                          suggested_stop_step=stop_at,
-                          reason=f"Overfitting: {evidence[-1].summary}; keep the best checkpoint "
-                                 f"(step {best_step:g}).", **base)
+        plateau = None
+        if yp.size >= self.min_window:
+            w = adaptive_window(yp.size, self.window_fraction, self.min_window, self.max_window)
+            spacing = median(np.diff(xp)) if xp.size > 1 else 1.0
+            origin = float(xp[0]) - spacing
+            # At least the window's own length: a curve still gaining the tolerance per window
+            # is not a plateau just because the budget is nearly used up. The window's slope is
+            # its average rate; the horizon is scaled to the rate at its end.
+            horizon = max(remaining_gain_horizon(step, self.max_steps, origin, self.decay),
+                          float(xp[w][-1] - xp[w][0])) * window_rate_ratio(
+                              float(xp[w][0]), step, origin, self.decay)
+            before = yp[: w[0]]
+            confidence = self._look_confidence(step, spacing)
+            plateau = detect_plateau(xp[w], yp[w], tolerance=tol, horizon=horizon, noise=noise,
+                                     prior_best=float(before.min()) if before.size else None,
+                                     stall_points=self.stall_window,
+                                     confidence=confidence, alpha=self.alpha,
+                                     autocorrelation=phi)
+            evidence.append(_explain.plateau_evidence(plateau, monitor, sign, confidence))
+        f = self._findings(n, div, over, plateau, sched, plan,
+                           None if gain_iv is None else gain_iv[0], step, tol, again)
+        decision = decide(f)
+        stop_at = None
+        if decision.verdict is Verdict.PLATEAU:
+            best_so_far = np.minimum.accumulate(y)
+            stop_at = float(x[int(np.argmax(best_so_far <= best + tol))])
+        return self._word(decision, f, evidence, base, noise=noise, stop_at=stop_at,
+                          over_best=float(x[over.best_index]))
 
-        if yp.size < self.min_window:
-            return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=tuple(evidence),
-                          reason=f"A new phase began at step {xp[0]:g} ({sched.describe()}); "
-                                 f"only {yp.size} check(s) since, too few to judge.", **base)
-        w = adaptive_window(yp.size, self.window_fraction, self.min_window, self.max_window)
-        spacing = median(np.diff(xp)) if xp.size > 1 else 1.0
-        # At least the window's own length: a curve still gaining the tolerance per window is
-        # not a plateau just because the budget is nearly used up.
-        horizon = max(remaining_gain_horizon(step, self.max_steps, float(xp[0]) - spacing,
-                                             self.decay), float(xp[w][-1] - xp[w][0]))
-        before = yp[: w[0]]
-        plateau = detect_plateau(xp[w], yp[w], tolerance=tol, horizon=horizon, noise=noise,
-                                 prior_best=float(before.min()) if before.size else None,
-                                 stall_points=self.stall_window,
-                                 confidence=self.confidence, alpha=self.alpha)
-        if plateau.state is PlateauState.PLATEAU:  # a check judged again is not counted twice
-            self._plateau_run = (prev_run - 1 if step == prev_step and prev_run else prev_run) + 1
-        evidence.append(_explain.plateau_evidence(plateau, monitor, sign, self.confidence))
-        evidence = tuple(evidence)
-        text = evidence[-1].summary
-        if plateau.state is PlateauState.IMPROVING:
-            return Advice(verdict=Verdict.IMPROVING, should_stop=False, evidence=evidence,
-                          reason=f"Still improving: {text}.", **base)
-        if plateau.state is PlateauState.UNDECIDED:
-            return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=evidence,
-                          reason=f"Not clear yet: {text}.", **base)
-        if plan is not None and plan.pending:
-            return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=evidence,
-                          reason=f"Flat, but {plan.reason}: wait for it ({text}).", **base)
-        if plan is None and (sched.decay_pending or sched.warming_up):
-            return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=evidence,
-                          reason=f"Flat for now, but {sched.describe()}, so a scheduled decay is "
-                                 f"likely to bring more: {text}.", **base)
-        progress = None if self.max_steps is None else step / self.max_steps
-        if not sched.known and progress is not None and progress < self.min_progress_without_lr:
-            return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=evidence,
-                          reason=f"Flat at {progress:.0%} of the budget, but the learning-rate "
-                                 f"schedule is unknown and most schedules decay later, which "
-                                 f"often brings more: {text}.", **base)
-        if gain_iv is not None and gain_iv[0] > tol:
-            return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=evidence,
-                          reason=f"Flat for now, but the learning-curve forecast expects at least "
-                                 f"{gain_iv[0]:.3g} more: {text}.", **base)
-        if self._plateau_run < self.confirm:
-            return Advice(verdict=Verdict.UNDECIDED, should_stop=False, evidence=evidence,
-                          reason=f"Looks flat, to be confirmed at the next check: {text}.", **base)
-        best_so_far = np.minimum.accumulate(y)
-        stop_at = float(x[int(np.argmax(best_so_far <= best + tol))])
-        schedule_note = "" if sched.known else "; the learning-rate schedule is unknown"
-        return Advice(verdict=Verdict.PLATEAU, should_stop=True, evidence=evidence,
-                      suggested_stop_step=stop_at,
-                      reason=f"Plateau: {text}{schedule_note}; best {sign * best:.4g} at step "
-                             f"{best_step:g}.", **base)
+    def tolerance(self, best: float, noise: float = 0.0) -> float:
+        """The smallest gain worth the rest of the budget, in the metric's units: ``min_delta``,
+        ``min_improvement`` of the best value's size, and ``noise_tolerance`` noise scales,
+        whichever is largest."""
+        return max(self.min_improvement * abs(best), self.min_delta,
+                   self.noise_tolerance * noise)
+
+    def _look_confidence(self, step: float, spacing: float) -> float:
+        """The plateau interval's level at this look. With ``alpha_spending``, the one-sided
+        error ``(1 - confidence) / 2`` is shared evenly among the checks the budget holds
+        (Bonferroni over the looks), so asking at every check does not raise the chance of a
+        wrong stop above it however long the run; without a budget, the run is assumed to go on
+        for as long again."""
+        if not self.alpha_spending:
+            return self.confidence
+        end = self.max_steps if self.max_steps is not None else 2.0 * step
+        looks = max(1.0, end / max(spacing, 1e-12))
+        return 1.0 - (1.0 - self.confidence) / looks
+
+    def _findings(self, n, div, over, plateau, sched, plan, gain_low, step, tol, again):
+        """The detectors' results at this check, with the runs of consecutive checks."""
+        over_ok = over is not None and over.overfitting
+        flat = plateau is not None and plateau.state is PlateauState.PLATEAU
+        # a check judged again (another metric was logged) is not counted twice
+        self._overfit_run = (self._overfit_run if again else self._overfit_run + 1) \
+            if over_ok else 0
+        self._plateau_run = (self._plateau_run if again else self._plateau_run + 1) \
+            if flat else 0
+        rising = bool(over is not None and over.rise is not None and over.gap > tol
+                      and over.rise.pvalue_increasing < self.alpha
+                      and not (over.train_trend is not None
+                               and over.train_trend.pvalue_increasing < self.alpha))
+        progress = None if self.max_steps is None or step is None else step / self.max_steps
+        return Findings(
+            checks=n, min_checks=self.min_checks, divergence=div,
+            overfitting=over if over is not None else _NO_OVERFITTING,
+            overfitting_run=self._overfit_run, plateau=plateau, plateau_run=self._plateau_run,
+            confirm=self.confirm, schedule=sched if sched is not None else _NO_SCHEDULE,
+            plan=plan, progress=progress, min_progress_without_lr=self.min_progress_without_lr,
+            forecast_gain_low=gain_low, tolerance=tol, rising=rising)
+
+    def _word(self, d: Decision, f: Findings, evidence: list[Evidence], base: dict,
+                *, noise: float, stop_at: float | None = None,
+                over_best: float | None = None) -> Advice:
+        """The decision in words: the reason a person reads, with the evidence behind it."""
+        monitor = self.monitor
+        best_step = base.get("best_step")
+        if d.why == "diverged":
+            text = evidence[0].summary
+            return Advice(verdict=d.verdict, should_stop=True, evidence=tuple(evidence),
+                          suggested_stop_step=best_step,
+                          reason=f"Training diverged: {text}; keep the checkpoint of step "
+                                 f"{best_step:g}.", **base)
+        if d.why == "too_early":
+            ev = Evidence("history", f"{f.checks} finite check(s) of {monitor}; at least "
+                                     f"{self.min_checks} are needed for a verdict",
+                          details={"checks": f.checks, "min_checks": self.min_checks})
+            return Advice(verdict=d.verdict, should_stop=False, evidence=(ev,),
+                          reason=f"Too early to judge: only {f.checks} check(s) of {monitor} so "
+                                 f"far (need {self.min_checks}).", **base)
+        over_text = next(e.summary for e in evidence if e.detector == "overfitting")
+        plateau_text = evidence[-1].summary if f.plateau is not None else ""
+        tol = f.tolerance
+        rel = tol / max(abs(base["best_value"]), 1e-300)
+        worth = f"{tol:.3g} ({rel:.1%} of the best)"
+        reasons = {
+            "overfitting": f"Overfitting: {over_text}; keep the best checkpoint "
+                           f"(step {best_step:g}).",
+            "overfitting_unconfirmed": f"Validation is rising, to be confirmed at the next "
+                                       f"check: {over_text}.",
+            "new_phase": f"A new phase began after a drop of the learning rate "
+                         f"({f.schedule.describe()}); too few checks since to judge.",
+            "improving": f"Still improving: {plateau_text}.",
+            "unclear": f"Not clear yet: {plateau_text}.",
+            "decay_planned": f"Flat, but {f.plan.reason if f.plan else ''}: wait for it "
+                             f"({plateau_text}).",
+            "decay_likely": f"Flat for now, but {f.schedule.describe()}, so a scheduled decay "
+                            f"is likely to bring more: {plateau_text}.",
+            "schedule_unknown": f"Flat at {f.progress or 0:.0%} of the budget, but the "
+                                f"learning-rate schedule is unknown and most schedules decay "
+                                f"later, which often brings more: {plateau_text}.",
+            "forecast_expects_more": f"Flat for now, but the learning-curve forecast expects at "
+                                     f"least {f.forecast_gain_low or 0:.3g} more: "
+                                     f"{plateau_text}.",
+            "unconfirmed": f"Looks flat, to be confirmed at the next check: {plateau_text}.",
+            "rising": f"Overfitting: {monitor} has been rising since its best while training "
+                      f"went on, and the rest of the budget is unlikely to improve it by more "
+                      f"than {worth}: {over_text}; keep the best checkpoint (step "
+                      f"{best_step:g}).",
+            "plateau": f"Plateau: training on{self._to_budget()} is unlikely to improve "
+                       f"{monitor} by more than {worth}: {plateau_text}"
+                       f"{'' if f.schedule.known else '; the learning-rate schedule is unknown'}"
+                       f"; best {base['best_value']:.4g} at step {best_step:g}.",
+        }
+        suggested = None
+        if d.should_stop:
+            suggested = stop_at if d.verdict is Verdict.PLATEAU else best_step
+        return Advice(verdict=d.verdict, should_stop=d.should_stop, evidence=tuple(evidence),
+                      suggested_stop_step=suggested, reason=reasons[d.why], **base)
+
+    def _to_budget(self) -> str:
+        return "" if self.max_steps is None else f" to step {self.max_steps:g}"
 
     def _schedule(self, x: np.ndarray, y: np.ndarray, logged: np.ndarray, finite: np.ndarray,
                   tol: float) -> tuple[Any, PlanState | None]:

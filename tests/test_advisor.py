@@ -67,10 +67,16 @@ def test_constant_curve_is_eventually_a_plateau_and_never_crashes():
     assert early.verdict is Verdict.UNDECIDED and "schedule is unknown" in early.reason
 
 
-def test_constant_curve_with_a_constant_learning_rate_stops_early():
-    advices = feed(Advisor(max_steps=200), np.full(40, 0.5), extra={"lr": np.full(40, 1e-3)})
+def test_constant_curve_with_a_constant_learning_rate_stops_early_only_with_a_plan():
+    # a planned constant rate (no scheduler) is known: a flat curve stops early
+    advices = feed(Advisor(max_steps=200, lr_plan={1: 1e-3}), np.full(40, 0.5),
+                   extra={"lr": np.full(40, 1e-3)})
     stop = first_stop(advices)
     assert stop is not None and stop.verdict is Verdict.PLATEAU and stop.step < 40
+    # a logged rate that has not changed yet says nothing of the decays ahead: no early stop
+    advices = feed(Advisor(max_steps=200), np.full(40, 0.5), extra={"lr": np.full(40, 1e-3)})
+    assert first_stop(advices) is None
+    assert "schedule is unknown" in advices[-1].reason
 
 
 def test_validation_every_other_epoch_with_training_logged_every_epoch():
@@ -94,7 +100,7 @@ def test_validation_every_other_epoch_with_training_logged_every_epoch():
 
 
 def test_gaps_in_the_steps_are_accepted():
-    steps = np.r_[np.arange(1, 20), np.arange(40, 100, 3)].astype(float)
+    steps = np.r_[np.arange(1, 20), np.arange(40, 121, 3)].astype(float)
     y = 0.3 + np.exp(-steps / 10)
     advices = feed(Advisor(max_steps=120), y, steps=steps)
     assert [a.step for a in advices] == steps.tolist()
@@ -107,7 +113,7 @@ def test_plateau_confirmation_counts_new_checks_not_updates_of_other_metrics():
     """Logging a training metric between validations must not confirm a plateau sooner."""
     rng = np.random.default_rng(0)
     e = np.arange(1, 121)
-    val = 0.3 + np.exp(-e / 8) + rng.normal(0, 0.003, e.size)
+    val = 0.3 + np.exp(-e / 8) + rng.normal(0, 0.001, e.size)
     val_only, with_train = Advisor(max_steps=120), Advisor(max_steps=120)
     stop_val_only = stop_with_train = None
     for step in e[1:]:
@@ -349,29 +355,31 @@ def test_accuracy_that_falls_with_train_accuracy_is_not_overfitting():
     assert stop.evidence_for("overfitting").details["train_improving"] is True
 
 
-def test_validation_that_stops_improving_while_training_improves_stops_at_the_onset():
-    # validation reaches its floor at epoch 20 and stays there (no rise) while training goes on
-    # improving: overfitting has begun, so the run stops soon after stall_window checks; the
-    # same validation curve with a stalled training curve is a plateau question, not overfitting
-    rng = np.random.default_rng(11)
+def test_a_noisy_stall_is_not_overfitting_and_a_rise_is_never_a_plateau():
+    # validation reaches its floor at epoch 20 and then stalls there, noisy, while training
+    # improves: no "onset" stop (that was patience on a smoothed curve, and cost runs whose
+    # validation improved again); stalls are the plateau test's to judge
     x = np.arange(1, 61, dtype=float)
-    val = 0.5 + np.where(x < 20, 0.02 * (20 - x), 0.0003 * (x - 20))
-    val = val + rng.normal(0, 0.004, x.size)
-    advisor = Advisor(train_metric="train_loss", max_steps=100)
-    stop = feed(advisor, val, extra={"train_loss": 1 / np.sqrt(x)}, stop=True)[-1]
-    assert stop.verdict is Verdict.OVERFITTING
-    assert 30 <= stop.step <= 40
-    assert abs(stop.suggested_stop_step - 20) <= 5
+    train = {"train_loss": 1 / np.sqrt(x)}
+    stalls = 0
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        val = 0.5 + np.where(x < 20, 0.02 * (20 - x), 0.0) + rng.normal(0, 0.004, x.size)
+        advices = feed(Advisor(train_metric="train_loss", max_steps=100), val, extra=train)
+        stalls += any(a.verdict is Verdict.OVERFITTING for a in advices)
+        assert all(not a.should_stop for a in advices if a.step < 35)
+    assert stalls <= 1
+    rng = np.random.default_rng(11)
+    # the same run whose validation rises clearly after epoch 20 is overfitting, never a plateau
+    rising = 0.5 + np.where(x < 20, 0.02 * (20 - x), 0.002 * (x - 20))
+    rising = rising + rng.normal(0, 0.004, x.size)
+    stop = feed(Advisor(train_metric="train_loss", max_steps=100), rising, extra=train,
+                stop=True)[-1]
+    assert stop.verdict is Verdict.OVERFITTING and stop.step < 45
+    assert abs(stop.best_step - 20) <= 3 and stop.suggested_stop_step == stop.best_step
     ev = stop.evidence_for("overfitting")
-    assert ev.details["onset"] is True
-    assert "train_loss kept improving" in ev.summary
-    since = int(stop.step - stop.suggested_stop_step)  # one check per epoch
-    assert f"has not improved in the {since} checks since its smoothed best" in ev.summary
-    flat_train = np.where(x < 20, 0.4 + 0.02 * (20 - x), 0.4)
-    stalled = Advisor(train_metric="train_loss", max_steps=100)
-    advices = feed(stalled, val, extra={"train_loss": flat_train})
-    assert not any(a.evidence_for("overfitting").details["onset"] for a in advices[10:])
-    assert all(a.verdict is not Verdict.OVERFITTING for a in advices if a.step <= stop.step)
+    assert "is rising since its smoothed best" in ev.summary
+    assert "train_loss is still improving" in ev.summary
 
 
 def test_overfitting_without_a_train_metric_says_it_is_validation_only():

@@ -39,11 +39,13 @@ def test_mode_max_on_negated_metric_mirrors_mode_min(curve):
 
 
 @settings(max_examples=30, deadline=None)
-@given(curves(), st.floats(0.1, 100.0), st.floats(-100.0, 100.0))
-def test_verdicts_are_invariant_to_affine_rescaling_of_the_metric(curve, a, b):
+@given(curves(), st.floats(0.1, 100.0))
+def test_verdicts_are_invariant_to_rescaling_the_metric(curve, a):
+    """The tolerance is relative to the best value, so rescaling the metric (a loss in other
+    units) changes nothing; shifting it does (1% of 0.3 is not 1% of 100.3)."""
     y, max_steps = curve
     plain = feed(Advisor(max_steps=max_steps), y)
-    scaled = feed(Advisor(max_steps=max_steps), a * y + b)
+    scaled = feed(Advisor(max_steps=max_steps), a * y)
     assert [x.verdict for x in scaled] == [x.verdict for x in plain]
     assert [x.suggested_stop_step for x in scaled] == [x.suggested_stop_step for x in plain]
     assert [x.best_step for x in scaled] == [x.best_step for x in plain]

@@ -1,4 +1,5 @@
-"""Overfitting: validation significantly worse since its best while training goes on."""
+"""Overfitting: validation rising significantly, by more than the tolerance, while training
+goes on."""
 
 from __future__ import annotations
 
@@ -30,10 +31,10 @@ class OverfittingResult:
         progress_quotient: Prechelt's PQ = GL / P_k with the training progress P_k over the last
             strip of ``k`` checks (NaN without a training metric).
         train_trend: trend of the training metric over the same checks, if given.
-        onset: the verdict rests on the onset rule: validation has not improved at all over at
-            least ``stall_points`` checks since its best while training kept improving
-            significantly (the point where the two curves part), not on a significant rise.
+        onset: always false (the onset rule, "no downward trend since the best while training
+            improves", was patience on a smoothed curve and is gone; kept for old callers).
         checks_since_best: how many checks came after the best one.
+        rise_size: the Theil-Sen rise over the tested segment, in metric units.
     """
 
     overfitting: bool
@@ -48,6 +49,7 @@ class OverfittingResult:
     train_trend: TrendResult | None
     onset: bool = False
     checks_since_best: int = 0
+    rise_size: float = 0.0
 
     @property
     def train_improving(self) -> bool | None:
@@ -84,37 +86,51 @@ def detect_overfitting(
     tolerance: float,
     train_values: np.ndarray | None = None,
     raw_values: np.ndarray | None = None,
-    alpha: float = 0.05,
+    alpha: float = 0.01,
     min_after: int = 3,
     neighbours: int = 2,
     strip: int = 5,
     max_points: int = 48,
     stall_points: int | None = None,
-    train_alpha: float = 0.01,
+    train_alpha: float = 0.05,
+    autocorrelation: float | None = None,
 ) -> OverfittingResult:
-    """Test whether validation (lower is better) got significantly worse since its best.
+    """Test whether validation (lower is better) is rising: significantly, by more than
+    ``tolerance``, while training is not getting worse.
 
-    Algorithm: the best check is the minimum of a 3-point running median (a single lucky check
-    is not the best). Evidence that the curve has turned: the latest checks (as many as came
-    after the best, at most 8 and at least ``min_after``) are worse than the ``neighbours`` checks
-    on each side of the best (Mann-Whitney U, one-sided), validation has risen since its best
-    (Mann-Kendall increasing), and the gap exceeds ``tolerance``. When a training curve is given,
-    overfitting also requires that training is not getting worse (else the run is unstable, not
-    overfitting). Onset rule (with a training curve and ``stall_points``): after at least
-    ``stall_points`` checks since the best, validation with no downward trend at all (Mann-Kendall
-    statistic >= 0) while training still improves significantly (Mann-Kendall decreasing,
-    p < ``train_alpha``) is overfitting too, before validation has risen by a significant
-    margin: training goes on fitting what no longer generalises. Prechelt's GL and PQ are
-    reported as evidence, not used to decide.
+    Algorithm. The best check is the minimum of a 3-point running median (a single lucky check
+    is not the best); it names the checkpoint to keep, but the test does not start at it (a
+    segment that starts at a chosen minimum leans towards "rising"): the segment tested runs
+    from the ``neighbours``-th check after the best to now, and must hold at least
+    ``stall_points`` checks (default ``3 + min_after``). Overfitting needs all of:
 
-    Wrong when: the validation curve comes back down later (double descent, a learning-rate decay
-    after a noisy phase, grokking), or the validation set is tiny and very noisy.
+    - a rising trend over the segment: Mann-Kendall increasing at level ``alpha``, with the
+      variance corrected for lag-1 autocorrelation (see ``trend_test``), and the lower end of the
+      Theil-Sen slope interval above zero;
+    - an effect that matters: the Theil-Sen rise over the segment and the gap between the latest
+      checks' median and the smoothed best both exceed ``tolerance``;
+    - with a training curve, training is not getting worse over the same checks (Mann-Kendall
+      increasing at ``train_alpha``): a run whose training loss rises too is unstable, not
+      overfitting.
+
+    ``autocorrelation``: the noise's lag-1 autocorrelation when the caller has read it (else
+    read from the segment). Validation that merely stalls (no significant rise) is not
+    overfitting; the plateau test judges it. The caller confirms the verdict over consecutive
+    checks. Prechelt's GL and PQ
+    are reported as evidence, not used to decide (Mann-Whitney U of the latest checks against
+    those around the best too).
+
+    Wrong when: validation comes back down later (double descent, grokking, a learning-rate
+    decay after a noisy rising phase); with strongly autocorrelated noise on few checks the
+    AR(1) correction is rough; slow rises smaller than ``tolerance`` over the segment are missed
+    until they grow.
     """
     x = np.asarray(steps, dtype=float)
     y = np.asarray(values, dtype=float)
     n = y.size
     raw = y if raw_values is None else np.asarray(raw_values, dtype=float)
     nan = math.nan
+    need = stall_points if stall_points is not None else min_after + 3
     if n < min_after + 3:
         return OverfittingResult(False, int(np.argmin(y)) if n else 0, nan, 1.0, None, 0.0,
                                  tolerance, nan, nan, None)
@@ -122,56 +138,29 @@ def detect_overfitting(
     best = int(np.argmin(smooth))
     after = n - 1 - best
     gl = prechelt_gl(float(raw[-1]), float(np.nanmin(raw)))
-    train_trend = None
     pq = nan
-    if train_values is not None:
-        t = np.asarray(train_values, dtype=float)
-        pq = prechelt_pq(gl, t[-strip:])
-    if after < min_after:
+    t_all = None if train_values is None else np.asarray(train_values, dtype=float)
+    if t_all is not None:
+        pq = prechelt_pq(gl, t_all[-strip:])
+    first = best + neighbours + 1
+    if after < min_after or n - first < need:
         return OverfittingResult(False, best, nan, 1.0, None, 0.0, tolerance, gl, pq, None,
                                  checks_since_best=after)
-    near = y[max(0, best - neighbours) : best + neighbours + 1]
-    recent = y[-min(after, 8) :]
+    recent = y[-min(after, 8):]
     gap = median(recent) - float(smooth[best])
-    idx = best + _subsample(after + 1, max_points)
-    u_stat, u_p, rise, overfitting = nan, 1.0, None, False
-    if gap > tolerance:  # practically worse: test whether it is significantly so
-        u_stat, u_p = rank_sum_test(recent, near)
-        rise = trend_test(x[idx], y[idx])
-        if train_values is not None and u_p < alpha and rise.pvalue_increasing < alpha:
-            t = np.asarray(train_values, dtype=float)[idx]
-            ok = np.isfinite(t)
-            if ok.sum() >= 3:
-                train_trend = trend_test(x[idx][ok], t[ok])
-        unstable = train_trend is not None and train_trend.pvalue_increasing < alpha
-        overfitting = bool(u_p < alpha and rise.pvalue_increasing < alpha and not unstable)
-    if not overfitting:
-        onset = _onset(x[idx], y[idx], rise, train_values, idx, after, stall_points,
-                       train_alpha)
-        if onset is not None:
-            return OverfittingResult(True, best, u_stat, u_p, onset[0], gap, tolerance, gl, pq,
-                                     onset[1], onset=True, checks_since_best=after)
-    return OverfittingResult(overfitting, best, u_stat, u_p, rise, gap,
-                             tolerance, gl, pq, train_trend, checks_since_best=after)
-
-
-def _onset(x: np.ndarray, y: np.ndarray, rise: TrendResult | None,
-           train_values: np.ndarray | None, idx: np.ndarray, after: int,
-           stall_points: int | None, train_alpha: float
-           ) -> tuple[TrendResult, TrendResult] | None:
-    """The onset rule on the checks ``idx`` since the best (``x``, ``y`` taken there; ``rise``
-    their trend if already tested): the validation and training trends when it holds, else
-    None."""
-    if train_values is None or stall_points is None or after < stall_points:
-        return None
-    t = np.asarray(train_values, dtype=float)[idx]
-    ok = np.isfinite(t)
-    if ok.sum() < stall_points:
-        return None
-    rise = trend_test(x, y) if rise is None else rise
-    if rise.statistic < 0:
-        return None
-    train_trend = trend_test(x[ok], t[ok])
-    if train_trend.pvalue_decreasing >= train_alpha:
-        return None
-    return rise, train_trend
+    idx = first + _subsample(n - first, max_points)
+    rise = trend_test(x[idx], y[idx], autocorrelation=autocorrelation)
+    size = rise.slope * float(x[idx[-1]] - x[idx[0]])
+    near = y[max(0, best - neighbours): best + neighbours + 1]
+    u_stat, u_p = rank_sum_test(recent, near)
+    train_trend = None
+    if t_all is not None:
+        t = t_all[idx]
+        ok = np.isfinite(t)
+        if ok.sum() >= 3:
+            train_trend = trend_test(x[idx][ok], t[ok])
+    unstable = train_trend is not None and train_trend.pvalue_increasing < train_alpha
+    overfitting = bool(rise.pvalue_increasing < alpha and rise.low_slope > 0
+                       and size > tolerance and gap > tolerance and not unstable)
+    return OverfittingResult(overfitting, best, u_stat, u_p, rise, gap, tolerance, gl, pq,
+                             train_trend, checks_since_best=after, rise_size=size)

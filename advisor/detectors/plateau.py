@@ -75,6 +75,21 @@ def remaining_gain_horizon(step: float, max_steps: float | None, origin: float,
     return t_now / decay * (1.0 - (t_now / t_end) ** decay)
 
 
+def window_rate_ratio(start: float, end: float, origin: float, decay: float) -> float:
+    """The improvement rate at the window's end over its average rate across the window.
+
+    Under the same model as :func:`remaining_gain_horizon` (the rate falls like
+    ``(t - origin) ** -(1 + decay)``), the Theil-Sen slope of a window ``[start, end]`` measures
+    the *average* rate over it, which on a decelerating curve overstates the rate now:
+    ``rate(end) / mean rate = decay (b - a) / (b ** (1 + decay) (a ** -decay - b ** -decay))``
+    with ``a, b`` the window's ends counted from ``origin`` (``a / b`` for ``decay = 1``).
+    """
+    a, b = max(start - origin, 1e-12), max(end - origin, 1e-12)
+    if b <= a:
+        return 1.0
+    return float(decay * (b - a) / (b ** (1 + decay) * (a ** -decay - b ** -decay)))
+
+
 def detect_plateau(
     steps: np.ndarray,
     values: np.ndarray,
@@ -86,6 +101,7 @@ def detect_plateau(
     stall_points: int = 10,
     confidence: float = 0.9,
     alpha: float = 0.05,
+    autocorrelation: float | None = None,
 ) -> PlateauResult:
     """Test whether a loss-like curve (lower is better) has stopped improving by a useful margin.
 
@@ -97,15 +113,16 @@ def detect_plateau(
     than ``tolerance``, or the curve has stalled: no downward trend at all (Theil-Sen slope
     >= 0) over a window of at least ``stall_points`` checks, and the window's best is not
     ``tolerance`` better than ``prior_best``, the best before the window. Undecided otherwise.
-    ``noise`` (reported as evidence) is measured on the window unless given. Assumes finite
-    values and increasing steps.
+    ``noise`` (reported as evidence) is measured on the window unless given, and so is the
+    noise's lag-1 ``autocorrelation`` the trend test corrects for. Assumes finite values and
+    increasing steps.
 
     Wrong when: the curve is about to drop (a learning-rate decay, grokking, double descent);
     the callers pass the schedule so a plateau at a high learning rate is not a stop.
     """
     x = np.asarray(steps, dtype=float)
     y = np.asarray(values, dtype=float)
-    trend = trend_test(x, y, confidence)
+    trend = trend_test(x, y, confidence, autocorrelation)
     noise = noise_scale(y) if noise is None else noise
     gain = max(0.0, -trend.slope) * horizon
     gain_high = max(0.0, -trend.low_slope) * horizon

@@ -1,0 +1,109 @@
+"""The stopping policy: one small pure function from the detectors' named results to a decision.
+
+This is where "why did it stop?" is answered. :class:`Findings` holds what the detectors found at
+one check; :func:`decide` reads them in order of precedence and returns a :class:`Decision`
+(verdict, whether to stop, and the key of the reason the :class:`~advisor.Advisor` words).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .advice import Verdict
+from .detectors import DivergenceResult, OverfittingResult, PlateauResult, PlateauState
+from .detectors.plan import PlanState
+from .detectors.schedule import ScheduleState
+
+__all__ = ["Decision", "Findings", "decide"]
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What the detectors found at one check (loss-like: lower is better).
+
+    Attributes:
+        checks, min_checks: finite checks so far, and the fewest for any verdict.
+        divergence, overfitting: the detectors' results.
+        overfitting_run, plateau_run: consecutive checks (this one included) that the
+            overfitting and plateau tests held.
+        confirm: how many consecutive checks a stop needs.
+        plateau: the plateau test on the current phase, ``None`` while the phase is too short.
+        schedule: the schedule read from the plan's or the logged rates.
+        plan: with a learning-rate plan, whether a decay that matters is ahead; else ``None``.
+        progress: share of the budget used (``None`` without a budget).
+        min_progress_without_lr: before this share, an unknown schedule holds a plateau back.
+        forecast_gain_low: the low end of the forecast's gain interval (``None``: no forecast).
+        tolerance: the smallest gain worth the rest of the budget, in metric units.
+        rising: validation's trend since its best is significantly upward while training is
+            not getting worse (a flat-looking window at the end of a rise is still overfitting).
+    """
+
+    checks: int
+    min_checks: int
+    divergence: DivergenceResult
+    overfitting: OverfittingResult
+    overfitting_run: int
+    plateau: PlateauResult | None
+    plateau_run: int
+    confirm: int
+    schedule: ScheduleState
+    plan: PlanState | None
+    progress: float | None
+    min_progress_without_lr: float
+    forecast_gain_low: float | None
+    tolerance: float
+    rising: bool
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The policy's answer: the verdict, whether to stop, and the key of its reason."""
+
+    verdict: Verdict
+    should_stop: bool
+    why: str
+
+
+def decide(f: Findings) -> Decision:
+    """The stopping policy, in order of precedence.
+
+    1. A diverged metric stops at once.
+    2. Too few checks: undecided.
+    3. Overfitting (validation rising significantly by more than the tolerance while training
+       is not getting worse) stops once confirmed over ``confirm`` checks.
+    4. While the current phase (since the last drop of the rate) is too short: undecided.
+    5. Improving, or a window that says neither: no stop.
+    6. Flat, but a decay of the rate that matters is still ahead (the plan, or a decay read from
+       the logged rate), or the schedule is unknown early in the budget, or the forecast still
+       expects more than the tolerance: wait.
+    7. Flat, and confirmed over ``confirm`` checks: stop; labelled overfitting if validation has
+       been rising since its best, else plateau.
+    """
+    if f.divergence.diverged:
+        return Decision(Verdict.DIVERGED, True, "diverged")
+    if f.checks < f.min_checks:
+        return Decision(Verdict.UNDECIDED, False, "too_early")
+    if f.overfitting.overfitting:
+        if f.overfitting_run >= f.confirm:
+            return Decision(Verdict.OVERFITTING, True, "overfitting")
+        return Decision(Verdict.UNDECIDED, False, "overfitting_unconfirmed")
+    if f.plateau is None:
+        return Decision(Verdict.UNDECIDED, False, "new_phase")
+    if f.plateau.state is PlateauState.IMPROVING:
+        return Decision(Verdict.IMPROVING, False, "improving")
+    if f.plateau.state is PlateauState.UNDECIDED:
+        return Decision(Verdict.UNDECIDED, False, "unclear")
+    if f.plan is not None and f.plan.pending:
+        return Decision(Verdict.UNDECIDED, False, "decay_planned")
+    if f.plan is None and (f.schedule.decay_pending or f.schedule.warming_up):
+        return Decision(Verdict.UNDECIDED, False, "decay_likely")
+    if (not f.schedule.known and f.progress is not None
+            and f.progress < f.min_progress_without_lr):
+        return Decision(Verdict.UNDECIDED, False, "schedule_unknown")
+    if f.forecast_gain_low is not None and f.forecast_gain_low > f.tolerance:
+        return Decision(Verdict.UNDECIDED, False, "forecast_expects_more")
+    if f.plateau_run < f.confirm:
+        return Decision(Verdict.UNDECIDED, False, "unconfirmed")
+    if f.rising:
+        return Decision(Verdict.OVERFITTING, True, "rising")
+    return Decision(Verdict.PLATEAU, True, "plateau")
