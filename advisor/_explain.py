@@ -88,10 +88,11 @@ def divergence_evidence(r: DivergenceResult, monitor: str, last_value: float, st
 
 def schedule_evidence(s: ScheduleState, plan: PlanState | None = None) -> Evidence:
     details = {"known": s.known, "constant": s.constant, "current": s.current, "peak": s.peak,
-               "drops": s.drops, "decay_pending": s.decay_pending, "warming_up": s.warming_up}
+               "drops": s.drops, "decay_pending": bool(s.decay_pending),
+               "warming_up": bool(s.warming_up)}
     if plan is None:
         return Evidence("schedule", s.describe(), details=details)
-    details.update(planned=True, decay_pending=plan.pending, plan=dict(plan.details))
+    details.update(planned=True, decay_pending=bool(plan.pending), plan=dict(plan.details))
     return Evidence("schedule", plan.reason, details=details)
 
 

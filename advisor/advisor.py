@@ -76,29 +76,33 @@ class Advisor:
             benchmarks count).
         min_delta: the smallest gain worth the remaining budget in the metric's own units (as
             Lightning's ``EarlyStopping(min_delta=...)``); the larger of the two counts.
-        noise_tolerance: the tolerance is at least this many noise scales (a gain smaller than
-            the check-to-check noise cannot be told from it).
+        noise_tolerance: the tolerance is at least this many noise scales (default 0: the
+            tolerance is the user's alone; a floor at half the noise let runs whose best is
+            small next to their noise stop at a cost many times the best).
         alpha: significance level of the trend and overfitting tests.
         confidence: level of the slope interval whose optimistic end must promise less than the
             tolerance for a plateau.
         confirm: consecutive checks a plateau or overfitting must hold before it is a stop (the
             tests run at every check, so a single unlucky window must not end a run).
-        alpha_spending: share the plateau test's error rate ``(1 - confidence) / 2`` among the
-            checks the budget holds (Bonferroni over repeated looks), so that asking at every
-            check keeps the chance of stopping a run that would still gain the tolerance at
-            most that rate, however many checks the run has. ``False``: every look at
-            ``confidence``.
+        alpha_spending: share each stopping test's error rate (the plateau's
+            ``(1 - confidence) / 2``, the overfitting test's ``alpha``) among the checks the
+            budget holds (Bonferroni over repeated looks), so that asking at every check keeps
+            the chance of a wrong stop over the whole run at most that rate, however many checks
+            the run has. ``False``: every look at the nominal level.
         window_fraction, min_window, max_window: the plateau window is the latest
             ``window_fraction`` of the current phase, between ``min_window`` and ``max_window``
             checks.
-        stall_window: the fewest checks in the window for a stall (no downward trend at all and
-            no new best by the tolerance) to count as a plateau; also the fewest checks of the
-            segment after validation's best that the overfitting test needs.
-        min_progress_without_lr: with no learning rate logged and a known budget, a plateau is a
-            stop only after this share of ``max_steps``: most schedules (cosine, linear, step)
-            decay later and often break an early plateau. Overfitting and divergence stop anytime.
-        decay: how fast improvement is assumed to slow down (power-law exponent of the rate);
-            larger means less is expected from the rest of the budget.
+        stall_window: the fewest checks of the segment after validation's best that the
+            overfitting test needs.
+        min_progress_without_lr: with a known budget, a plateau is a stop only after this share
+            of ``max_steps`` when the schedule is unknown (no plan, and no logged rate that has
+            changed: most schedules decay later and often break an early plateau) or when the
+            run has not improved by more than the tolerance since its first checks (many sit at
+            their initial level before they learn). Overfitting and divergence stop anytime.
+        decay: how fast improvement is assumed to slow down (the rate falls like
+            ``t ** -(1 + decay)``); larger means less is expected from the rest of the budget.
+            0.5 (a ``1 / sqrt(t)`` curve) was chosen on the zoo's tune families: 1.0 (``1 / t``)
+            stopped constant-rate runs with more harm than patience 20.
         forecast_level: coverage of the forecast's prediction interval.
         forecast_extrapolation: extrapolation error of the forecast, in curve ranges per unit of
             horizon ratio (calibrated on real curves; see ``CurveFit.predict``).
@@ -117,7 +121,7 @@ class Advisor:
         min_checks: int = 6,
         min_improvement: float = 0.01,
         min_delta: float = 0.0,
-        noise_tolerance: float = 0.5,
+        noise_tolerance: float = 0.0,
         alpha: float = 0.05,
         confidence: float = 0.95,
         confirm: int = 2,
@@ -127,7 +131,7 @@ class Advisor:
         max_window: int = 48,
         stall_window: int = 10,
         min_progress_without_lr: float = 0.5,
-        decay: float = 1.0,
+        decay: float = 0.5,
         forecast_level: float = 0.9,
         forecast_extrapolation: float = 0.3,
         refit_growth: float = 1.25,
@@ -194,6 +198,7 @@ class Advisor:
         self._advice: Advice | None = None
         self._plateau_run = 0  # consecutive monitor checks judged a plateau
         self._overfit_run = 0  # consecutive monitor checks judged overfitting
+        self._span = 0.0  # improvement so far, at the latest check
         self._judged_step: float | None = None  # the monitor check judged last
         self.lr_plan: LrPlan | PlateauRule | None = None
         self.set_lr_plan(lr_plan)
@@ -314,6 +319,7 @@ class Advisor:
         # improvement so far, from a reference robust to initialisation transients
         span = max(median(y[: max(3, n // 4)]) - best, 0.0)
         tol = self.tolerance(sign * best, noise)
+        self._span = span
 
         div = detect_divergence(y_all[-3:], scale=max(span, 4.0 * noise), best=best)
         evidence: list[Evidence] = []
@@ -339,7 +345,9 @@ class Advisor:
 
         train = None if self.train_metric is None \
             else sign * h.values(self.train_metric)[logged][finite]
-        over = detect_overfitting(x, y, tolerance=tol, alpha=self.alpha,
+        spacing_all = median(np.diff(x)) if n > 1 else 1.0
+        over = detect_overfitting(x, y, tolerance=tol,
+                                  alpha=self._look_alpha(step, spacing_all, self.alpha),
                                   stall_points=self.stall_window, train_values=train,
                                   autocorrelation=phi)
         evidence.append(_explain.overfitting_evidence(over, monitor, self.train_metric,
@@ -359,7 +367,6 @@ class Advisor:
             confidence = self._look_confidence(step, spacing)
             plateau = detect_plateau(xp[w], yp[w], tolerance=tol, horizon=horizon, noise=noise,
                                      prior_best=float(before.min()) if before.size else None,
-                                     stall_points=self.stall_window,
                                      confidence=confidence, alpha=self.alpha,
                                      autocorrelation=phi)
             evidence.append(_explain.plateau_evidence(plateau, monitor, sign, confidence))
@@ -386,11 +393,16 @@ class Advisor:
         (Bonferroni over the looks), so asking at every check does not raise the chance of a
         wrong stop above it however long the run; without a budget, the run is assumed to go on
         for as long again."""
+        return 1.0 - 2.0 * self._look_alpha(step, spacing, (1.0 - self.confidence) / 2.0)
+
+    def _look_alpha(self, step: float, spacing: float, alpha: float) -> float:
+        """A test's level at this look: ``alpha`` shared evenly among the checks the budget
+        holds (with ``alpha_spending``), so the chance of a wrong stop over the whole run stays
+        below ``alpha`` (Bonferroni: valid however the looks depend on each other)."""
         if not self.alpha_spending:
-            return self.confidence
+            return alpha
         end = self.max_steps if self.max_steps is not None else 2.0 * step
-        looks = max(1.0, end / max(spacing, 1e-12))
-        return 1.0 - (1.0 - self.confidence) / looks
+        return alpha / max(1.0, end / max(spacing, 1e-12))
 
     def _findings(self, n, div, over, plateau, sched, plan, gain_low, step, tol, again):
         """The detectors' results at this check, with the runs of consecutive checks."""
@@ -412,7 +424,8 @@ class Advisor:
             overfitting_run=self._overfit_run, plateau=plateau, plateau_run=self._plateau_run,
             confirm=self.confirm, schedule=sched if sched is not None else _NO_SCHEDULE,
             plan=plan, progress=progress, min_progress_without_lr=self.min_progress_without_lr,
-            forecast_gain_low=gain_low, tolerance=tol, rising=rising)
+            forecast_gain_low=gain_low, tolerance=tol, rising=rising,
+            learned=self._span > tol)
 
     def _word(self, d: Decision, f: Findings, evidence: list[Evidence], base: dict,
                 *, noise: float, stop_at: float | None = None,
@@ -457,6 +470,10 @@ class Advisor:
             "forecast_expects_more": f"Flat for now, but the learning-curve forecast expects at "
                                      f"least {f.forecast_gain_low or 0:.3g} more: "
                                      f"{plateau_text}.",
+            "not_learning_yet": f"Flat at {f.progress or 0:.0%} of the budget, but {monitor} has "
+                                f"not improved by more than {worth} since its first checks: "
+                                f"many runs sit at their initial level before they learn "
+                                f"({plateau_text}).",
             "unconfirmed": f"Looks flat, to be confirmed at the next check: {plateau_text}.",
             "rising": f"Overfitting: {monitor} has been rising since its best while training "
                       f"went on, and the rest of the budget is unlikely to improve it by more "

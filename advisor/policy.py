@@ -36,6 +36,9 @@ class Findings:
         tolerance: the smallest gain worth the rest of the budget, in metric units.
         rising: validation's trend since its best is significantly upward while training is
             not getting worse (a flat-looking window at the end of a rise is still overfitting).
+        learned: the run has improved by more than the tolerance since its first checks (a
+            curve still at its initial level, at chance, has shown no pace to judge a plateau
+            by: many sit there before they learn).
     """
 
     checks: int
@@ -53,6 +56,7 @@ class Findings:
     forecast_gain_low: float | None
     tolerance: float
     rising: bool
+    learned: bool = True
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,9 @@ def decide(f: Findings) -> Decision:
     4. While the current phase (since the last drop of the rate) is too short: undecided.
     5. Improving, or a window that says neither: no stop.
     6. Flat, but a decay of the rate that matters is still ahead (the plan, or a decay read from
-       the logged rate), or the schedule is unknown early in the budget, or the forecast still
-       expects more than the tolerance: wait.
+       the logged rate), or the schedule is unknown early in the budget, or the run has not
+       learned anything yet early in the budget, or the forecast still expects more than the
+       tolerance: wait.
     7. Flat, and confirmed over ``confirm`` checks: stop; labelled overfitting if validation has
        been rising since its best, else plateau.
     """
@@ -100,6 +105,8 @@ def decide(f: Findings) -> Decision:
     if (not f.schedule.known and f.progress is not None
             and f.progress < f.min_progress_without_lr):
         return Decision(Verdict.UNDECIDED, False, "schedule_unknown")
+    if not f.learned and f.progress is not None and f.progress < f.min_progress_without_lr:
+        return Decision(Verdict.UNDECIDED, False, "not_learning_yet")
     if f.forecast_gain_low is not None and f.forecast_gain_low > f.tolerance:
         return Decision(Verdict.UNDECIDED, False, "forecast_expects_more")
     if f.plateau_run < f.confirm:

@@ -168,7 +168,7 @@ def _run(advisor: Advisor, y: np.ndarray, lr=None) -> tuple[int, object]:
 def test_a_plateau_before_a_planned_drop_waits_for_it():
     rng = np.random.default_rng(1)
     e = np.arange(1, 101)
-    y = _step_curve(e) + rng.normal(0, 0.003, e.size)
+    y = _step_curve(e) + rng.normal(0, 0.001, e.size)
     lr = STEP_PLAN.rates_at(e)
     stop, _ = _run(Advisor("val_loss", max_steps=100), y, lr)  # the logged rate only
     assert stop <= 60, "the case must be one the logged rate alone stops before the drop"
@@ -187,7 +187,7 @@ def test_decays_that_stop_paying_end_the_wait():
     plan = LrPlan.from_mapping({1: 0.1, 41: 0.01, 121: 0.001}, "MultiStepLR")
     e = np.arange(1, 151)
     y = _step_curve(e, drops=(40, 120), gains=(0.0, 0.0)) + np.random.default_rng(2).normal(
-        0, 0.003, e.size)
+        0, 0.001, e.size)
     stop, advice = _run(Advisor("val_loss", max_steps=150, lr_plan=plan), y)
     assert 47 <= stop < 120
     assert advice.verdict is Verdict.PLATEAU
@@ -271,7 +271,7 @@ def test_bad_plans_are_refused_with_the_value():
 def test_replay_reads_planned_lr_as_the_plan():
     rng = np.random.default_rng(1)
     e = np.arange(1, 101)
-    y = _step_curve(e) + rng.normal(0, 0.003, e.size)
+    y = _step_curve(e) + rng.normal(0, 0.001, e.size)
     frame = {"epoch": e, "val_loss": y, "lr": STEP_PLAN.rates_at(e)}
     import pandas as pd
 

@@ -47,11 +47,15 @@ def _noise_parts(y: np.ndarray) -> tuple[float, float]:
     """(robust sd of the detrended first differences, lag-1 autocorrelation ``phi`` of the
     noise read from them); see :func:`noise_scale`."""
     d = np.diff(y)
-    if d.size >= 5:
-        d = d - _running_median(d, min(11, d.size | 1))
+    if d.size >= 22:  # enough differences that a running median of 11 is a trend, not the noise
+        d = d - _running_median(d, 11)
+    elif d.size >= 8:  # few: take out a robust straight line (a curve's steady bend)
+        half = d.size // 2
+        k = np.arange(d.size) - (d.size - 1) / 2.0
+        d = d - k * (median(d[-half:]) - median(d[:half])) / (d.size - half)
     r = d - median(d)
     mad = median(np.abs(r))
-    if mad == 0:
+    if mad <= 1e-9 * float(np.max(np.abs(y))):  # no noise, only rounding: nothing to read
         return 0.0, 0.0
     cap = 3.0 * _MAD_TO_SD * mad
     c = np.minimum(np.maximum(r, -cap), cap)  # a jump is no correlation
@@ -84,8 +88,9 @@ def noise_scale(values: np.ndarray) -> float:
     """Check-to-check noise of a curve: the standard deviation of the noise around its trend,
     corrected for lag-1 autocorrelation.
 
-    Algorithm: first differences remove the level; a running median of 11 differences removes
-    what is left of the slow trend (the curve's bend); the median absolute deviation of the
+    Algorithm: first differences remove the level; a running median of 11 differences (a
+    straight line through them on fewer than 23 checks) removes what is left of the slow trend
+    (the curve's bend); the median absolute deviation of the
     remainder ignores the few large jumps (drops after a learning-rate decay, spikes). For
     noise of standard deviation ``s`` and lag-1 autocorrelation ``phi`` (AR(1)), differences
     have a standard deviation ``s * sqrt(2 (1 - phi))`` and lag-1 autocorrelation
@@ -145,13 +150,14 @@ def trend_test(x: np.ndarray, y: np.ndarray, confidence: float = 0.9,
                autocorrelation: float | None = None) -> TrendResult:
     """Mann-Kendall test with Theil-Sen slope, corrected for lag-1 autocorrelation.
 
-    Algorithm: all pairwise slopes and signs (vectorised, O(n^2) memory, so callers pass windows
-    of at most a few hundred points). Var(S) uses the tie correction, then the effective-sample-size
+    Algorithm: all pairwise slopes and signs (vectorised, O(n^2) memory, so callers pass windows of
+    at most a few hundred points). Var(S) uses the tie correction, then the effective-sample-size
     correction of Yue & Wang (2004) for AR(1) noise: ``n/n* = 1 + 2 sum (1 - k/n) r1^k``, with
     ``r1`` the noise's lag-1 autocorrelation read from the detrended first differences
-    (:func:`noise_autocorrelation`; residuals from the straight Theil-Sen line would read a
-    curved trend as autocorrelation and hide it). Sen's interval for the slope uses the same
-    variance. ``autocorrelation`` gives ``r1`` when the caller has read it already (on a longer
+    (:func:`noise_autocorrelation`; residuals from the straight Theil-Sen line would read a curved
+    trend as autocorrelation and hide it). Sen's interval for the slope uses the same variance, and
+    is never narrower than the least-squares interval from the residuals (ties collapse it
+    otherwise). ``autocorrelation`` gives ``r1`` when the caller has read it already (on a longer
     stretch of the same curve). Assumes x strictly increasing and roughly evenly spaced.
     """
     x = np.asarray(x, dtype=float)
@@ -189,9 +195,19 @@ def trend_test(x: np.ndarray, y: np.ndarray, confidence: float = 0.9,
         z, c = 0.0, 0.0
     lo_i = min(max(math.floor((m - c) / 2.0) - 1, 0), m - 1)
     hi_i = min(max(math.ceil((m + c) / 2.0), 0), m - 1)
+    low, high = float(slopes[lo_i]), float(slopes[hi_i])
+    # Sen's interval collapses on heavily tied values (an accuracy on a small validation set
+    # moves in steps of one sample, and most pairwise slopes are 0): never narrower than the
+    # least-squares interval from the residuals' spread, with the same autocorrelation inflation
+    dx = x - x.mean()
+    sxx = float(dx @ dx)
+    if sxx > 0 and n > 2:
+        resid = y - (slope * x + intercept)
+        se = math.sqrt(float(resid @ resid) / (n - 2) / sxx * inflation)
+        half = float(ndtri(0.5 + confidence / 2.0)) * se
+        low, high = min(low, slope - half), max(high, slope + half)
     p = float(2.0 * ndtr(-abs(z)))
-    return TrendResult(slope, intercept, float(slopes[lo_i]), float(slopes[hi_i]), float(z), p,
-                       r1, inflation, n)
+    return TrendResult(slope, intercept, low, high, float(z), p, r1, inflation, n)
 
 
 def rank_sum_test(later: np.ndarray, earlier: np.ndarray) -> tuple[float, float]:

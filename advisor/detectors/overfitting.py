@@ -24,7 +24,8 @@ class OverfittingResult:
             around the best (one-sided).
         rise: the Mann-Kendall / Theil-Sen trend of validation since its best (``None`` when too
             few checks came after it).
-        gap: median of the latest checks minus the best, in metric units.
+        gap: median of the latest checks minus the median of the checks around the best, in
+            metric units.
         tolerance: the smallest gap that counts.
         generalization_loss: Prechelt's GL = 100 * (latest / best - 1) on ``raw_values`` (default:
             the values), defined for positive losses; NaN otherwise (e.g. negated accuracies).
@@ -108,7 +109,8 @@ def detect_overfitting(
       variance corrected for lag-1 autocorrelation (see ``trend_test``), and the lower end of the
       Theil-Sen slope interval above zero;
     - an effect that matters: the Theil-Sen rise over the segment and the gap between the latest
-      checks' median and the smoothed best both exceed ``tolerance``;
+      checks' median and the median of the checks around the best (not the best itself, low by
+      selection) both exceed ``tolerance``;
     - with a training curve, training is not getting worse over the same checks (Mann-Kendall
       increasing at ``train_alpha``): a run whose training loss rises too is unstable, not
       overfitting.
@@ -147,11 +149,13 @@ def detect_overfitting(
         return OverfittingResult(False, best, nan, 1.0, None, 0.0, tolerance, gl, pq, None,
                                  checks_since_best=after)
     recent = y[-min(after, 8):]
-    gap = median(recent) - float(smooth[best])
+    near = y[max(0, best - neighbours): best + neighbours + 1]
+    # the level around the best, not its minimum: the lowest of many noisy checks is low by
+    # selection, and a gap measured from it grows with the noise alone
+    gap = median(recent) - median(near)
     idx = first + _subsample(n - first, max_points)
     rise = trend_test(x[idx], y[idx], autocorrelation=autocorrelation)
     size = rise.slope * float(x[idx[-1]] - x[idx[0]])
-    near = y[max(0, best - neighbours): best + neighbours + 1]
     u_stat, u_p = rank_sum_test(recent, near)
     train_trend = None
     if t_all is not None:

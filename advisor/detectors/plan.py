@@ -80,8 +80,13 @@ class LrPlan:
         after a resume or when the schedule was changed)."""
         start = later.steps[0]
         keep = [(s, r) for s, r in zip(self.steps, self.rates, strict=True) if s < start]
-        return LrPlan(tuple(s for s, _ in keep) + later.steps,
-                      tuple(r for _, r in keep) + later.rates, later.source or self.source)
+        steps, rates = later.steps, later.rates
+        if keep and len(steps) > 1 and rates[0] == keep[-1][1]:  # no change where it joins
+            steps, rates = steps[1:], rates[1:]
+        elif keep and len(steps) == 1 and rates[0] == keep[-1][1]:
+            steps, rates = (), ()
+        return LrPlan(tuple(s for s, _ in keep) + steps, tuple(r for _, r in keep) + rates,
+                      later.source or self.source)
 
 
 @dataclass(frozen=True)
@@ -200,13 +205,14 @@ def read_plan(
     reduction (read from ``logged_lr``, the rate logged at each check) is below ``tolerance``
     once ``patience + 1`` checks have passed since it.
 
-    Assumptions and when it is wrong: a decay helps about as much as the previous one of the
-    same size. It waits too long on runs where only the last decay of a schedule matters little
-    (the remaining budget is then small), and stops too early where a decay brings a gain after
-    a flat stretch that the previous one did not (rare; grokking-like curves). Cyclic schedules
-    and warm restarts count their own falls as decays, so they stop only once a fall brought
-    less than ``tolerance``. A plan the user changes mid-run is only known once the callback
-    reads it again.
+    Assumptions and when it is wrong: a decay helps about as much as the previous one of the same
+    size. It waits too long on runs where only the last decay of a schedule matters little (the
+    remaining budget is then small), and stops too early where a decay brings a gain after a flat
+    stretch that the previous one did not (rare; grokking-like curves). Cyclic schedules and warm
+    restarts: with a rise of the rate ahead, the anneal after it is the decay that matters; it is
+    awaited unless the last restart (from the check before it to now) brought less than
+    ``tolerance``; a run before its first restart waits for it. A plan the user changes mid-run is
+    only known once the callback reads it again.
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -222,6 +228,10 @@ def read_plan(
     ahead = (s > step) & (s <= end)
     low = np.flatnonzero(ahead & (r <= pending_ratio * current))
     details: dict[str, Any] = {"source": plan.source, "current": current}
+    rise = np.flatnonzero(ahead & (r >= current / pending_ratio))
+    if rise.size and current > 0:  # a warm restart (or a warm-up) is ahead: a new anneal
+        return _read_restart(x, y, rates, float(s[rise[0]]), float(r[rise[0]]), current,
+                             tolerance, pending_ratio, min_checks, details)
     if not low.size or current <= 0:
         rest = r[ahead]
         details["min_ahead"] = float(rest.min()) if rest.size else None
@@ -247,6 +257,31 @@ def read_plan(
     return PlanState(False, current, next_step, next_rate, last, gain,
                      f"{lowers}, but the last decay of this size (after step {last:g}) brought "
                      f"only {gain:.3g}, less than the {tolerance:.3g} worth training for", details)
+
+
+def _read_restart(x: np.ndarray, y: np.ndarray, rates: np.ndarray, at: float, to: float,
+                  current: float, tolerance: float, pending_ratio: float, min_checks: int,
+                  details: dict[str, Any]) -> PlanState:
+    """A rise of the rate ahead (warm restarts, a cyclic schedule, a warm-up still going): the
+    anneal after it is the decay that matters, and the last restart says whether one pays."""
+    raises = (f"the schedule raises the rate from {current:.3g} to {to:.3g} at step {at:g} "
+              f"and anneals it again")
+    details.update(next_step=at, next_rate=to, restart=True)
+    up = np.flatnonzero(rates[1:] >= rates[:-1] / pending_ratio)
+    up = up[up < x.size - min_checks]  # a restart with a window of checks after it
+    if not up.size:
+        return PlanState(True, current, at, to, None, None,
+                         f"{raises}; no restart has been seen yet", details)
+    last = float(x[up[-1]])  # the last check before the latest restart
+    gain = _gain_after(x, y, last, min_checks)
+    details.update(last_decay_step=last, last_decay_gain=gain, tolerance=tolerance)
+    if gain >= tolerance:
+        return PlanState(True, current, at, to, last, gain,
+                         f"{raises}, and the last restart (after step {last:g}) brought "
+                         f"{gain:.3g}", details)
+    return PlanState(False, current, at, to, last, gain,
+                     f"{raises}, but the last restart (after step {last:g}) brought only "
+                     f"{gain:.3g}, less than the {tolerance:.3g} worth training for", details)
 
 
 def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: float, end: float,

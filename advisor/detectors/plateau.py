@@ -98,7 +98,7 @@ def detect_plateau(
     horizon: float,
     noise: float | None = None,
     prior_best: float | None = None,
-    stall_points: int = 10,
+    stall_points: int | None = None,
     confidence: float = 0.9,
     alpha: float = 0.05,
     autocorrelation: float | None = None,
@@ -110,9 +110,11 @@ def detect_plateau(
     being smooth). The gain still to come is the slope times ``horizon`` (see
     :func:`remaining_gain_horizon`). Improving: a significant downward trend whose projected gain
     reaches ``tolerance``. Plateau: even the optimistic end of the slope interval projects less
-    than ``tolerance``, or the curve has stalled: no downward trend at all (Theil-Sen slope
-    >= 0) over a window of at least ``stall_points`` checks, and the window's best is not
-    ``tolerance`` better than ``prior_best``, the best before the window. Undecided otherwise.
+    than ``tolerance``; with ``stall_points``, also when the curve has stalled: no downward trend
+    at all (Theil-Sen slope >= 0) over a window of at least ``stall_points`` checks, and the
+    window's best is not ``tolerance`` better than ``prior_best``, the best before the window
+    (a rule without error control: under noise, a window with no downward trend is common on a
+    curve that still improves; off by default). Undecided otherwise.
     ``noise`` (reported as evidence) is measured on the window unless given, and so is the
     noise's lag-1 ``autocorrelation`` the trend test corrects for. Assumes finite values and
     increasing steps.
@@ -131,7 +133,8 @@ def detect_plateau(
         state = PlateauState.IMPROVING
     elif gain_high <= tolerance:
         state = PlateauState.PLATEAU
-    elif (prior_best is not None and y.size >= stall_points and trend.slope >= 0
+    elif (prior_best is not None and stall_points is not None and y.size >= stall_points
+          and trend.slope >= 0
           and prior_best - float(y.min()) < tolerance):
         state, stalled = PlateauState.PLATEAU, True
     else:

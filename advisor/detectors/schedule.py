@@ -64,18 +64,19 @@ def read_schedule(
 ) -> ScheduleState:
     """Read the schedule from the learning rate logged at each check (NaN where not logged).
 
-    A drop is a check where the rate fell below ``drop_ratio`` times the previous one (step
-    decay, reduce-on-plateau); the curve after the last drop is judged on its own. A smooth decay
-    (cosine, linear, exponential) has no single drop but a falling rate: while it is still above
+    A drop is a check where the rate fell below ``drop_ratio`` times the previous one after a steady
+    stretch (step decay, reduce-on-plateau; not the tail of a cosine, which falls by a growing share
+    at every check); the curve after the last drop is judged on its own. A smooth decay (cosine,
+    linear, exponential) has no single drop but a falling rate: while it is still above
     ``high_fraction`` of its peak, a plateau is likely to break as it falls. With the checks'
-    ``steps`` and the budget ``max_steps``, a slow smooth decay that will not go far is told
-    apart: past the first ``early_fraction`` of the budget, a decay with no drop so far is
-    pending only if continuing the latest checks' pace (linearly or geometrically, whichever
-    falls further) takes the rate below ``pending_ratio`` of its current value by the budget's
-    end. A cosine or linear decay to zero qualifies from about 12% of its length on (earlier,
-    ``early_fraction`` covers it); an exponential decay of a few percent over the whole run does
-    not, so a plateau under it can be a stop. A step schedule (a drop seen) is assumed to have
-    more drops to come while the rate is high, since its pace between drops says nothing.
+    ``steps`` and the budget ``max_steps``, a slow smooth decay that will not go far is told apart:
+    past the first ``early_fraction`` of the budget, a decay with no drop so far is pending only if
+    continuing the latest checks' pace (linearly or geometrically, whichever falls further) takes
+    the rate below ``pending_ratio`` of its current value by the budget's end. A cosine or linear
+    decay to zero qualifies from about 12% of its length on (earlier, ``early_fraction`` covers it);
+    an exponential decay of a few percent over the whole run does not, so a plateau under it can be
+    a stop. A step schedule (a drop seen) is assumed to have more drops to come while the rate is
+    high, since its pace between drops says nothing.
     Assumes the rate is a positive number; a schedule that raises the rate again (cyclic,
     warm restarts) makes ``decay_pending`` true whenever the rate is high. A rate that has not
     changed yet is an *unknown* schedule (``known`` false), unless ``planned``: the rates are
@@ -90,7 +91,10 @@ def read_schedule(
     idx = np.flatnonzero(ok)
     v = r[idx]
     ratios = v[1:] / v[:-1]
-    drops = np.flatnonzero(ratios < drop_ratio)
+    # a drop is a step down from a steady rate (the tail of a smooth decay falls by a larger
+    # share at every check, and is one phase)
+    steady = np.r_[True, ratios[:-1] >= 0.9] if ratios.size else ratios.astype(bool)
+    drops = np.flatnonzero((ratios < drop_ratio) & steady)
     phase_start = int(idx[drops[-1] + 1]) if drops.size else 0
     current, peak = float(v[-1]), float(v.max())
     constant = bool(np.all(v == v[0]))
