@@ -15,8 +15,10 @@ callback without a logger are logged at step = epoch and say so in their ``advis
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
+import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -37,6 +39,7 @@ _MAX_TAG_CHARS = 8000
 _LR_NAMES = ("lr", "learning_rate", "learning-rate")
 _CALLBACK_LR = "advisor/lr"  # the rate the callback read from the optimizer
 _CALLBACK_PLAN = "advisor/planned_lr"  # the rates the callback planned from the schedulers
+_STORED_INF = sys.float_info.max  # MLflow's SQL stores keep +-inf as +-1.797e308
 
 
 class TrackingError(ValueError):
@@ -195,7 +198,8 @@ def run_curves(client: Any, run: Any, monitor: str,
     rows: list[tuple[float, str, float]] = []
     with mlflow_errors(f"cannot read the metrics of run {run_id}"):
         for key, name in _wanted(names, monitor, train_metric).items():
-            rows.extend((m.step, name, m.value) for m in client.get_metric_history(run_id, key))
+            rows.extend((m.step, name, _stored_value(m.value))
+                        for m in client.get_metric_history(run_id, key))
     curves = pd.DataFrame(rows, columns=["step", "metric", "value"])
     own_plan = _CALLBACK_PLAN in names and "planned_lr" not in names
     plan = curves[curves["metric"] == "planned_lr"] if own_plan else curves.iloc[:0]
@@ -207,6 +211,12 @@ def run_curves(client: Any, run: Any, monitor: str,
         curves = pd.concat([curves, plan.rename(columns={"step": unit})], ignore_index=True)
     curves.insert(0, "run_id", run_id)
     return curves, unit
+
+
+def _stored_value(value: float) -> float:
+    """A metric value as it was logged: MLflow's SQL stores cannot hold infinities and keep
+    them as the largest float, which is read back here as the infinity it was."""
+    return math.copysign(math.inf, value) if abs(value) == _STORED_INF else value
 
 
 def epoch_axis(curves: pd.DataFrame, monitor: str) -> tuple[pd.DataFrame, str]:

@@ -8,7 +8,9 @@ callback and runs logged by hand without it; nothing here is mocked.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -288,3 +290,47 @@ def test_offline_analysis_example(tmp_path):
     assert len(summary) >= 3 and set(summary["verdict"]) <= {
         "improving", "undecided", "plateau", "overfitting", "diverged"}
     assert "dashboard:" in done.stdout
+
+
+# ---------------------------------------------------------------------------- bad values
+def test_report_with_infinite_and_huge_values_reports_every_run(mlflow_server, tmp_path, capsys):
+    """One diverged run (MLflow's SQL store keeps inf as +-1.797e308) must not cost the other
+    runs their report: every run gets its page, and the bad ones say what is wrong with their
+    values."""
+    import numpy as np
+    from conftest import _log_by_hand
+
+    client = MlflowClient(mlflow_server.url)
+    name = f"bad-values-{uuid.uuid4().hex[:8]}"
+    experiment_id = client.create_experiment(name)
+    e = np.arange(1, 41)
+    healthy = 0.3 + np.exp(-e / 4)
+    bad = {"inf": np.where(e > 20, np.inf, healthy),
+           "neg-inf": np.where(e > 20, -np.inf, healthy),
+           "spike": np.where(e == 21, 1e308, healthy),
+           "first-huge": np.where(e == 1, 1e308, healthy),
+           "alternating": np.where(e % 2 == 0, 1e308, -1e308)}
+    runs = {label: _log_by_hand(client, experiment_id, label, {"val_loss": values}, e)
+            for label, values in {"healthy": healthy, **bad}.items()}
+    out = tmp_path / "dash"
+    assert main(["report", "--experiment", name, "--tracking-uri", mlflow_server.url,
+                 "--out", str(out), "--quiet"]) == 0, capsys.readouterr().err
+    summary = pd.read_csv(out / "summary.csv").set_index("run_id")
+    assert set(summary.index) == set(runs.values())
+    assert summary.loc[runs["healthy"], "verdict"] == "plateau"
+    assert summary.loc[runs["inf"], "verdict"] == "diverged"
+    assert "inf" in summary.loc[runs["inf"], "reason"]  # the value, not 1.797e+308
+    pages = {label: (out / "runs" / f"{run_id}.html").read_text()
+             for label, run_id in runs.items()}
+    assert "data:image/png;base64," in pages["healthy"]
+    assert 'class="values"' not in pages["healthy"]
+    for label in bad:
+        assert 'class="values"' in pages[label], label  # says what is wrong with the values
+    assert "infinite at 20 of 40 checks (steps 21-40)" in pages["inf"]
+    assert "infinite at 20 of 40 checks (steps 21-40)" in pages["neg-inf"]
+    assert "too large to draw" in pages["spike"] and "step 21" in pages["spike"]
+    index = (out / "index.html").read_text()
+    coordinates = " ".join(re.findall(r'points="([^"]*)"', index)).replace(",", " ").split()
+    assert coordinates and all(math.isfinite(float(c)) for c in coordinates)  # drawable curves
+    assert main(["analyze", runs["inf"], "--tracking-uri", mlflow_server.url]) == 0
+    assert "DIVERGED" in capsys.readouterr().out
