@@ -272,3 +272,65 @@ def test_cli_bad_usage_exits_with_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["replay"])
     assert info.value.code == 2
+
+
+# ---------------------------------------------------------------------------- --out targets
+def test_cli_out_dash_writes_to_stdout(long_csv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["replay", str(long_csv), "--out", "-"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("run_id,") and len(lines) == 1 + 2
+    assert not (tmp_path / "-").exists()
+
+
+def test_cli_out_through_a_symlink_writes_its_target_and_keeps_the_link(long_csv, tmp_path):
+    target, link = tmp_path / "decisions.csv", tmp_path / "link.csv"
+    target.write_text("old\n")
+    link.symlink_to(target)
+    assert main(["replay", str(long_csv), "--out", str(link)]) == 0
+    assert link.is_symlink() and link.resolve() == target
+    assert len(pd.read_csv(target)) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.csv", "decisions.csv",
+                                                           "link.csv"]
+
+
+def test_cli_out_to_a_device_writes_through_it(long_csv, tmp_path, capsys):
+    """A device is written to, never replaced by a file (as root, --out /dev/full replaced the
+    device node); the link keeps the test away from the real device nodes."""
+    null, full = tmp_path / "null", tmp_path / "full"
+    null.symlink_to("/dev/null")
+    full.symlink_to("/dev/full")
+    assert main(["replay", str(long_csv), "--out", str(null)]) == 0
+    assert null.is_symlink() and Path("/dev/null").is_char_device()
+    capsys.readouterr()
+    assert main(["replay", str(long_csv), "--out", str(full)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(full) in err and "No space left" in err, err
+    assert full.is_symlink() and Path("/dev/full").is_char_device()
+    assert not list(tmp_path.glob("*.partial*")) and not list(Path("/dev").glob("*.partial*"))
+
+
+def test_cli_out_to_a_named_pipe_writes_through_it(long_csv, tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    assert main(["replay", str(long_csv), "--out", str(fifo)]) == 0
+    reader.join(timeout=30)
+    assert fifo.is_fifo()
+    assert received and received[0].decode().startswith("run_id,")
+    assert len(received[0].decode().strip().splitlines()) == 1 + 2
+
+
+def test_cli_out_to_a_directory_is_an_input_error(long_csv, tmp_path, capsys):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    assert main(["replay", str(long_csv), "--out", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(folder) in err and "directory" in err, err
+    assert folder.is_dir() and not any(folder.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.csv", "folder"]
