@@ -8,6 +8,13 @@ import pandas as pd
 
 __all__ = ["CurveFileError", "read_curves"]
 
+# Columns of names, read as text: a run called "NA", "null" or "007" is that run, not a missing
+# value or the number 7. Other columns keep pandas' missing-value spellings (listed in
+# pandas.read_csv's documentation).
+_TEXT_COLUMNS = ("run_id", "task", "metric")
+_MISSING = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+            "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+
 
 class CurveFileError(ValueError):
     """A curves file cannot be used; the message names the file, the column and what's expected."""
@@ -24,7 +31,10 @@ def read_curves(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise CurveFileError(f"{path}: no such file.")
     try:
-        frame = pd.read_csv(path, low_memory=False)
+        header = list(pd.read_csv(path, nrows=0).columns)
+        frame = pd.read_csv(path, low_memory=False, keep_default_na=False,
+                            dtype={c: str for c in _TEXT_COLUMNS if c in header},
+                            na_values={c: _MISSING for c in header if c not in _TEXT_COLUMNS})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         raise CurveFileError(f"{path}: not a readable CSV file ({exc}).") from exc
     if frame.empty:
@@ -46,4 +56,11 @@ def read_curves(path: str | Path) -> pd.DataFrame:
     if long and "run_id" not in columns:
         raise CurveFileError(f"{path}: long format (metric, value) needs a 'run_id' column; "
                              f"found columns {sorted(columns)}.")
+    for column in ("run_id", "metric") if long else ("run_id",):
+        if column in columns:
+            empty = (frame[column].str.strip() == "").to_numpy()
+            if empty.any():
+                raise CurveFileError(f"{path}: column {column!r} must name every row, but line "
+                                     f"{int(empty.nonzero()[0][0]) + 2} has none "
+                                     f"({int(empty.sum())} such row(s)).")
     return frame

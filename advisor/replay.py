@@ -54,6 +54,11 @@ def prepare_runs(frame: pd.DataFrame, monitor: str, train_metric: str | None = N
     (``task``, ``run_id``, those present) and the numeric metric columns. Raises ``ValueError``
     naming the metrics present when ``monitor`` (or ``train_metric``) is missing.
     """
+    for key in ("task", "run_id"):  # grouping would drop those rows, and their runs, silently
+        missing = frame[key].isna().to_numpy() if key in frame.columns else None
+        if missing is not None and missing.any():
+            raise ValueError(f"{key} is missing in {int(missing.sum())} row(s) (the first at "
+                             f"row {frame.index[missing.argmax()]!r}); every row needs one.")
     if "metric" in frame.columns and "value" in frame.columns:
         frame = long_to_wide(frame, step_column)
     step = _step_column(frame, "the frame", step_column)

@@ -334,3 +334,35 @@ def test_cli_out_to_a_directory_is_an_input_error(long_csv, tmp_path, capsys):
     assert err.count("\n") == 1 and str(folder) in err and "directory" in err, err
     assert folder.is_dir() and not any(folder.iterdir())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.csv", "folder"]
+
+
+# ---------------------------------------------------------------------------- run ids as text
+def test_cli_reads_run_ids_as_text_and_replays_every_run(tmp_path):
+    """Ids that pandas would read as missing (NA, null, None, nan, n/a) or as numbers (007)
+    are run ids like any other: 15 runs in, 15 rows out, ids unchanged."""
+    ids = ["NA", "null", "None", "nan", "n/a", "NaN", "NULL", "#N/A", "007", "7", "1e3", "-",
+           "true", "<NA>", "ok"]
+    e = np.arange(1, 31)
+    frame = pd.concat([pd.DataFrame({"run_id": run_id, "epoch": e, "metric": "val_loss",
+                                     "value": 0.3 + np.exp(-e / (4 + i))})
+                       for i, run_id in enumerate(ids)])
+    path, out = tmp_path / "ids.csv", tmp_path / "out.csv"
+    frame.to_csv(path, index=False)
+    assert main(["replay", str(path), "--out", str(out)]) == 0
+    decisions = pd.read_csv(out, dtype={"run_id": str}, keep_default_na=False)
+    assert sorted(decisions["run_id"]) == sorted(ids)
+
+
+def test_cli_empty_run_id_is_an_input_error_naming_the_line(tmp_path, capsys):
+    path, out = tmp_path / "empty-id.csv", tmp_path / "out.csv"
+    frame = _long_frame().drop(columns="task")
+    frame.loc[6, "run_id"] = ""
+    frame.to_csv(path, index=False)
+    _check_error(capsys, _args(path, out), out, "empty-id.csv", "'run_id'", "line 8")
+
+
+def test_replay_of_a_frame_with_missing_run_ids_is_an_error():
+    frame = _long_frame().drop(columns="task")
+    frame.loc[3, "run_id"] = None
+    with pytest.raises(ValueError, match="run_id.*missing in 1 row"):
+        replay(frame, monitor="val_loss")
