@@ -246,3 +246,41 @@ def test_the_pruner_travels_to_other_processes_without_its_cache():
         0.05, 3, {"min_checks": 8})
     trial = study.trials[-1]
     assert copy.advise(study, trial).to_dict() == pruner.advise(study, trial).to_dict()
+
+
+# ---------------------------------------------------------------------------- like Optuna's pruners
+@pytest.mark.parametrize("state", [TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED])
+def test_a_finished_trial_whose_last_value_is_nan_is_not_pruned_and_nothing_raises(state):
+    """Optuna's pruners answer for a finished trial too; the advisor's tried to write the
+    trial's attributes and raised UpdateFinishedTrialError."""
+    study = optuna.create_study(pruner=AdvisorPruner(max_steps=EPOCHS - 1))
+    trial = study.ask()
+    trial.report(0.5, 0)
+    trial.report(math.nan, 1)
+    study.tell(trial, 0.5 if state is TrialState.COMPLETE else None, state=state)
+    frozen = study.trials[trial.number]
+    assert study.pruner.prune(study, frozen) is False
+    assert trial.should_prune() is False
+    assert not any(k.startswith("advisor.") for k in study.trials[trial.number].user_attrs)
+
+
+def test_multi_objective_studies_are_not_pruned_and_advise_trial_says_why():
+    study = optuna.create_study(directions=["minimize", "maximize"],
+                                pruner=AdvisorPruner(max_steps=EPOCHS - 1))
+    trial = study.ask()
+    assert study.pruner.prune(study, study.trials[trial.number]) is False
+    with pytest.raises(NotImplementedError, match="multi-objective"):
+        advise_trial(trial)
+
+
+def test_advise_trial_on_a_frozen_trial_takes_the_study():
+    study = study_with(AdvisorPruner(max_steps=EPOCHS - 1), good=3)
+    trial = study.ask()
+    for step, value in enumerate(curve(0.3, seed=3)[:20]):
+        trial.report(value, step)
+    live = advise_trial(trial)
+    frozen = study.trials[trial.number]
+    assert isinstance(frozen, optuna.trial.FrozenTrial)
+    assert advise_trial(frozen, study=study) == live
+    with pytest.raises(TypeError, match="FrozenTrial.*study="):
+        advise_trial(frozen)
