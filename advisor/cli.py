@@ -203,7 +203,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        if args.command == "replay":
+            return args.func(args)
+        from .tracking import bounded_requests
+
+        with bounded_requests():  # no MLflow request waits long on a server that hangs
+            return args.func(args)
     except KeyboardInterrupt:
         print("advisor: interrupted; nothing written.", file=sys.stderr)
         return 130

@@ -15,9 +15,11 @@ callback without a logger are logged at step = epoch and say so in their ``advis
 from __future__ import annotations
 
 import contextlib
+import http.client
 import math
 import os
-import socket
+import re
+import ssl
 import sys
 import urllib.parse
 import urllib.request
@@ -28,13 +30,15 @@ from typing import Any
 import pandas as pd
 
 __all__ = [
-    "REPORT_TAG", "MissingMetricError", "TrackingError", "check_reachable", "connect",
+    "REPORT_TAG", "MissingMetricError", "TrackingError", "answer_timeout", "bounded_requests",
+    "check_reachable", "connect",
     "default_tracking_uri", "epoch_axis", "experiment_runs", "find_experiment", "get_run",
     "log_report_run", "mlflow_errors", "run_curves", "write_advice_tags",
 ]
 
 REPORT_TAG = "advisor.report"  # marks the runs that hold an experiment report
 _CONNECT_TIMEOUT = 5.0
+_ANSWER_TIMEOUT = 15.0
 _MAX_TAG_CHARS = 8000
 _LR_NAMES = ("lr", "learning_rate", "learning-rate")
 _CALLBACK_LR = "advisor/lr"  # the rate the callback read from the optimizer
@@ -56,11 +60,25 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
 
 
-def check_reachable(uri: str | None, timeout: float = _CONNECT_TIMEOUT) -> None:
-    """Raise ``ConnectionError`` at once if an ``http(s)`` tracking server refuses connections.
+def answer_timeout() -> float:
+    """Seconds to wait for a tracking server's answer: MLflow's own
+    ``MLFLOW_HTTP_REQUEST_TIMEOUT`` when it is set, else 15."""
+    value = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "")
+    try:
+        seconds = float(value)
+    except ValueError:
+        return _ANSWER_TIMEOUT
+    return seconds if math.isfinite(seconds) and seconds > 0 else _ANSWER_TIMEOUT
 
-    Without it, MLflow's own retries hold a call for minutes before it fails. Other stores, and
-    servers reached through a configured proxy, are not checked.
+
+def check_reachable(uri: str | None, timeout: float = _CONNECT_TIMEOUT) -> None:
+    """Raise ``ConnectionError`` at once if an ``http(s)`` tracking server refuses connections,
+    and within :func:`answer_timeout` if it accepts them but does not answer HTTP (any answer
+    to ``GET <uri>/health`` counts, an error status included).
+
+    Without it, MLflow's own retries hold a call for minutes before it fails (a server that
+    never answers: 8 tries of 120 s). Other stores, and servers reached through a configured
+    proxy, are not checked.
     """
     parts = urllib.parse.urlsplit(uri or "")
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -68,11 +86,52 @@ def check_reachable(uri: str | None, timeout: float = _CONNECT_TIMEOUT) -> None:
     if urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.hostname):
         return
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    if parts.scheme == "https":  # whether it answers, not whom: no certificate check
+        connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+            parts.hostname, port, timeout=timeout,
+            context=ssl._create_unverified_context())  # noqa: S323
+    else:
+        connection = http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
     try:
-        socket.create_connection((parts.hostname, port), timeout=timeout).close()
-    except OSError as exc:
-        raise ConnectionError(f"MLflow server {parts.hostname}:{port} is unreachable "
-                              f"({exc})") from exc
+        try:
+            connection.connect()
+        except OSError as exc:
+            raise ConnectionError(f"MLflow server {parts.hostname}:{port} is unreachable "
+                                  f"({exc})") from exc
+        wait = answer_timeout()
+        try:
+            connection.sock.settimeout(wait)
+            connection.request("GET", parts.path.rstrip("/") + "/health")
+            connection.getresponse().read(1024)
+        except (OSError, http.client.HTTPException) as exc:
+            why = (f"did not answer within {wait:g} s (MLFLOW_HTTP_REQUEST_TIMEOUT)"
+                   if isinstance(exc, TimeoutError) else f"did not answer HTTP ({exc})")
+            raise ConnectionError(f"MLflow server {parts.hostname}:{port} accepted the "
+                                  f"connection but {why}") from exc
+    finally:
+        connection.close()
+
+
+@contextlib.contextmanager
+def bounded_requests(retries: int = 2) -> Iterator[None]:
+    """Within the block, every MLflow HTTP request waits at most :func:`answer_timeout` for an
+    answer and is retried at most ``retries`` times (MLflow's defaults, 120 s and 7 retries,
+    hold a call to a server that stopped answering for about 16 minutes), unless the user set
+    ``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``. For a process of its
+    own (the command line): MLflow reads these settings from the environment, process-wide."""
+    wanted = {"MLFLOW_HTTP_REQUEST_TIMEOUT": f"{math.ceil(answer_timeout())}",
+              "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries)}
+    before = {key: os.environ.get(key) for key in wanted}
+    for key, value in wanted.items():
+        os.environ.setdefault(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _local_store(uri: str) -> Path | None:
@@ -89,6 +148,13 @@ def _local_store(uri: str) -> Path | None:
 
 def _first_line(exc: Exception) -> str:
     text = str(getattr(exc, "message", None) or exc).strip()
+    timed_out = re.match(r"API request to (\w+://[^/\s]+)\S* failed with .*(Read timed out|"
+                         r"ReadTimeout)", text, re.DOTALL)
+    if timed_out:  # MLflow's message is a paragraph of urllib3's retries: say what happened
+        tries = 1 + int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES") or 7)
+        return (f"the MLflow server {timed_out.group(1)} did not answer within "
+                f"{os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT') or 120} s ({tries} tries; "
+                f"MLFLOW_HTTP_REQUEST_TIMEOUT and MLFLOW_HTTP_REQUEST_MAX_RETRIES set them)")
     return text.splitlines()[0] if text else type(exc).__name__
 
 

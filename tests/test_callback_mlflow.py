@@ -379,3 +379,28 @@ def test_unreachable_server_does_not_stop_training(tmp_path):
         time.sleep(0.1)
     assert not [t for t in set(threading.enumerate()) - threads_before
                 if t.name == "advisor-mlflow"]
+
+
+@pytest.mark.parametrize("health", [False, True], ids=["never-answers", "stalls-mid-way"])
+def test_a_server_that_never_answers_does_not_hold_training_and_is_named(health, monkeypatch):
+    """A server that accepts connections and never answers: training goes on, and the warning
+    at the end names the server and what was not written (it ended in '(None)')."""
+    from processes import SilentServer
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")  # MLflow's own setting: a short test
+    with SilentServer(health=health) as server:
+        callback = AdvisorCallback(monitor="val_loss", tracking_uri=server.url,
+                                   experiment_name="never")
+        start = time.monotonic()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer = fit([callback], max_epochs=6)
+        elapsed = time.monotonic() - start
+    assert trainer.current_epoch == 6 and len(callback.history) == 6
+    assert elapsed < 60, f"fit took {elapsed:.0f} s against a server that never answers"
+    failures = write_failures(caught)
+    unwritten = [m for m in failures if "not written" in m]
+    assert len(unwritten) == 1, failures
+    assert f"127.0.0.1:{server.port}" in unwritten[0] and "did not answer" in unwritten[0]
+    assert "(None)" not in unwritten[0] and "run None" not in unwritten[0], unwritten[0]
+    assert "metric value(s)" in unwritten[0] and "advice.json" in unwritten[0]

@@ -334,3 +334,32 @@ def test_report_with_infinite_and_huge_values_reports_every_run(mlflow_server, t
     assert coordinates and all(math.isfinite(float(c)) for c in coordinates)  # drawable curves
     assert main(["analyze", runs["inf"], "--tracking-uri", mlflow_server.url]) == 0
     assert "DIVERGED" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- hung servers
+@pytest.mark.parametrize("health", [False, True], ids=["never-answers", "stalls-mid-way"])
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_a_server_that_accepts_but_never_answers_is_an_error_in_bounded_time(
+        command, health, tmp_path, monkeypatch, capsys):
+    """A server that takes the connection and never answers HTTP held `analyze` and `report`
+    silently (killed at 300 s). Every request has a bounded time (MLflow's own
+    MLFLOW_HTTP_REQUEST_TIMEOUT, 1 s here to keep the test short; the command's default
+    retries), and the one-line error names the server."""
+    from processes import SilentServer
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    with SilentServer(health=health) as server:
+        argv = (["analyze", "0" * 32] if command == "analyze"
+                else ["report", "--experiment", "x", "--out", str(tmp_path / "out"), "--quiet"])
+        started = time.monotonic()
+        assert main([*argv, "--tracking-uri", server.url]) == 1
+        elapsed = time.monotonic() - started
+        assert any(b"/api/" in r for r in server.requests) == health  # it got that far
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("advisor: error: "), err
+    assert f"127.0.0.1:{server.port}" in err, err
+    assert "did not answer within 1 s" in err, err
+    assert elapsed < (3 if not health else 15), elapsed
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # the command's own setting

@@ -268,8 +268,10 @@ class AdvisorCallback(*_callback_bases()):
             self._warn_once("final", f"training-advisor could not write its final advice: {exc}")
         unwritten = self._writer.close(timeout=30.0, status="FINISHED")
         if unwritten:
+            run = self._writer.run_id
             self._warn_once("unwritten", (
-                f"training-advisor could not write to MLflow run {self._writer.run_id}: "
+                f"training-advisor could not write to MLflow "
+                f"{f'run {run}' if run else 'at ' + self._writer.server}: "
                 f"{unwritten.metrics} metric value(s), {unwritten.tags} tag(s) and artifacts "
                 f"{unwritten.artifacts} are not written ({self._writer.last_error}). The final "
                 f"advice is in callback.advice and callback.history."))
@@ -369,7 +371,8 @@ class AdvisorCallback(*_callback_bases()):
 
             def connect() -> tuple[Any, str, bool]:
                 return resolve_run(self.tracking_uri, self.experiment_name, self.run_name)
-        self._writer = MlflowWriter(connect)
+        self._writer = MlflowWriter(connect, server=getattr(logger, "_tracking_uri", None)
+                                    or self.tracking_uri)
 
     @staticmethod
     def _mlflow_logger(trainer: Any) -> Any:
