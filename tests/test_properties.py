@@ -74,6 +74,7 @@ _awkward = st.one_of(_any_float, st.sampled_from([0.0, -0.0, 1e308, -1e308, 5e-3
 @given(st.lists(_awkward, min_size=1, max_size=30), st.sampled_from(["min", "max"]),
        st.sampled_from([None, 10.0, 100.0]), st.booleans())
 @example([0.0, 1.0, 2.5578718219638952e154, 0.0, 0.0], "min", 10.0, False)  # noise**2 overflowed
+@example([5e-324, 0.0, -1.4565883770371662e128, 0.0, -0.0], "max", 100.0, False)  # inf in state
 def test_update_never_raises_on_arbitrary_floats_and_advice_is_json_safe(values, mode,
                                                                         max_steps, with_train):
     advisor = Advisor("val_loss", mode, train_metric="train_loss" if with_train else None,
@@ -92,3 +93,9 @@ def test_update_never_raises_on_arbitrary_floats_and_advice_is_json_safe(values,
             assert advice.should_stop == advice.verdict.stops
             if not math.isfinite(v):
                 assert advice.verdict is Verdict.DIVERGED
+    state = advisor.state_dict()  # documented JSON-safe: strict JSON, and resumes exactly
+    assert json.loads(json.dumps(state, allow_nan=False)) == state
+    resumed = Advisor("val_loss", mode, train_metric="train_loss" if with_train else None,
+                      max_steps=max_steps, min_checks=3)
+    resumed.load_state_dict(json.loads(json.dumps(state)))
+    assert resumed.advice.to_dict() == advice.to_dict()

@@ -200,6 +200,20 @@ def test_bad_settings_are_refused_naming_the_value(kwargs, message):
         AdvisorPruner(**kwargs)
 
 
+@pytest.mark.parametrize("budget", [np.int64(EPOCHS - 1), np.float32(EPOCHS - 1)])
+def test_numpy_numbers_are_accepted_as_max_steps(budget):
+    study = study_with(AdvisorPruner(max_steps=budget, n_startup_trials=3))
+    bad = run_trial(study, curve(0.6, seed=7))
+    assert bad.state is TrialState.PRUNED  # as with max_steps=EPOCHS - 1
+    assert bad.user_attrs["advisor.verdict"] == Verdict.UNPROMISING.value
+
+
+@pytest.mark.parametrize("budget", [math.inf, True, np.array([5])])
+def test_max_steps_that_is_not_a_finite_number_is_refused(budget):
+    with pytest.raises(ValueError, match="max_steps must be a positive number, 'auto' or None"):
+        AdvisorPruner(max_steps=budget)
+
+
 def test_wrapped_pruner_must_be_a_pruner():
     with pytest.raises(TypeError, match="wrapped_pruner must be an optuna pruner, but got str"):
         AdvisorPruner(wrapped_pruner="median")

@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .. import _explain
 from ..advice import Advice, Verdict
 from ..detectors.promise import PeerResult, chance_from_peers, chance_to_beat
+from ..history import positive_number
 from ._peers import PeerCurves
 from ._trials import TrialAdvisors, advice_attrs, check_single_objective, record_advice
 
@@ -89,9 +90,8 @@ class AdvisorPruner(BasePruner):
         wrapped_pruner: BasePruner | None = None,
         **advisor_kwargs: Any,
     ) -> None:
-        if not (max_steps is None or max_steps == "auto" or (
-                isinstance(max_steps, int | float) and not isinstance(max_steps, bool)
-                and max_steps > 0)):
+        if not (max_steps is None or (isinstance(max_steps, str) and max_steps == "auto")
+                or positive_number(max_steps) is not None):
             raise ValueError(
                 f"max_steps must be a positive number, 'auto' or None, but got {max_steps!r}.")
         if not 0 < threshold < 1:
@@ -105,7 +105,7 @@ class AdvisorPruner(BasePruner):
         if wrapped_pruner is not None and not isinstance(wrapped_pruner, BasePruner):
             raise TypeError(f"wrapped_pruner must be an optuna pruner, but got "
                             f"{type(wrapped_pruner).__name__}.")
-        self.max_steps = max_steps
+        self.max_steps = max_steps if max_steps in (None, "auto") else positive_number(max_steps)
         self.threshold = float(threshold)
         self.n_best = n_best
         self.n_startup_trials = int(n_startup_trials)
