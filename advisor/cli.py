@@ -20,8 +20,8 @@ def _replay(args: argparse.Namespace) -> int:
     from .io import CurveFileError, read_curves
     from .replay import replay
 
-    frame = read_curves(args.curves)
-    kwargs = json.loads(args.advisor_kwargs) if args.advisor_kwargs else {}
+    kwargs = _advisor_kwargs(args)
+    frame = read_curves(args.curves, numeric=(args.monitor, args.train_metric))
     try:
         decisions = replay(frame, monitor=args.monitor, mode=args.mode,
                            train_metric=args.train_metric, step_column=args.step_column,
@@ -64,11 +64,28 @@ def _write_csv(frame: Any, out: Path) -> None:
                       f"{exc.strerror or exc}.") from exc
 
 
-def _settings(args: argparse.Namespace) -> dict:
-    kwargs = json.loads(args.advisor_kwargs) if args.advisor_kwargs else {}
+def _advisor_kwargs(args: argparse.Namespace) -> dict:
+    """``--advisor-kwargs``: a JSON object of Advisor settings the command does not set."""
+    if not args.advisor_kwargs:
+        return {}
+    try:
+        kwargs = json.loads(args.advisor_kwargs)
+    except ValueError as exc:
+        raise ValueError(f"--advisor-kwargs must be a JSON object, but it is not JSON "
+                         f"({exc}).") from exc
     if not isinstance(kwargs, dict):
-        raise ValueError("--advisor-kwargs must be a JSON object.")
-    return dict(kwargs, monitor=args.monitor, mode=args.mode, train_metric=args.train_metric)
+        raise ValueError(f"--advisor-kwargs must be a JSON object, but got {args.advisor_kwargs}.")
+    taken = sorted(set(kwargs) & {"monitor", "mode", "train_metric", "max_steps",
+                                  "step_column"})
+    if taken:
+        raise ValueError(f"--advisor-kwargs cannot set {', '.join(taken)}: the command's own "
+                         "options set them (the budget is each run's own).")
+    return kwargs
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    return dict(_advisor_kwargs(args), monitor=args.monitor, mode=args.mode,
+                train_metric=args.train_metric)
 
 
 def _analyze(args: argparse.Namespace) -> int:

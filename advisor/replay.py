@@ -68,6 +68,15 @@ def prepare_runs(frame: pd.DataFrame, monitor: str, train_metric: str | None = N
                          f"{', '.join(metrics) or 'none'}.")
     if train_metric is not None and train_metric not in frame.columns:
         raise ValueError(f"train metric {train_metric!r} is not in the data.")
+    for column in dict.fromkeys(c for c in (monitor, train_metric) if c is not None):
+        if not pd.api.types.is_numeric_dtype(frame[column]):  # text would be dropped silently
+            values = pd.to_numeric(frame[column], errors="coerce")
+            bad = (values.isna() & frame[column].notna()).to_numpy()
+            if bad.any():
+                raise ValueError(f"column {column!r} must hold numbers, but row "
+                                 f"{frame.index[bad.argmax()]!r} has "
+                                 f"{frame[column].to_numpy()[bad.argmax()]!r}.")
+            frame = frame.assign(**{column: values})
     keys = [c for c in ("task", "run_id") if c in frame.columns]
     metric_columns = [c for c in frame.columns if c not in _NOT_METRICS and c != step
                       and pd.api.types.is_numeric_dtype(frame[c])]

@@ -12,6 +12,7 @@ import pytest
 
 from advisor import replay
 from advisor.cli import main
+from advisor.replay import long_to_wide
 
 ADVISOR_SCRIPT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "advisor"
 VERDICTS = {"improving", "undecided", "plateau", "overfitting", "diverged"}
@@ -366,3 +367,57 @@ def test_replay_of_a_frame_with_missing_run_ids_is_an_error():
     frame.loc[3, "run_id"] = None
     with pytest.raises(ValueError, match="run_id.*missing in 1 row"):
         replay(frame, monitor="val_loss")
+
+
+# ---------------------------------------------------------------------------- messages
+def test_cli_truncated_gzip_file_is_an_input_error(tmp_path, capsys):
+    whole, path, out = tmp_path / "whole.csv.gz", tmp_path / "cut.csv.gz", tmp_path / "out.csv"
+    with gzip.open(whole, "wt") as f:
+        _long_frame().drop(columns="task").to_csv(f, index=False)
+    data = whole.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    _check_error(capsys, _args(path, out), out, "cut.csv.gz", "not a readable CSV file")
+
+
+@pytest.mark.parametrize(("column", "argv"), [("val_loss", []),
+                                               ("train_loss", ["--train-metric", "train_loss"])])
+def test_cli_unparseable_cell_of_a_judged_metric_names_file_line_and_value(tmp_path, capsys,
+                                                                           column, argv):
+    """It said "'val_loss' is not among the logged metrics: none" (or replayed without the
+    training metric, silently)."""
+    path, out = tmp_path / "wide.csv", tmp_path / "out.csv"
+    e = np.arange(1, 31)
+    frame = pd.DataFrame({"epoch": e, "val_loss": 1 / e, "train_loss": 0.9 / e}).astype(object)
+    frame.loc[4, column] = "0.2.1"
+    frame.to_csv(path, index=False)
+    _check_error(capsys, ["replay", str(path), *argv, "--out", str(out)], out, "wide.csv",
+                 f"column {column!r} must hold numbers, but line 6 has '0.2.1'")
+
+
+def test_cli_step_beyond_the_float_range_names_file_and_line(tmp_path, capsys):
+    """An epoch of 1e400 (read as inf) was blamed on max_steps."""
+    path, out = tmp_path / "wide.csv", tmp_path / "out.csv"
+    e = [str(x) for x in range(1, 31)]
+    e[6] = "1e400"
+    pd.DataFrame({"epoch": e, "val_loss": np.linspace(1, 0.5, 30)}).to_csv(path, index=False)
+    _check_error(capsys, ["replay", str(path), "--out", str(out)], out, "wide.csv",
+                 "column 'epoch' must hold finite numbers, but line 8 has inf")
+
+
+def test_cli_directory_and_bad_advisor_kwargs_are_named(long_csv, tmp_path, capsys):
+    out = tmp_path / "out.csv"
+    _check_error(capsys, ["replay", str(tmp_path), "--out", str(out)], out,
+                 f"{tmp_path}: is a directory, not a curves file")
+    _check_error(capsys, [*_args(long_csv, out), "--advisor-kwargs", "[1]"], out,
+                 "--advisor-kwargs must be a JSON object, but got [1]")
+    _check_error(capsys, [*_args(long_csv, out), "--advisor-kwargs", '{"max_steps": 5}'], out,
+                 "--advisor-kwargs cannot set max_steps")
+
+
+def test_replay_of_a_frame_with_text_in_the_monitored_metric_names_the_row():
+    frame = _long_frame().drop(columns="task")
+    wide = long_to_wide(frame).astype({"val_loss": object})
+    wide.loc[3, "val_loss"] = "oops"
+    with pytest.raises(ValueError, match="column 'val_loss' must hold numbers, but row 3 has "
+                                         "'oops'"):
+        replay(wide, monitor="val_loss")
