@@ -171,17 +171,88 @@ def mlflow_errors(what: str) -> Iterator[None]:
 
 def connect(tracking_uri: str | None = None) -> Any:
     """An ``MlflowClient`` for ``tracking_uri`` (default :func:`default_tracking_uri`), after
-    checking that the store exists or the server answers, so nothing waits minutes or creates
-    an empty store by mistake."""
+    checking that the store exists and is an MLflow store, or that the server answers, so
+    nothing waits minutes, and a read never creates or changes a store: MLflow writes its
+    schema into any database it opens (an empty file, a database of something else)."""
     from mlflow import MlflowClient
 
     uri = tracking_uri or default_tracking_uri()
+    scheme = urllib.parse.urlsplit(uri).scheme.split("+")[0].lower()
     path = _local_store(uri)
     if path is not None and not path.exists():
         raise TrackingError(f"no MLflow store at {uri} ({path} does not exist); pass "
                             "--tracking-uri or set MLFLOW_TRACKING_URI.")
+    if scheme == "sqlite":
+        _check_sqlite_store(uri, path)
+    elif path is not None and not path.is_dir():
+        raise TrackingError(f"{path} is a file, not an MLflow file store; for an SQLite "
+                            f"database, pass sqlite:///{path}.")
+    elif scheme in _DATABASES:
+        _check_database_store(uri)
+    elif path is None and scheme not in _SERVERS:
+        raise TrackingError(f"unknown tracking URI scheme {scheme!r} in {uri}; expected "
+                            "http(s)://HOST, sqlite:///FILE, postgresql://, mysql://, "
+                            "mssql://, databricks, file:///FOLDER or a folder.")
     check_reachable(uri)
-    return MlflowClient(uri)
+    with mlflow_errors(f"cannot open the MLflow store at {uri}"):
+        return MlflowClient(uri)
+
+
+_DATABASES = ("postgresql", "mysql", "mssql")  # SQLAlchemy URLs MLflow keeps runs in
+_SERVERS = ("http", "https", "databricks", "databricks-uc", "uc")
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_store(uri: str, path: Path | None) -> None:
+    """An SQLite file that holds MLflow's tables, read without writing to it."""
+    import sqlite3
+
+    if path is None or str(path) in ("", ":memory:"):
+        raise TrackingError(f"{uri} names no database file.")
+    if path.is_dir():
+        raise TrackingError(f"{path} is a directory, not an SQLite database ({uri}).")
+    with open(path, "rb") as f:
+        header = f.read(len(_SQLITE_HEADER))
+    if not header:
+        raise TrackingError(f"{path} is empty, not an MLflow store ({uri}); nothing was "
+                            "written to it.")
+    if header != _SQLITE_HEADER:
+        raise TrackingError(f"{path} is not an SQLite database ({uri}).")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                               "name = 'experiments'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise TrackingError(f"{path} cannot be read as an SQLite database ({exc}).") from exc
+    if found is None:
+        raise TrackingError(f"{path} is not an MLflow store (it has no 'experiments' table); "
+                            f"nothing was written to it.")
+
+
+def _check_database_store(uri: str) -> None:
+    """A database (PostgreSQL, MySQL, SQL Server) that holds MLflow's tables."""
+    import sqlalchemy
+
+    scheme = urllib.parse.urlsplit(uri).scheme.split("+")[0]
+    connect_args = {"connect_timeout": int(_CONNECT_TIMEOUT)} if scheme != "mssql" else {}
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=connect_args)
+    except Exception as exc:  # a bad URL, a driver that is not installed
+        raise TrackingError(f"cannot open the MLflow store at {uri}: {_first_line(exc)}") from exc
+    try:
+        with engine.connect() as connection:
+            found = sqlalchemy.inspect(connection).has_table("experiments")
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise TrackingError(f"cannot read the database at {uri}: "
+                            f"{_first_line(getattr(exc, 'orig', None) or exc)}") from exc
+    finally:
+        engine.dispose()
+    if not found:
+        raise TrackingError(f"the database at {uri} is not an MLflow store (it has no "
+                            f"'experiments' table); nothing was written to it.")
 
 
 def find_experiment(client: Any, name: str) -> Any:

@@ -363,3 +363,62 @@ def test_a_server_that_accepts_but_never_answers_is_an_error_in_bounded_time(
     assert elapsed < (3 if not health else 15), elapsed
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # the command's own setting
+
+
+# ---------------------------------------------------------------------------- bad stores
+def _store_error(capsys, argv: list[str]) -> str:
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("advisor: error: "), err
+    return err
+
+
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_bad_stores_are_one_line_errors_and_are_left_unchanged(command, tmp_path, capsys,
+                                                                monkeypatch):
+    """A file that is not a database, a directory, an unknown scheme, a plain folder: one line
+    each (they printed 39-179-line tracebacks); an empty file or a database that is not an
+    MLflow store is not turned into one (report wrote MLflow's schema into an empty file)."""
+    import sqlite3
+
+    monkeypatch.chdir(tmp_path)
+    argv = (["analyze", "0" * 32] if command == "analyze"
+            else ["report", "--experiment", "x", "--quiet"])
+    text = tmp_path / "notes.db"
+    text.write_text("not a database\n" * 20)
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    folder = tmp_path / "folder.db"
+    folder.mkdir()
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("create table notes (body text)")
+    before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in (text, empty, other)}
+    cases = {f"sqlite:///{text}": "is not an SQLite database",
+             f"sqlite:///{empty}": "is empty, not an MLflow store",
+             f"sqlite:///{folder}": "is a directory, not an SQLite database",
+             f"sqlite:///{other}": "is not an MLflow store (it has no 'experiments' table)",
+             "foo://bar": "unknown tracking URI scheme 'foo'",
+             str(text): "is a file, not an MLflow file store; for an SQLite database, pass "
+                        f"sqlite:///{text}",
+             str(folder): "cannot open the MLflow store at"}
+    for uri, expected in cases.items():
+        err = _store_error(capsys, [*argv, "--tracking-uri", uri])
+        assert expected in err, (uri, err)
+    assert {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in before} == before
+    assert not any(folder.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "folder.db", "notes.db",
+                                                          "other.db"]
+
+
+def test_an_empty_postgresql_database_is_not_made_an_mlflow_store(postgres, capsys):
+    import sqlalchemy
+
+    url = postgres.create_database(f"empty_{uuid.uuid4().hex[:8]}")
+    err = _store_error(capsys, ["report", "--experiment", "x", "--quiet", "--tracking-uri", url])
+    assert "is not an MLflow store (it has no 'experiments' table)" in err, err
+    engine = sqlalchemy.create_engine(url)
+    try:
+        assert sqlalchemy.inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
