@@ -404,3 +404,23 @@ def test_a_server_that_never_answers_does_not_hold_training_and_is_named(health,
     assert f"127.0.0.1:{server.port}" in unwritten[0] and "did not answer" in unwritten[0]
     assert "(None)" not in unwritten[0] and "run None" not in unwritten[0], unwritten[0]
     assert "metric value(s)" in unwritten[0] and "advice.json" in unwritten[0]
+
+
+# ---------------------------------------------------------------------------- reuse
+def test_a_reused_callback_starts_a_fresh_history_on_a_new_fit(mlflow_server, tmp_path):
+    """The second fit ran to its end, yet its advice.json said "stopped": true and its
+    advice_history.csv held the first fit's rows."""
+    client = MlflowClient(mlflow_server.url)
+    name = unique("reused")
+    callback = AdvisorCallback(monitor="val_loss", train_metric="train_loss", action="stop",
+                               tracking_uri=mlflow_server.url, experiment_name=name)
+    first = fit([callback], lr=0.0, max_epochs=30)  # flat: the advisor stops it
+    assert callback.stop_reason is not None and first.current_epoch < 30
+    first_run = callback.run_id
+    second = fit([callback], lr=0.05, max_epochs=5)  # too short to stop
+    assert second.current_epoch == 5
+    assert callback.stop_reason is None and callback.stopped_step is None
+    assert [row["step"] for row in callback.history] == [1, 2, 3, 4, 5]
+    assert callback.advisor.history.steps.tolist() == [1, 2, 3, 4, 5]
+    assert callback.run_id != first_run  # a run of its own, as the first fit had
+    assert_advice_in_run(client, callback.run_id, callback, checks=5, tmp_path=tmp_path)

@@ -130,6 +130,7 @@ class AdvisorCallback(*_callback_bases()):
         self._log_trainer_metrics = False
         self._warned: set[str] = set()
         self._pending_state: dict[str, Any] | None = None
+        self._fitting = False  # between this fit's setup and its end
         self._lr: float | None = None
         self._check_pending = False  # validation ran this epoch; judged at the epoch's end
         self._trainer: Any = None
@@ -143,6 +144,7 @@ class AdvisorCallback(*_callback_bases()):
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit":
             return
+        self._new_fit()
         interval = trainer.val_check_interval
         per_epoch = isinstance(interval, float) and interval == 1.0
         self.unit = "epoch" if per_epoch else "step"
@@ -154,8 +156,20 @@ class AdvisorCallback(*_callback_bases()):
         if self._pending_state is not None:
             self._restore(self._pending_state)
         self._rank_zero = trainer.is_global_zero
+        self._fitting = True
         if self.log_to_mlflow and trainer.is_global_zero:
             self._start_writer(trainer)
+
+    def _new_fit(self) -> None:
+        """A new fit starts a new history (a reused callback carried the last fit's rows and
+        stop); a checkpoint it resumes from restores one (:meth:`load_state_dict`)."""
+        self.advice, self.history, self.stop_reason, self.stopped_step = None, [], None, None
+        self.run_id = self._tracking_uri = self._logger_run_name = self._lr = None
+        self._check_pending, self._trainer, self._log_trainer_metrics = False, None, False
+        self._warned, self._planned_for = set(), None
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self._fitting = False
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if self.plan_lr and self.advisor is not None:  # after a resume: restored schedulers
@@ -253,6 +267,7 @@ class AdvisorCallback(*_callback_bases()):
         self._writer.submit(tags={"advisor.lr_plan": text})
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        self._fitting = False
         if self._writer is not None:
             self._writer.close(timeout=10.0, status="FAILED")
             self._forget_writer()
@@ -287,7 +302,7 @@ class AdvisorCallback(*_callback_bases()):
                 "pending_check": pending}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if self.advisor is None:
+        if self.advisor is None or not self._fitting:  # before this fit's setup
             self._pending_state = dict(state_dict)  # restored in setup, once the budget is known
         else:
             self._restore(state_dict)
