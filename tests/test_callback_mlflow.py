@@ -424,3 +424,37 @@ def test_a_reused_callback_starts_a_fresh_history_on_a_new_fit(mlflow_server, tm
     assert callback.advisor.history.steps.tolist() == [1, 2, 3, 4, 5]
     assert callback.run_id != first_run  # a run of its own, as the first fit had
     assert_advice_in_run(client, callback.run_id, callback, checks=5, tmp_path=tmp_path)
+
+
+# ---------------------------------------------------------------------------- stale values
+class EveryOtherEpoch(LinearRegression):
+    """Validation runs every epoch, but val_loss is logged at odd epochs only (1-based)."""
+
+    def validation_step(self, batch, batch_idx):
+        if self.current_epoch % 2 == 0:
+            super().validation_step(batch, batch_idx)
+
+
+def test_a_value_not_logged_at_this_check_is_not_judged_again(mlflow_server):
+    """callback_metrics keeps the last val_loss: the checks of even epochs re-read it as new."""
+    name = unique("stale")
+    callback = AdvisorCallback(monitor="val_loss", train_metric="train_loss",
+                               tracking_uri=mlflow_server.url, experiment_name=name)
+    torch.manual_seed(0)
+    trainer = pl.Trainer(max_epochs=12, logger=False, callbacks=[callback],
+                         enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, num_sanity_val_steps=2)
+    train, val = loaders()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(EveryOtherEpoch(lr=0.05), train, val)
+    assert trainer.current_epoch == 12
+    checks = [1, 3, 5, 7, 9, 11]
+    assert [row["step"] for row in callback.history] == checks
+    history = callback.advisor.history
+    assert history.steps[history.logged("val_loss")].tolist() == checks
+    assert len(set(history.values("val_loss")[history.logged("val_loss")].tolist())) == 6
+    assert not [str(w.message) for w in caught if issubclass(w.category, AdvisorWarning)]
+    client = MlflowClient(mlflow_server.url)
+    for key in ("val_loss", "advisor/best_value"):  # one value per check, none repeated
+        assert metric_steps(client, callback.run_id, key) == checks, key

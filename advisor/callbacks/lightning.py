@@ -131,6 +131,7 @@ class AdvisorCallback(*_callback_bases()):
         self._warned: set[str] = set()
         self._pending_state: dict[str, Any] | None = None
         self._fitting = False  # between this fit's setup and its end
+        self._read: dict[str, Any] = {}  # callback_metrics as read at the last check
         self._lr: float | None = None
         self._check_pending = False  # validation ran this epoch; judged at the epoch's end
         self._trainer: Any = None
@@ -166,7 +167,7 @@ class AdvisorCallback(*_callback_bases()):
         self.advice, self.history, self.stop_reason, self.stopped_step = None, [], None, None
         self.run_id = self._tracking_uri = self._logger_run_name = self._lr = None
         self._check_pending, self._trainer, self._log_trainer_metrics = False, None, False
-        self._warned, self._planned_for = set(), None
+        self._warned, self._planned_for, self._read = set(), None, {}
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._fitting = False
@@ -320,9 +321,12 @@ class AdvisorCallback(*_callback_bases()):
             self._record(self.advisor.update(pending["step"], pending["metrics"]))
 
     def _check(self, trainer: Any) -> None:
-        metrics = self._read_metrics(trainer)
+        metrics = self._read_metrics(trainer, consume=True)
+        stale = self.monitor not in metrics and self.monitor in trainer.callback_metrics
         # decide once: rank 0's values go to every rank, so the advice is identical everywhere
-        metrics = trainer.strategy.broadcast(metrics, src=0)
+        metrics, stale = trainer.strategy.broadcast((metrics, stale), src=0)
+        if stale:  # validation ran, but did not log the monitor this time: no check to judge
+            return
         if self.monitor not in metrics:
             raise KeyError(f"monitored metric {self.monitor!r} was not logged at this check; "
                            f"metrics present: {', '.join(sorted(metrics)) or 'none'}.")
@@ -355,13 +359,25 @@ class AdvisorCallback(*_callback_bases()):
         else:
             self.history.append(advice_history_row(advice))
 
-    def _read_metrics(self, trainer: Any) -> dict[str, float]:
+    def _read_metrics(self, trainer: Any, consume: bool = False) -> dict[str, float]:
+        """The values logged since the last check (``consume``: and remember them as read).
+
+        ``callback_metrics`` keeps a metric's last value until it is logged again; Lightning
+        puts a new tensor there each time one is logged (its epoch aggregate, or the step's
+        value), so a value that is the very object read at the last check is stale: it was not
+        logged at this check and is not judged again.
+        """
         values: dict[str, float] = {}
-        for key, value in trainer.callback_metrics.items():
+        current = trainer.callback_metrics
+        for key, value in current.items():
+            if self._read.get(key) is value:
+                continue
             try:
                 values[key] = float(value)
             except (TypeError, ValueError):
                 continue  # not a scalar: not a curve the advisor can judge
+        if consume:
+            self._read = dict(current)  # holding them: no identity is reused meanwhile
         if self._lr is not None and "lr" not in values:
             values["lr"] = self._lr
         return values
