@@ -458,3 +458,43 @@ def test_a_value_not_logged_at_this_check_is_not_judged_again(mlflow_server):
     client = MlflowClient(mlflow_server.url)
     for key in ("val_loss", "advisor/best_value"):  # one value per check, none repeated
         assert metric_steps(client, callback.run_id, key) == checks, key
+
+
+# ---------------------------------------------------------------------------- outage-safe set-up
+class EpochClock(pl.Callback):
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.ends.append(time.monotonic())
+
+
+class StopServerAfter(pl.Callback):
+    def __init__(self, server, epoch: int) -> None:
+        self.server, self.epoch = server, epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch + 1 == self.epoch:
+            self.server.stop()
+
+
+def test_training_does_not_wait_on_a_server_that_goes_down(mlflow_server, tmp_path):
+    """The README's outage-safe set-up: no MLFlowLogger (it writes synchronously and holds
+    training while the server is down); the callback creates the run and writes the trainer's
+    metrics and its advice from its background writer. With the server gone after epoch 3,
+    every later epoch takes its own time (0.2 s of sleep, a few ms of training), not MLflow's."""
+    name = unique("down")
+    callback = AdvisorCallback(monitor="val_loss", train_metric="train_loss",
+                               tracking_uri=mlflow_server.url, experiment_name=name)
+    clock = EpochClock()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer = fit([callback, StopServerAfter(mlflow_server, 3), clock], max_epochs=10,
+                          epoch_sleep=0.2, logger=CSVLogger(tmp_path))
+    finally:
+        mlflow_server.start()
+    assert trainer.current_epoch == 10 and len(callback.history) == 10
+    while_down = [b - a for a, b in zip(clock.ends[2:], clock.ends[3:], strict=False)]
+    assert len(while_down) == 7 and max(while_down) < 1.0, while_down  # epochs 4-10
+    assert any("training goes on" in m for m in write_failures(caught))
