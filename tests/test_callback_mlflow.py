@@ -498,3 +498,66 @@ def test_training_does_not_wait_on_a_server_that_goes_down(mlflow_server, tmp_pa
     while_down = [b - a for a, b in zip(clock.ends[2:], clock.ends[3:], strict=False)]
     assert len(while_down) == 7 and max(while_down) < 1.0, while_down  # epochs 4-10
     assert any("training goes on" in m for m in write_failures(caught))
+
+
+# ---------------------------------------------------------------------------- two callbacks
+class WithScore(LinearRegression):
+    """Also logs val_score = -val_loss: a metric to maximise."""
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        self.log("val_loss", loss)
+        self.log("val_score", -loss)
+
+
+@pytest.mark.parametrize("with_logger", [True, False], ids=["mlflow-logger", "own-run"])
+def test_two_callbacks_share_one_run_under_their_own_names(mlflow_server, tmp_path,
+                                                           with_logger):
+    """Callbacks on val_loss (min) and val_score (max) logged 50 values of advisor/best_value
+    at 25 steps, mixing both metrics; tags and advice.json came from one of them; without a
+    logger one fit made two runs."""
+    client = MlflowClient(mlflow_server.url)
+    name = unique("two")
+    on_loss = AdvisorCallback(monitor="val_loss", tracking_uri=mlflow_server.url,
+                              experiment_name=name, run_name="both")
+    on_score = AdvisorCallback(monitor="val_score", mode="max",
+                               tracking_uri=mlflow_server.url, experiment_name=name,
+                               run_name="both")
+    logger = MLFlowLogger(experiment_name=name, tracking_uri=mlflow_server.url) \
+        if with_logger else False
+    torch.manual_seed(0)
+    trainer = pl.Trainer(max_epochs=8, logger=logger, callbacks=[on_loss, on_score],
+                         enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, num_sanity_val_steps=0)
+    train, val = loaders()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(WithScore(lr=0.05), train, val)
+    assert write_failures(caught) == []
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    assert len(runs) == 1  # one fit, one run
+    run_id = runs[0].info.run_id
+    assert on_loss.run_id == on_score.run_id == run_id
+    tags = client.get_run(run_id).data.tags
+    for cb in (on_loss, on_score):
+        m = cb.monitor
+        for key in ("should_stop", "best_value"):
+            assert metric_steps(client, run_id, f"advisor/{m}/{key}") == list(range(1, 9))
+        best = client.get_metric_history(run_id, f"advisor/{m}/best_value")
+        assert max(best, key=lambda b: b.step).value == pytest.approx(cb.advice.best_value)
+        assert tags[f"advisor.{m}.verdict"] == cb.advice.verdict.value
+        assert tags[f"advisor.{m}.reason"] == cb.advice.reason
+        advice = json.loads(artifact_text(client, run_id, f"{m}/advice.json", tmp_path))
+        assert advice["monitor"] == m and advice["best_value"] == pytest.approx(
+            cb.advice.best_value)
+        rows = artifact_text(client, run_id, f"{m}/advice_history.csv", tmp_path).splitlines()
+        assert len(rows) == 1 + 8
+        listed = {a.path for a in client.list_artifacts(run_id, m)}
+        assert {f"{m}/advice_report.html", f"{m}/advice_plot.png"} <= listed
+        escaped = m.replace("_", "\\_")  # markdown
+        assert f"best {escaped}" in tags["mlflow.note.content"]  # the description shows both
+    assert not any(k.startswith("advisor/") and k.count("/") == 1 and k != "advisor/lr"
+                   for k in runs[0].data.metrics)  # no un-namespaced advice mixing the two
+    assert "advisor.verdict" not in tags and tags["advisor.unit"] == "epoch"
+    assert metric_steps(client, run_id, "val_loss") == list(range(1, 9)) or with_logger

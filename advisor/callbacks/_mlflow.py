@@ -281,10 +281,11 @@ class MlflowWriter:
                             del self._tags[key]
             for name, content in artifacts[:1]:
                 if isinstance(content, bytes):
+                    folder_name, _, file_name = name.rpartition("/")
                     with tempfile.TemporaryDirectory() as folder:
-                        path = Path(folder) / name
+                        path = Path(folder) / file_name
                         path.write_bytes(content)
-                        self._client.log_artifact(self.run_id, str(path))
+                        self._client.log_artifact(self.run_id, str(path), folder_name or None)
                 else:
                     self._client.log_text(self.run_id, content, name)
                 with self._lock:

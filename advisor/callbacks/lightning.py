@@ -132,6 +132,8 @@ class AdvisorCallback(*_callback_bases()):
         self._pending_state: dict[str, Any] | None = None
         self._fitting = False  # between this fit's setup and its end
         self._read: dict[str, Any] = {}  # callback_metrics as read at the last check
+        self._group: list[AdvisorCallback] = [self]  # the callbacks writing to the run
+        self._prefix = ""  # their names' namespace when several share the run
         self._lr: float | None = None
         self._check_pending = False  # validation ran this epoch; judged at the epoch's end
         self._trainer: Any = None
@@ -159,7 +161,7 @@ class AdvisorCallback(*_callback_bases()):
         self._rank_zero = trainer.is_global_zero
         self._fitting = True
         if self.log_to_mlflow and trainer.is_global_zero:
-            self._start_writer(trainer)
+            self._join_run(trainer)
 
     def _new_fit(self) -> None:
         """A new fit starts a new history (a reused callback carried the last fit's rows and
@@ -168,6 +170,7 @@ class AdvisorCallback(*_callback_bases()):
         self.run_id = self._tracking_uri = self._logger_run_name = self._lr = None
         self._check_pending, self._trainer, self._log_trainer_metrics = False, None, False
         self._warned, self._planned_for, self._read = set(), None, {}
+        self._group, self._prefix = [self], ""
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._fitting = False
@@ -254,7 +257,7 @@ class AdvisorCallback(*_callback_bases()):
         if isinstance(plan, LrPlan) and isinstance(old, LrPlan):
             plan = old.merged(plan)
         self.advisor.set_lr_plan(plan)
-        if self._writer is not None:
+        if self._writer is not None and self is self._group[0]:  # the run's: written once
             self._log_plan(plan)
 
     def _log_plan(self, plan: LrPlan | PlateauRule) -> None:
@@ -269,9 +272,9 @@ class AdvisorCallback(*_callback_bases()):
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self._fitting = False
-        if self._writer is not None:
+        if self._writer is not None and self is self._group[-1]:  # the last to share it
             self._writer.close(timeout=10.0, status="FAILED")
-            self._forget_writer()
+            self._forget_writers()
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         if self._writer is None:
@@ -282,6 +285,8 @@ class AdvisorCallback(*_callback_bases()):
             if self.strict:
                 raise
             self._warn_once("final", f"training-advisor could not write its final advice: {exc}")
+        if self is not self._group[-1]:  # the last callback sharing the run closes it
+            return
         unwritten = self._writer.close(timeout=30.0, status="FINISHED")
         if unwritten:
             run = self._writer.run_id
@@ -291,7 +296,7 @@ class AdvisorCallback(*_callback_bases()):
                 f"{unwritten.metrics} metric value(s), {unwritten.tags} tag(s) and artifacts "
                 f"{unwritten.artifacts} are not written ({self._writer.last_error}). The final "
                 f"advice is in callback.advice and callback.history."))
-        self._forget_writer()
+        self._forget_writers()
 
     def state_dict(self) -> dict[str, Any]:
         pending = None
@@ -389,6 +394,36 @@ class AdvisorCallback(*_callback_bases()):
         return trainer.current_epoch + 1 >= min_epochs and trainer.global_step >= min_steps
 
     # ------------------------------------------------------------------ MLflow (rank 0 only)
+    def _join_run(self, trainer: Any) -> None:
+        """The callbacks of a fit that log to MLflow share one run and one writer (the first
+        one's); with several, each names its metrics, tags and artifacts by its monitor."""
+        group = [cb for cb in trainer.callbacks
+                 if isinstance(cb, AdvisorCallback) and cb.log_to_mlflow] or [self]
+        monitors = [cb.monitor for cb in group]
+        self._group = group
+        self._prefix = "" if len(group) < 2 else self.monitor if monitors.count(
+            self.monitor) == 1 else f"{self.monitor}-{group.index(self) + 1}"
+        if self is group[0]:
+            self._start_writer(trainer)
+        else:  # set up after the first: Lightning calls the callbacks in their order
+            self._writer, self._logger_run_name = group[0]._writer, group[0]._logger_run_name
+
+    def _name(self, key: str) -> str:
+        """This callback's name for a metric (``advisor/...``), tag (``advisor....``) or
+        artifact: as is, or under its monitor when several callbacks share the run."""
+        if not self._prefix:
+            return key
+        for sep in ("/", "."):
+            if key.startswith(f"advisor{sep}"):
+                return f"advisor{sep}{self._prefix}{sep}{key[len('advisor') + 1:]}"
+        return f"{self._prefix}/{key}"
+
+    def _note(self, trainer: Any) -> str:
+        """The run description: this callback's advice, or every sharing callback's."""
+        return "\n\n".join(
+            advice_markdown(cb.advice, cb.unit, cb.budget, cb._best_checkpoint(trainer, cb.advice))
+            for cb in self._group if cb.advice is not None)
+
     def _start_writer(self, trainer: Any) -> None:
         logger = self._mlflow_logger(trainer)
         if logger is not None:
@@ -414,25 +449,24 @@ class AdvisorCallback(*_callback_bases()):
 
     def _log(self, trainer: Any, metrics: dict[str, float], advice: Advice) -> None:
         step = int(advice.step)
-        values = {f"advisor/{k}": v for k, v in self._advice_metrics(advice).items()
+        values = {self._name(f"advisor/{k}"): v for k, v in self._advice_metrics(advice).items()
                   if v is not None and math.isfinite(v)}
-        if self._log_trainer_metrics:
+        if self._log_trainer_metrics:  # the run's own values: written once, by the first
             values.update({k: v for k, v in metrics.items() if math.isfinite(v)})
-        elif self._lr is not None and math.isfinite(self._lr):
+        elif self._lr is not None and math.isfinite(self._lr) and self is self._group[0]:
             values["advisor/lr"] = self._lr  # the rate the check saw, for `advisor report`
         checkpoint = self._best_checkpoint(trainer, advice)
-        tags = {
+        tags = {self._name(k): v for k, v in {
             "advisor.verdict": advice.verdict.value,
             "advisor.reason": advice.reason,
             f"advisor.best_{self.unit}": f"{advice.best_step:g}" if advice.best_step else "",
             f"advisor.suggested_stop_{self.unit}": "" if advice.suggested_stop_step is None
             else f"{advice.suggested_stop_step:g}",
-            "mlflow.note.content": advice_markdown(advice, self.unit, self.budget, checkpoint),
-            "advisor.unit": self.unit,
-            "advisor.budget": "" if self.budget is None else f"{self.budget:g}",
-        }
+        }.items()}
+        tags.update({"mlflow.note.content": self._note(trainer), "advisor.unit": self.unit,
+                     "advisor.budget": "" if self.budget is None else f"{self.budget:g}"})
         if checkpoint:
-            tags["advisor.best_checkpoint"] = checkpoint
+            tags[self._name("advisor.best_checkpoint")] = checkpoint
         self._writer.submit(values, step=step, tags=tags)
 
     def _advice_metrics(self, advice: Advice) -> dict[str, float | None]:
@@ -464,20 +498,19 @@ class AdvisorCallback(*_callback_bases()):
         if watching and checkpoint is None:
             self._warn_once("checkpoint", f"the best {self.unit} ({self.advice.best_step:g}) was "
                                           f"never checkpointed by {type(watching[0]).__name__}.")
-        tags = {"mlflow.note.content": advice_markdown(self.advice, self.unit, self.budget,
-                                                       checkpoint)}
+        tags = {"mlflow.note.content": self._note(trainer)}
         if checkpoint:
-            tags["advisor.best_checkpoint"] = checkpoint
+            tags[self._name("advisor.best_checkpoint")] = checkpoint
         self._writer.submit(tags=tags)
         final = self.advice.to_dict()
         final["stopped"] = self.stop_reason is not None
         final["unit"] = self.unit
-        self._writer.submit_artifact("advice.json", json.dumps(final, indent=2))
+        self._writer.submit_artifact(self._name("advice.json"), json.dumps(final, indent=2))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(self.history[0]))
         writer.writeheader()
         writer.writerows(self.history)
-        self._writer.submit_artifact("advice_history.csv", buffer.getvalue())
+        self._writer.submit_artifact(self._name("advice_history.csv"), buffer.getvalue())
         if self.report:
             try:
                 html, png = self._render_report()
@@ -488,8 +521,8 @@ class AdvisorCallback(*_callback_bases()):
                                           f"({type(exc).__name__}: {exc}); the advice is logged "
                                           f"without it.")
             else:
-                self._writer.submit_artifact(PLOT_ARTIFACT, png)
-                self._writer.submit_artifact(REPORT_ARTIFACT, html)
+                self._writer.submit_artifact(self._name(PLOT_ARTIFACT), png)
+                self._writer.submit_artifact(self._name(REPORT_ARTIFACT), html)
 
     # ------------------------------------------------------------------ report
     def analysis(self) -> RunAnalysis:
@@ -525,8 +558,8 @@ class AdvisorCallback(*_callback_bases()):
             return
         html, png = self._render_report()
         if self._writer is not None:
-            self._writer.submit_artifact(PLOT_ARTIFACT, png)
-            self._writer.submit_artifact(REPORT_ARTIFACT, html)
+            self._writer.submit_artifact(self._name(PLOT_ARTIFACT), png)
+            self._writer.submit_artifact(self._name(REPORT_ARTIFACT), html)
             return
         if self.run_id is None:
             raise RuntimeError("no MLflow run to log the report to (log_to_mlflow=False, not "
@@ -540,13 +573,16 @@ class AdvisorCallback(*_callback_bases()):
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / PLOT_ARTIFACT).write_bytes(png)
             (Path(folder) / REPORT_ARTIFACT).write_text(html, encoding="utf-8")
-            client.log_artifacts(self.run_id, folder)
+            client.log_artifacts(self.run_id, folder, self._prefix or None)
 
-    def _forget_writer(self) -> None:
-        """Keep where the writer wrote (for :meth:`log_report`), then drop it."""
-        self.run_id = self._writer.run_id or self.run_id
-        self._tracking_uri = self._writer.tracking_uri or self._tracking_uri
-        self._writer = None
+    def _forget_writers(self) -> None:
+        """Every sharing callback keeps where the writer wrote (for :meth:`log_report`), then
+        drops it."""
+        for cb in self._group:
+            if cb._writer is not None:
+                cb.run_id = cb._writer.run_id or cb.run_id
+                cb._tracking_uri = cb._writer.tracking_uri or cb._tracking_uri
+                cb._writer = None
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
