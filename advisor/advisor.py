@@ -24,7 +24,7 @@ from .detectors.overfitting import OverfittingResult
 from .detectors.plan import LrPlan, PlanState, PlateauRule, plan_from_dict, plan_to_dict, read_plan
 from .detectors.plateau import adaptive_window, remaining_gain_horizon, window_rate_ratio
 from .detectors.schedule import ScheduleState
-from .history import MetricHistory
+from .history import MetricHistory, positive_number
 from .policy import Decision, Findings, decide
 
 __all__ = ["Advisor", "MetricNotFoundError"]
@@ -140,8 +140,7 @@ class Advisor:
             raise ValueError(f"monitor must be a metric name, but got {monitor!r}.")
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', but got {mode!r}.")
-        if max_steps is not None and (isinstance(max_steps, bool) or not (
-                isinstance(max_steps, int | float) and max_steps > 0)):
+        if max_steps is not None and positive_number(max_steps) is None:
             raise ValueError(f"max_steps must be a positive number or None, but got {max_steps!r}.")
         if min_checks < 3:
             raise ValueError(f"min_checks must be at least 3, but got {min_checks}.")
@@ -171,7 +170,7 @@ class Advisor:
         self.monitor = monitor
         self.mode = mode
         self.train_metric = train_metric
-        self.max_steps = None if max_steps is None else float(max_steps)
+        self.max_steps = None if max_steps is None else positive_number(max_steps)
         self.lr_metric = lr_metric
         self.min_checks = int(min_checks)
         self.min_improvement = float(min_improvement)
@@ -226,7 +225,8 @@ class Advisor:
             present = ", ".join(sorted(self.history.metrics)) or "none"
             raise MetricNotFoundError(
                 f"monitored metric {self.monitor!r} is not among the logged metrics: {present}.")
-        self._advice = self._advise()
+        with np.errstate(all="ignore"):  # overflow near the float range is handled, not news
+            self._advice = self._advise()
         return self._advice
 
     def set_lr_plan(self, plan: LrPlan | PlateauRule | Mapping[float, float] | None) -> None:
@@ -282,7 +282,8 @@ class Advisor:
         if state.get("lr_plan") is not None:
             self.lr_plan = plan_from_dict(state["lr_plan"])
         has_data = len(self.history) and self.history.logged(self.monitor).any()
-        self._advice = self._advise() if has_data else None
+        with np.errstate(all="ignore"):
+            self._advice = self._advise() if has_data else None
 
     # ------------------------------------------------------------------ decision
     def _lr_name(self) -> str | None:

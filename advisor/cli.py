@@ -9,40 +9,83 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def _replay(args: argparse.Namespace) -> int:
     from .io import CurveFileError, read_curves
     from .replay import replay
 
-    frame = read_curves(args.curves)
-    kwargs = json.loads(args.advisor_kwargs) if args.advisor_kwargs else {}
+    kwargs = _advisor_kwargs(args)
+    frame = read_curves(args.curves, numeric=(args.monitor, args.train_metric))
     try:
         decisions = replay(frame, monitor=args.monitor, mode=args.mode,
                            train_metric=args.train_metric, step_column=args.step_column,
                            **kwargs)
     except ValueError as exc:
         raise CurveFileError(f"{args.curves}: {exc}") from exc
-    if args.out:
-        out = Path(args.out)
-        tmp = out.with_name(out.name + ".partial")
-        decisions.to_csv(tmp, index=False)
-        tmp.replace(out)  # no half-written file if interrupted
+    if args.out and args.out != "-":
+        _write_csv(decisions, Path(args.out))
         stopped = int(decisions["stopped"].sum())
-        print(f"{len(decisions)} run(s) replayed, {stopped} stopped early; decisions in {out}")
+        print(f"{len(decisions)} run(s) replayed, {stopped} stopped early; decisions in "
+              f"{args.out}")
     else:
         decisions.to_csv(sys.stdout, index=False)
     return 0
 
 
-def _settings(args: argparse.Namespace) -> dict:
-    kwargs = json.loads(args.advisor_kwargs) if args.advisor_kwargs else {}
+def _write_csv(frame: Any, out: Path) -> None:
+    """Write ``frame`` to ``out``: a regular file (or a new one) atomically, through a temporary
+    file renamed into place, so an interrupt leaves no half-written file; through a symbolic
+    link, its target (the link stays); anything else (a device, a named pipe) is written
+    through, never replaced by a file."""
+    target = Path(os.path.realpath(out))
+    try:
+        if target.is_dir():
+            raise ValueError(f"--out {out} is a directory; give a file name (or - for the "
+                             f"standard output).")
+        if target.exists() and not target.is_file():
+            with open(target, "w", encoding="utf-8", newline="") as f:
+                frame.to_csv(f, index=False)
+            return
+        tmp = target.with_name(target.name + ".partial")
+        try:
+            frame.to_csv(tmp, index=False)
+            tmp.replace(target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise OSError(f"cannot write the decisions to {out}: "
+                      f"{exc.strerror or exc}.") from exc
+
+
+def _advisor_kwargs(args: argparse.Namespace) -> dict:
+    """``--advisor-kwargs``: a JSON object of Advisor settings the command does not set."""
+    if not args.advisor_kwargs:
+        return {}
+    try:
+        kwargs = json.loads(args.advisor_kwargs)
+    except ValueError as exc:
+        raise ValueError(f"--advisor-kwargs must be a JSON object, but it is not JSON "
+                         f"({exc}).") from exc
     if not isinstance(kwargs, dict):
-        raise ValueError("--advisor-kwargs must be a JSON object.")
-    return dict(kwargs, monitor=args.monitor, mode=args.mode, train_metric=args.train_metric)
+        raise ValueError(f"--advisor-kwargs must be a JSON object, but got {args.advisor_kwargs}.")
+    taken = sorted(set(kwargs) & {"monitor", "mode", "train_metric", "max_steps",
+                                  "step_column"})
+    if taken:
+        raise ValueError(f"--advisor-kwargs cannot set {', '.join(taken)}: the command's own "
+                         "options set them (the budget is each run's own).")
+    return kwargs
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    return dict(_advisor_kwargs(args), monitor=args.monitor, mode=args.mode,
+                train_metric=args.train_metric)
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -137,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     _advice_options(p)
     p.add_argument("--step-column", default=None,
                    help="column of the x-axis (default: epoch, else step)")
-    p.add_argument("--out", default=None, help="write decisions to this CSV (default: stdout)")
+    p.add_argument("--out", default=None,
+                   help="write decisions to this CSV (default, or -: standard output)")
     p.set_defaults(func=_replay)
 
     p = commands.add_parser("analyze", help="print the advice for one MLflow run",
@@ -176,7 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        if args.command == "replay":
+            return args.func(args)
+        from .tracking import bounded_requests
+
+        with bounded_requests():  # no MLflow request waits long on a server that hangs
+            return args.func(args)
     except KeyboardInterrupt:
         print("advisor: interrupted; nothing written.", file=sys.stderr)
         return 130

@@ -21,23 +21,40 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AdvisorWarning", "MetricHistory"]
+__all__ = ["AdvisorWarning", "MetricHistory", "positive_number"]
 
 
 class AdvisorWarning(UserWarning):
     """A problem the advisor recovered from; the run goes on."""
 
 
-def _as_float(name: str, value: Any) -> float:
+def _as_float(label: str, value: Any) -> float:
+    """``value`` as a float; ``label`` (``"step"``, ``"metric 'x'"``) names it in errors."""
     if value is None:
         return math.nan
     if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
-            f"metric {name!r} must be a real number, but got {value!r} ({type(value).__name__})."
+            f"{label} must be a real number, but got {value!r} ({type(value).__name__})."
         )
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer (or fraction) of more than 308 digits
+        raise ValueError(f"{label} must be a finite number, but got an integer beyond the float "
+                         f"range ({len(str(int(abs(value))))} digits).") from None
+
+
+def positive_number(value: Any) -> float | None:
+    """``value`` as a float if it is a finite positive real number (numpy's included, bools
+    not), else ``None``."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and number > 0 else None
 
 
 class MetricHistory:
@@ -98,7 +115,7 @@ class MetricHistory:
         step = _as_float("step", step)
         if not math.isfinite(step):
             raise ValueError(f"step must be a finite number, but got {step!r}.")
-        row = {str(k): _as_float(str(k), v) for k, v in metrics.items()}
+        row = {str(k): _as_float(f"metric {str(k)!r}", v) for k, v in metrics.items()}
         index = self._position(step)
         for name, value in row.items():
             if name not in self._columns:

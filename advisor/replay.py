@@ -54,6 +54,11 @@ def prepare_runs(frame: pd.DataFrame, monitor: str, train_metric: str | None = N
     (``task``, ``run_id``, those present) and the numeric metric columns. Raises ``ValueError``
     naming the metrics present when ``monitor`` (or ``train_metric``) is missing.
     """
+    for key in ("task", "run_id"):  # grouping would drop those rows, and their runs, silently
+        missing = frame[key].isna().to_numpy() if key in frame.columns else None
+        if missing is not None and missing.any():
+            raise ValueError(f"{key} is missing in {int(missing.sum())} row(s) (the first at "
+                             f"row {frame.index[missing.argmax()]!r}); every row needs one.")
     if "metric" in frame.columns and "value" in frame.columns:
         frame = long_to_wide(frame, step_column)
     step = _step_column(frame, "the frame", step_column)
@@ -63,6 +68,15 @@ def prepare_runs(frame: pd.DataFrame, monitor: str, train_metric: str | None = N
                          f"{', '.join(metrics) or 'none'}.")
     if train_metric is not None and train_metric not in frame.columns:
         raise ValueError(f"train metric {train_metric!r} is not in the data.")
+    for column in dict.fromkeys(c for c in (monitor, train_metric) if c is not None):
+        if not pd.api.types.is_numeric_dtype(frame[column]):  # text would be dropped silently
+            values = pd.to_numeric(frame[column], errors="coerce")
+            bad = (values.isna() & frame[column].notna()).to_numpy()
+            if bad.any():
+                raise ValueError(f"column {column!r} must hold numbers, but row "
+                                 f"{frame.index[bad.argmax()]!r} has "
+                                 f"{frame[column].to_numpy()[bad.argmax()]!r}.")
+            frame = frame.assign(**{column: values})
     keys = [c for c in ("task", "run_id") if c in frame.columns]
     metric_columns = [c for c in frame.columns if c not in _NOT_METRICS and c != step
                       and pd.api.types.is_numeric_dtype(frame[c])]

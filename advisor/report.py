@@ -164,6 +164,15 @@ class ExperimentReport:
         return pd.DataFrame([a.summary() for a in self.analyses])
 
 
+def _run_page(a: RunAnalysis) -> str:
+    """A run's page; a plot that cannot be drawn costs the page its picture, never the report
+    (the page says why)."""
+    try:
+        return run_report_html(a, run_plot_png(a))
+    except Exception as exc:  # matplotlib on values it cannot draw: the rest of the page stays
+        return run_report_html(a, plot_error=f"{type(exc).__name__}: {exc}")
+
+
 def build_report(client: Any, experiment: Any, runs: list[Any], folder: Path,
                  progress: Callable[[Iterable[Any]], Iterable[Any]] = iter,
                  tracking_uri: str | None = None, **settings: Any) -> ExperimentReport:
@@ -179,8 +188,7 @@ def build_report(client: Any, experiment: Any, runs: list[Any], folder: Path,
     for run in progress(runs):
         a = analyze_mlflow_run(client, run, experiment=name, **settings)
         if a.advice is not None:
-            page = run_report_html(a, run_plot_png(a))
-            (folder / run_report_path(a.run_id)).write_text(page, encoding="utf-8")
+            (folder / run_report_path(a.run_id)).write_text(_run_page(a), encoding="utf-8")
         analyses.append(a)
     report = ExperimentReport(name, experiment.experiment_id, tuple(analyses))
     if not report.analysed:

@@ -15,8 +15,12 @@ callback without a logger are logged at step = epoch and say so in their ``advis
 from __future__ import annotations
 
 import contextlib
+import http.client
+import math
 import os
-import socket
+import re
+import ssl
+import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -26,17 +30,20 @@ from typing import Any
 import pandas as pd
 
 __all__ = [
-    "REPORT_TAG", "MissingMetricError", "TrackingError", "check_reachable", "connect",
+    "REPORT_TAG", "MissingMetricError", "TrackingError", "answer_timeout", "bounded_requests",
+    "check_reachable", "connect",
     "default_tracking_uri", "epoch_axis", "experiment_runs", "find_experiment", "get_run",
     "log_report_run", "mlflow_errors", "run_curves", "write_advice_tags",
 ]
 
 REPORT_TAG = "advisor.report"  # marks the runs that hold an experiment report
 _CONNECT_TIMEOUT = 5.0
+_ANSWER_TIMEOUT = 15.0
 _MAX_TAG_CHARS = 8000
 _LR_NAMES = ("lr", "learning_rate", "learning-rate")
 _CALLBACK_LR = "advisor/lr"  # the rate the callback read from the optimizer
 _CALLBACK_PLAN = "advisor/planned_lr"  # the rates the callback planned from the schedulers
+_STORED_INF = sys.float_info.max  # MLflow's SQL stores keep +-inf as +-1.797e308
 
 
 class TrackingError(ValueError):
@@ -53,11 +60,25 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
 
 
-def check_reachable(uri: str | None, timeout: float = _CONNECT_TIMEOUT) -> None:
-    """Raise ``ConnectionError`` at once if an ``http(s)`` tracking server refuses connections.
+def answer_timeout() -> float:
+    """Seconds to wait for a tracking server's answer: MLflow's own
+    ``MLFLOW_HTTP_REQUEST_TIMEOUT`` when it is set, else 15."""
+    value = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "")
+    try:
+        seconds = float(value)
+    except ValueError:
+        return _ANSWER_TIMEOUT
+    return seconds if math.isfinite(seconds) and seconds > 0 else _ANSWER_TIMEOUT
 
-    Without it, MLflow's own retries hold a call for minutes before it fails. Other stores, and
-    servers reached through a configured proxy, are not checked.
+
+def check_reachable(uri: str | None, timeout: float = _CONNECT_TIMEOUT) -> None:
+    """Raise ``ConnectionError`` at once if an ``http(s)`` tracking server refuses connections,
+    and within :func:`answer_timeout` if it accepts them but does not answer HTTP (any answer
+    to ``GET <uri>/health`` counts, an error status included).
+
+    Without it, MLflow's own retries hold a call for minutes before it fails (a server that
+    never answers: 8 tries of 120 s). Other stores, and servers reached through a configured
+    proxy, are not checked.
     """
     parts = urllib.parse.urlsplit(uri or "")
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -65,11 +86,52 @@ def check_reachable(uri: str | None, timeout: float = _CONNECT_TIMEOUT) -> None:
     if urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.hostname):
         return
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    if parts.scheme == "https":  # whether it answers, not whom: no certificate check
+        connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+            parts.hostname, port, timeout=timeout,
+            context=ssl._create_unverified_context())  # noqa: S323
+    else:
+        connection = http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
     try:
-        socket.create_connection((parts.hostname, port), timeout=timeout).close()
-    except OSError as exc:
-        raise ConnectionError(f"MLflow server {parts.hostname}:{port} is unreachable "
-                              f"({exc})") from exc
+        try:
+            connection.connect()
+        except OSError as exc:
+            raise ConnectionError(f"MLflow server {parts.hostname}:{port} is unreachable "
+                                  f"({exc})") from exc
+        wait = answer_timeout()
+        try:
+            connection.sock.settimeout(wait)
+            connection.request("GET", parts.path.rstrip("/") + "/health")
+            connection.getresponse().read(1024)
+        except (OSError, http.client.HTTPException) as exc:
+            why = (f"did not answer within {wait:g} s (MLFLOW_HTTP_REQUEST_TIMEOUT)"
+                   if isinstance(exc, TimeoutError) else f"did not answer HTTP ({exc})")
+            raise ConnectionError(f"MLflow server {parts.hostname}:{port} accepted the "
+                                  f"connection but {why}") from exc
+    finally:
+        connection.close()
+
+
+@contextlib.contextmanager
+def bounded_requests(retries: int = 2) -> Iterator[None]:
+    """Within the block, every MLflow HTTP request waits at most :func:`answer_timeout` for an
+    answer and is retried at most ``retries`` times (MLflow's defaults, 120 s and 7 retries,
+    hold a call to a server that stopped answering for about 16 minutes), unless the user set
+    ``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``. For a process of its
+    own (the command line): MLflow reads these settings from the environment, process-wide."""
+    wanted = {"MLFLOW_HTTP_REQUEST_TIMEOUT": f"{math.ceil(answer_timeout())}",
+              "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries)}
+    before = {key: os.environ.get(key) for key in wanted}
+    for key, value in wanted.items():
+        os.environ.setdefault(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _local_store(uri: str) -> Path | None:
@@ -86,6 +148,13 @@ def _local_store(uri: str) -> Path | None:
 
 def _first_line(exc: Exception) -> str:
     text = str(getattr(exc, "message", None) or exc).strip()
+    timed_out = re.match(r"API request to (\w+://[^/\s]+)\S* failed with .*(Read timed out|"
+                         r"ReadTimeout)", text, re.DOTALL)
+    if timed_out:  # MLflow's message is a paragraph of urllib3's retries: say what happened
+        tries = 1 + int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES") or 7)
+        return (f"the MLflow server {timed_out.group(1)} did not answer within "
+                f"{os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT') or 120} s ({tries} tries; "
+                f"MLFLOW_HTTP_REQUEST_TIMEOUT and MLFLOW_HTTP_REQUEST_MAX_RETRIES set them)")
     return text.splitlines()[0] if text else type(exc).__name__
 
 
@@ -102,17 +171,88 @@ def mlflow_errors(what: str) -> Iterator[None]:
 
 def connect(tracking_uri: str | None = None) -> Any:
     """An ``MlflowClient`` for ``tracking_uri`` (default :func:`default_tracking_uri`), after
-    checking that the store exists or the server answers, so nothing waits minutes or creates
-    an empty store by mistake."""
+    checking that the store exists and is an MLflow store, or that the server answers, so
+    nothing waits minutes, and a read never creates or changes a store: MLflow writes its
+    schema into any database it opens (an empty file, a database of something else)."""
     from mlflow import MlflowClient
 
     uri = tracking_uri or default_tracking_uri()
+    scheme = urllib.parse.urlsplit(uri).scheme.split("+")[0].lower()
     path = _local_store(uri)
     if path is not None and not path.exists():
         raise TrackingError(f"no MLflow store at {uri} ({path} does not exist); pass "
                             "--tracking-uri or set MLFLOW_TRACKING_URI.")
+    if scheme == "sqlite":
+        _check_sqlite_store(uri, path)
+    elif path is not None and not path.is_dir():
+        raise TrackingError(f"{path} is a file, not an MLflow file store; for an SQLite "
+                            f"database, pass sqlite:///{path}.")
+    elif scheme in _DATABASES:
+        _check_database_store(uri)
+    elif path is None and scheme not in _SERVERS:
+        raise TrackingError(f"unknown tracking URI scheme {scheme!r} in {uri}; expected "
+                            "http(s)://HOST, sqlite:///FILE, postgresql://, mysql://, "
+                            "mssql://, databricks, file:///FOLDER or a folder.")
     check_reachable(uri)
-    return MlflowClient(uri)
+    with mlflow_errors(f"cannot open the MLflow store at {uri}"):
+        return MlflowClient(uri)
+
+
+_DATABASES = ("postgresql", "mysql", "mssql")  # SQLAlchemy URLs MLflow keeps runs in
+_SERVERS = ("http", "https", "databricks", "databricks-uc", "uc")
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_store(uri: str, path: Path | None) -> None:
+    """An SQLite file that holds MLflow's tables, read without writing to it."""
+    import sqlite3
+
+    if path is None or str(path) in ("", ":memory:"):
+        raise TrackingError(f"{uri} names no database file.")
+    if path.is_dir():
+        raise TrackingError(f"{path} is a directory, not an SQLite database ({uri}).")
+    with open(path, "rb") as f:
+        header = f.read(len(_SQLITE_HEADER))
+    if not header:
+        raise TrackingError(f"{path} is empty, not an MLflow store ({uri}); nothing was "
+                            "written to it.")
+    if header != _SQLITE_HEADER:
+        raise TrackingError(f"{path} is not an SQLite database ({uri}).")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                               "name = 'experiments'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise TrackingError(f"{path} cannot be read as an SQLite database ({exc}).") from exc
+    if found is None:
+        raise TrackingError(f"{path} is not an MLflow store (it has no 'experiments' table); "
+                            f"nothing was written to it.")
+
+
+def _check_database_store(uri: str) -> None:
+    """A database (PostgreSQL, MySQL, SQL Server) that holds MLflow's tables."""
+    import sqlalchemy
+
+    scheme = urllib.parse.urlsplit(uri).scheme.split("+")[0]
+    connect_args = {"connect_timeout": int(_CONNECT_TIMEOUT)} if scheme != "mssql" else {}
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=connect_args)
+    except Exception as exc:  # a bad URL, a driver that is not installed
+        raise TrackingError(f"cannot open the MLflow store at {uri}: {_first_line(exc)}") from exc
+    try:
+        with engine.connect() as connection:
+            found = sqlalchemy.inspect(connection).has_table("experiments")
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise TrackingError(f"cannot read the database at {uri}: "
+                            f"{_first_line(getattr(exc, 'orig', None) or exc)}") from exc
+    finally:
+        engine.dispose()
+    if not found:
+        raise TrackingError(f"the database at {uri} is not an MLflow store (it has no "
+                            f"'experiments' table); nothing was written to it.")
 
 
 def find_experiment(client: Any, name: str) -> Any:
@@ -195,7 +335,8 @@ def run_curves(client: Any, run: Any, monitor: str,
     rows: list[tuple[float, str, float]] = []
     with mlflow_errors(f"cannot read the metrics of run {run_id}"):
         for key, name in _wanted(names, monitor, train_metric).items():
-            rows.extend((m.step, name, m.value) for m in client.get_metric_history(run_id, key))
+            rows.extend((m.step, name, _stored_value(m.value))
+                        for m in client.get_metric_history(run_id, key))
     curves = pd.DataFrame(rows, columns=["step", "metric", "value"])
     own_plan = _CALLBACK_PLAN in names and "planned_lr" not in names
     plan = curves[curves["metric"] == "planned_lr"] if own_plan else curves.iloc[:0]
@@ -207,6 +348,12 @@ def run_curves(client: Any, run: Any, monitor: str,
         curves = pd.concat([curves, plan.rename(columns={"step": unit})], ignore_index=True)
     curves.insert(0, "run_id", run_id)
     return curves, unit
+
+
+def _stored_value(value: float) -> float:
+    """A metric value as it was logged: MLflow's SQL stores cannot hold infinities and keep
+    them as the largest float, which is read back here as the infinity it was."""
+    return math.copysign(math.inf, value) if abs(value) == _STORED_INF else value
 
 
 def epoch_axis(curves: pd.DataFrame, monitor: str) -> tuple[pd.DataFrame, str]:

@@ -44,3 +44,57 @@ def run_ddp_script(args: Sequence[str], cwd: Path, timeout: float,
                     f"other?):\n{stdout[-3000:]}{stderr[-6000:]}")
     assert proc.returncode == 0, stdout[-3000:] + stderr[-6000:]
     return stdout, stderr
+
+
+class SilentServer:
+    """A hung tracking server: a TCP server on a free loopback port that accepts connections
+    and never answers. With ``health=True`` it answers ``GET /health`` (as a live MLflow server
+    does) and hangs on every other request, as a server that stalls mid-way."""
+
+    def __init__(self, health: bool = False) -> None:
+        import threading
+
+        self.health = health
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.requests: list[bytes] = []  # the first line of every request it read
+        self._connections: list[socket.socket] = []
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._closed:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self._connections.append(conn)
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        try:
+            data = conn.recv(65536)
+        except OSError:
+            return
+        self.requests.append(data.split(b"\r\n", 1)[0])
+        if self.health and data.startswith(b"GET ") and b"/health " in data.split(b"\r\n")[0]:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK")
+            conn.close()
+        # anything else: read, and never answered
+
+    def close(self) -> None:
+        self._closed = True
+        self._sock.close()
+        for conn in self._connections:
+            conn.close()
+
+    def __enter__(self) -> SilentServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -561,6 +561,52 @@ def test_constructor_rejects_bad_settings_naming_the_value(kwargs, shown):
     assert name in str(info.value)
 
 
+@pytest.mark.parametrize("budget", [np.int64(60), np.int32(60), np.float32(60.0),
+                                    np.float64(60.0), np.uint16(60)])
+def test_numpy_numbers_are_accepted_as_max_steps(budget, saturating_curve):
+    """A budget computed with numpy (len(loader) * epochs, np.ceil) is a number like any other."""
+    advisor = Advisor(max_steps=budget)
+    assert advisor.max_steps == 60.0 and type(advisor.max_steps) is float
+    plain = feed(Advisor(max_steps=60), saturating_curve)
+    assert [a.to_dict() for a in feed(advisor, saturating_curve)] == [a.to_dict() for a in plain]
+
+
+@pytest.mark.parametrize("budget", [math.inf, np.inf, 10**400, True, "60", np.array([60])],
+                         ids=["inf", "np.inf", "10**400", "True", "'60'", "array"])
+def test_max_steps_that_is_not_a_finite_number_is_refused(budget):
+    with pytest.raises(ValueError, match="max_steps must be a positive number or None, but got"):
+        Advisor(max_steps=budget)
+
+
+@pytest.mark.parametrize("step", [10**400, -(10**400)], ids=["10**400", "-10**400"])
+def test_integer_steps_beyond_the_float_range_are_a_value_error(step):
+    """Documented: a step that is not a real number raises TypeError or ValueError (it raised
+    OverflowError); the history is unchanged."""
+    advisor = Advisor()
+    advisor.update(1, {"val_loss": 1.0})
+    with pytest.raises(ValueError, match="step must be a finite number, but got an integer "
+                                         "beyond the float range"):
+        advisor.update(step, {"val_loss": 0.5})
+    with pytest.raises(ValueError, match="metric 'val_loss' .* beyond the float range"):
+        advisor.update(2, {"val_loss": 10**400})
+    assert len(advisor.history) == 1
+
+
+def test_extreme_values_leak_no_numpy_warnings():
+    """Values near the float range overflow inside the statistics; the advice handles that, and
+    the user's log must not fill with numpy's RuntimeWarnings."""
+    e = np.arange(1, 41)
+    curves = [np.where(e % 2 == 0, 1e308, -1e308), 1e300 * (0.3 + np.exp(-e / 4)),
+              np.where(e == 21, 1.7976931348623157e308, 0.3 + np.exp(-e / 4))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        for mode in ("min", "max"):
+            for values in curves:
+                advisor = Advisor("val_loss", mode, train_metric="train_loss", max_steps=60)
+                feed(advisor, values, extra={"train_loss": values[::-1], "lr": np.abs(values)})
+                advisor.load_state_dict(advisor.state_dict())
+
+
 def test_import_advisor_does_not_import_heavy_frameworks():
     code = ("import sys, advisor; print(sorted(m for m in ('torch', 'lightning', "
             "'pytorch_lightning', 'mlflow', 'optuna') if m in sys.modules))")

@@ -379,3 +379,186 @@ def test_unreachable_server_does_not_stop_training(tmp_path):
         time.sleep(0.1)
     assert not [t for t in set(threading.enumerate()) - threads_before
                 if t.name == "advisor-mlflow"]
+
+
+@pytest.mark.parametrize("health", [False, True], ids=["never-answers", "stalls-mid-way"])
+def test_a_server_that_never_answers_does_not_hold_training_and_is_named(health, monkeypatch):
+    """A server that accepts connections and never answers: training goes on, and the warning
+    at the end names the server and what was not written (it ended in '(None)')."""
+    from processes import SilentServer
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")  # MLflow's own setting: a short test
+    with SilentServer(health=health) as server:
+        callback = AdvisorCallback(monitor="val_loss", tracking_uri=server.url,
+                                   experiment_name="never")
+        start = time.monotonic()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer = fit([callback], max_epochs=6)
+        elapsed = time.monotonic() - start
+    assert trainer.current_epoch == 6 and len(callback.history) == 6
+    assert elapsed < 60, f"fit took {elapsed:.0f} s against a server that never answers"
+    failures = write_failures(caught)
+    unwritten = [m for m in failures if "not written" in m]
+    assert len(unwritten) == 1, failures
+    assert f"127.0.0.1:{server.port}" in unwritten[0] and "did not answer" in unwritten[0]
+    assert "(None)" not in unwritten[0] and "run None" not in unwritten[0], unwritten[0]
+    assert "metric value(s)" in unwritten[0] and "advice.json" in unwritten[0]
+
+
+# ---------------------------------------------------------------------------- reuse
+def test_a_reused_callback_starts_a_fresh_history_on_a_new_fit(mlflow_server, tmp_path):
+    """The second fit ran to its end, yet its advice.json said "stopped": true and its
+    advice_history.csv held the first fit's rows."""
+    client = MlflowClient(mlflow_server.url)
+    name = unique("reused")
+    callback = AdvisorCallback(monitor="val_loss", train_metric="train_loss", action="stop",
+                               tracking_uri=mlflow_server.url, experiment_name=name)
+    first = fit([callback], lr=0.0, max_epochs=30)  # flat: the advisor stops it
+    assert callback.stop_reason is not None and first.current_epoch < 30
+    first_run = callback.run_id
+    second = fit([callback], lr=0.05, max_epochs=5)  # too short to stop
+    assert second.current_epoch == 5
+    assert callback.stop_reason is None and callback.stopped_step is None
+    assert [row["step"] for row in callback.history] == [1, 2, 3, 4, 5]
+    assert callback.advisor.history.steps.tolist() == [1, 2, 3, 4, 5]
+    assert callback.run_id != first_run  # a run of its own, as the first fit had
+    assert_advice_in_run(client, callback.run_id, callback, checks=5, tmp_path=tmp_path)
+
+
+# ---------------------------------------------------------------------------- stale values
+class EveryOtherEpoch(LinearRegression):
+    """Validation runs every epoch, but val_loss is logged at odd epochs only (1-based)."""
+
+    def validation_step(self, batch, batch_idx):
+        if self.current_epoch % 2 == 0:
+            super().validation_step(batch, batch_idx)
+
+
+def test_a_value_not_logged_at_this_check_is_not_judged_again(mlflow_server):
+    """callback_metrics keeps the last val_loss: the checks of even epochs re-read it as new."""
+    name = unique("stale")
+    callback = AdvisorCallback(monitor="val_loss", train_metric="train_loss",
+                               tracking_uri=mlflow_server.url, experiment_name=name)
+    torch.manual_seed(0)
+    trainer = pl.Trainer(max_epochs=12, logger=False, callbacks=[callback],
+                         enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, num_sanity_val_steps=2)
+    train, val = loaders()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(EveryOtherEpoch(lr=0.05), train, val)
+    assert trainer.current_epoch == 12
+    checks = [1, 3, 5, 7, 9, 11]
+    assert [row["step"] for row in callback.history] == checks
+    history = callback.advisor.history
+    assert history.steps[history.logged("val_loss")].tolist() == checks
+    assert len(set(history.values("val_loss")[history.logged("val_loss")].tolist())) == 6
+    assert not [str(w.message) for w in caught if issubclass(w.category, AdvisorWarning)]
+    client = MlflowClient(mlflow_server.url)
+    for key in ("val_loss", "advisor/best_value"):  # one value per check, none repeated
+        assert metric_steps(client, callback.run_id, key) == checks, key
+
+
+# ---------------------------------------------------------------------------- outage-safe set-up
+class EpochClock(pl.Callback):
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.ends.append(time.monotonic())
+
+
+class StopServerAfter(pl.Callback):
+    def __init__(self, server, epoch: int) -> None:
+        self.server, self.epoch = server, epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch + 1 == self.epoch:
+            self.server.stop()
+
+
+def test_training_does_not_wait_on_a_server_that_goes_down(mlflow_server, tmp_path):
+    """The README's outage-safe set-up: no MLFlowLogger (it writes synchronously and holds
+    training while the server is down); the callback creates the run and writes the trainer's
+    metrics and its advice from its background writer. With the server gone after epoch 3,
+    every later epoch takes its own time (0.2 s of sleep, a few ms of training), not MLflow's."""
+    name = unique("down")
+    callback = AdvisorCallback(monitor="val_loss", train_metric="train_loss",
+                               tracking_uri=mlflow_server.url, experiment_name=name)
+    clock = EpochClock()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer = fit([callback, StopServerAfter(mlflow_server, 3), clock], max_epochs=10,
+                          epoch_sleep=0.2, logger=CSVLogger(tmp_path))
+    finally:
+        mlflow_server.start()
+    assert trainer.current_epoch == 10 and len(callback.history) == 10
+    while_down = [b - a for a, b in zip(clock.ends[2:], clock.ends[3:], strict=False)]
+    assert len(while_down) == 7 and max(while_down) < 1.0, while_down  # epochs 4-10
+    assert any("training goes on" in m for m in write_failures(caught))
+
+
+# ---------------------------------------------------------------------------- two callbacks
+class WithScore(LinearRegression):
+    """Also logs val_score = -val_loss: a metric to maximise."""
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        self.log("val_loss", loss)
+        self.log("val_score", -loss)
+
+
+@pytest.mark.parametrize("with_logger", [True, False], ids=["mlflow-logger", "own-run"])
+def test_two_callbacks_share_one_run_under_their_own_names(mlflow_server, tmp_path,
+                                                           with_logger):
+    """Callbacks on val_loss (min) and val_score (max) logged 50 values of advisor/best_value
+    at 25 steps, mixing both metrics; tags and advice.json came from one of them; without a
+    logger one fit made two runs."""
+    client = MlflowClient(mlflow_server.url)
+    name = unique("two")
+    on_loss = AdvisorCallback(monitor="val_loss", tracking_uri=mlflow_server.url,
+                              experiment_name=name, run_name="both")
+    on_score = AdvisorCallback(monitor="val_score", mode="max",
+                               tracking_uri=mlflow_server.url, experiment_name=name,
+                               run_name="both")
+    logger = MLFlowLogger(experiment_name=name, tracking_uri=mlflow_server.url) \
+        if with_logger else False
+    torch.manual_seed(0)
+    trainer = pl.Trainer(max_epochs=8, logger=logger, callbacks=[on_loss, on_score],
+                         enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, num_sanity_val_steps=0)
+    train, val = loaders()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(WithScore(lr=0.05), train, val)
+    assert write_failures(caught) == []
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    assert len(runs) == 1  # one fit, one run
+    run_id = runs[0].info.run_id
+    assert on_loss.run_id == on_score.run_id == run_id
+    tags = client.get_run(run_id).data.tags
+    for cb in (on_loss, on_score):
+        m = cb.monitor
+        for key in ("should_stop", "best_value"):
+            assert metric_steps(client, run_id, f"advisor/{m}/{key}") == list(range(1, 9))
+        best = client.get_metric_history(run_id, f"advisor/{m}/best_value")
+        assert max(best, key=lambda b: b.step).value == pytest.approx(cb.advice.best_value)
+        assert tags[f"advisor.{m}.verdict"] == cb.advice.verdict.value
+        assert tags[f"advisor.{m}.reason"] == cb.advice.reason
+        advice = json.loads(artifact_text(client, run_id, f"{m}/advice.json", tmp_path))
+        assert advice["monitor"] == m and advice["best_value"] == pytest.approx(
+            cb.advice.best_value)
+        rows = artifact_text(client, run_id, f"{m}/advice_history.csv", tmp_path).splitlines()
+        assert len(rows) == 1 + 8
+        listed = {a.path for a in client.list_artifacts(run_id, m)}
+        assert {f"{m}/advice_report.html", f"{m}/advice_plot.png"} <= listed
+        escaped = m.replace("_", "\\_")  # markdown
+        assert f"best {escaped}" in tags["mlflow.note.content"]  # the description shows both
+    run_level = {"advisor/lr", "advisor/planned_lr"}  # the trainer's, written once
+    assert not any(k.startswith("advisor/") and k.count("/") == 1 and k not in run_level
+                   for k in runs[0].data.metrics)  # no un-namespaced advice mixing the two
+    assert "advisor.verdict" not in tags and tags["advisor.unit"] == "epoch"
+    assert metric_steps(client, run_id, "val_loss") == list(range(1, 9)) or with_logger

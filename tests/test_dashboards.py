@@ -158,6 +158,29 @@ def test_plot_draws_names_with_dollars_and_underscores_literally():
     assert _png_size(run_plot_png(a, dpi=40))[0] == 400
 
 
+@pytest.mark.parametrize("mode", ["min", "max"])
+@pytest.mark.parametrize("case", ["spike", "first", "inf", "alternating", "all-huge", "tiny"])
+def test_plot_and_page_of_extreme_values_name_what_is_left_out(case, mode):
+    """Values near the float range break matplotlib's limits and ticks: they are left out of
+    the plot, and the page says which (a 1e308 spike failed the whole report)."""
+    e = np.arange(1, 41)
+    val = 0.3 + np.exp(-e / 4)
+    val = {"spike": np.where(e == 21, 1e308, val), "first": np.where(e == 1, -1e308, val),
+           "inf": np.where(e > 30, np.inf, val), "all-huge": 1e300 * val,
+           "alternating": np.where(e % 2 == 0, 1e308, -1e308),
+           "tiny": np.where(e % 3 == 0, 5e-324, 1e99 * val)}[case]
+    a = analyze_run(pd.DataFrame({"epoch": e, "val_loss": val, "train_loss": val[::-1]}),
+                    "val_loss", mode, "train_loss", budget=60)
+    assert _png_size(run_plot_png(a, dpi=30))[0] == 300
+    page = run_report_html(a, run_plot_png(a, dpi=30))
+    if case == "tiny":  # within the drawable range: nothing to say
+        assert 'class="values"' not in page
+        return
+    assert 'class="values"' in page
+    assert ("is infinite at 10 of 40 checks (steps 31-40)" if case == "inf"
+            else "too large to draw") in page
+
+
 # ---------------------------------------------------------------------------- HTML
 def test_run_report_is_self_contained_and_shows_the_advice(analyses):
     a = analyses["saturating"]

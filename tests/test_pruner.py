@@ -200,6 +200,20 @@ def test_bad_settings_are_refused_naming_the_value(kwargs, message):
         AdvisorPruner(**kwargs)
 
 
+@pytest.mark.parametrize("budget", [np.int64(EPOCHS - 1), np.float32(EPOCHS - 1)])
+def test_numpy_numbers_are_accepted_as_max_steps(budget):
+    study = study_with(AdvisorPruner(max_steps=budget, n_startup_trials=3))
+    bad = run_trial(study, curve(0.6, seed=7))
+    assert bad.state is TrialState.PRUNED  # as with max_steps=EPOCHS - 1
+    assert bad.user_attrs["advisor.verdict"] == Verdict.UNPROMISING.value
+
+
+@pytest.mark.parametrize("budget", [math.inf, True, np.array([5])])
+def test_max_steps_that_is_not_a_finite_number_is_refused(budget):
+    with pytest.raises(ValueError, match="max_steps must be a positive number, 'auto' or None"):
+        AdvisorPruner(max_steps=budget)
+
+
 def test_wrapped_pruner_must_be_a_pruner():
     with pytest.raises(TypeError, match="wrapped_pruner must be an optuna pruner, but got str"):
         AdvisorPruner(wrapped_pruner="median")
@@ -246,3 +260,41 @@ def test_the_pruner_travels_to_other_processes_without_its_cache():
         0.05, 3, {"min_checks": 8})
     trial = study.trials[-1]
     assert copy.advise(study, trial).to_dict() == pruner.advise(study, trial).to_dict()
+
+
+# ---------------------------------------------------------------------------- like Optuna's pruners
+@pytest.mark.parametrize("state", [TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED])
+def test_a_finished_trial_whose_last_value_is_nan_is_not_pruned_and_nothing_raises(state):
+    """Optuna's pruners answer for a finished trial too; the advisor's tried to write the
+    trial's attributes and raised UpdateFinishedTrialError."""
+    study = optuna.create_study(pruner=AdvisorPruner(max_steps=EPOCHS - 1))
+    trial = study.ask()
+    trial.report(0.5, 0)
+    trial.report(math.nan, 1)
+    study.tell(trial, 0.5 if state is TrialState.COMPLETE else None, state=state)
+    frozen = study.trials[trial.number]
+    assert study.pruner.prune(study, frozen) is False
+    assert trial.should_prune() is False
+    assert not any(k.startswith("advisor.") for k in study.trials[trial.number].user_attrs)
+
+
+def test_multi_objective_studies_are_not_pruned_and_advise_trial_says_why():
+    study = optuna.create_study(directions=["minimize", "maximize"],
+                                pruner=AdvisorPruner(max_steps=EPOCHS - 1))
+    trial = study.ask()
+    assert study.pruner.prune(study, study.trials[trial.number]) is False
+    with pytest.raises(NotImplementedError, match="multi-objective"):
+        advise_trial(trial)
+
+
+def test_advise_trial_on_a_frozen_trial_takes_the_study():
+    study = study_with(AdvisorPruner(max_steps=EPOCHS - 1), good=3)
+    trial = study.ask()
+    for step, value in enumerate(curve(0.3, seed=3)[:20]):
+        trial.report(value, step)
+    live = advise_trial(trial)
+    frozen = study.trials[trial.number]
+    assert isinstance(frozen, optuna.trial.FrozenTrial)
+    assert advise_trial(frozen, study=study) == live
+    with pytest.raises(TypeError, match="FrozenTrial.*study="):
+        advise_trial(frozen)

@@ -12,6 +12,7 @@ import pytest
 
 from advisor import replay
 from advisor.cli import main
+from advisor.replay import long_to_wide
 
 ADVISOR_SCRIPT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "advisor"
 VERDICTS = {"improving", "undecided", "plateau", "overfitting", "diverged"}
@@ -272,3 +273,151 @@ def test_cli_bad_usage_exits_with_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["replay"])
     assert info.value.code == 2
+
+
+# ---------------------------------------------------------------------------- --out targets
+def test_cli_out_dash_writes_to_stdout(long_csv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["replay", str(long_csv), "--out", "-"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("run_id,") and len(lines) == 1 + 2
+    assert not (tmp_path / "-").exists()
+
+
+def test_cli_out_through_a_symlink_writes_its_target_and_keeps_the_link(long_csv, tmp_path):
+    target, link = tmp_path / "decisions.csv", tmp_path / "link.csv"
+    target.write_text("old\n")
+    link.symlink_to(target)
+    assert main(["replay", str(long_csv), "--out", str(link)]) == 0
+    assert link.is_symlink() and link.resolve() == target
+    assert len(pd.read_csv(target)) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.csv", "decisions.csv",
+                                                           "link.csv"]
+
+
+def test_cli_out_to_a_device_writes_through_it(long_csv, tmp_path, capsys):
+    """A device is written to, never replaced by a file (as root, --out /dev/full replaced the
+    device node); the link keeps the test away from the real device nodes."""
+    null, full = tmp_path / "null", tmp_path / "full"
+    null.symlink_to("/dev/null")
+    full.symlink_to("/dev/full")
+    assert main(["replay", str(long_csv), "--out", str(null)]) == 0
+    assert null.is_symlink() and Path("/dev/null").is_char_device()
+    capsys.readouterr()
+    assert main(["replay", str(long_csv), "--out", str(full)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(full) in err and "No space left" in err, err
+    assert full.is_symlink() and Path("/dev/full").is_char_device()
+    assert not list(tmp_path.glob("*.partial*")) and not list(Path("/dev").glob("*.partial*"))
+
+
+def test_cli_out_to_a_named_pipe_writes_through_it(long_csv, tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    assert main(["replay", str(long_csv), "--out", str(fifo)]) == 0
+    reader.join(timeout=30)
+    assert fifo.is_fifo()
+    assert received and received[0].decode().startswith("run_id,")
+    assert len(received[0].decode().strip().splitlines()) == 1 + 2
+
+
+def test_cli_out_to_a_directory_is_an_input_error(long_csv, tmp_path, capsys):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    assert main(["replay", str(long_csv), "--out", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(folder) in err and "directory" in err, err
+    assert folder.is_dir() and not any(folder.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.csv", "folder"]
+
+
+# ---------------------------------------------------------------------------- run ids as text
+def test_cli_reads_run_ids_as_text_and_replays_every_run(tmp_path):
+    """Ids that pandas would read as missing (NA, null, None, nan, n/a) or as numbers (007)
+    are run ids like any other: 15 runs in, 15 rows out, ids unchanged."""
+    ids = ["NA", "null", "None", "nan", "n/a", "NaN", "NULL", "#N/A", "007", "7", "1e3", "-",
+           "true", "<NA>", "ok"]
+    e = np.arange(1, 31)
+    frame = pd.concat([pd.DataFrame({"run_id": run_id, "epoch": e, "metric": "val_loss",
+                                     "value": 0.3 + np.exp(-e / (4 + i))})
+                       for i, run_id in enumerate(ids)])
+    path, out = tmp_path / "ids.csv", tmp_path / "out.csv"
+    frame.to_csv(path, index=False)
+    assert main(["replay", str(path), "--out", str(out)]) == 0
+    decisions = pd.read_csv(out, dtype={"run_id": str}, keep_default_na=False)
+    assert sorted(decisions["run_id"]) == sorted(ids)
+
+
+def test_cli_empty_run_id_is_an_input_error_naming_the_line(tmp_path, capsys):
+    path, out = tmp_path / "empty-id.csv", tmp_path / "out.csv"
+    frame = _long_frame().drop(columns="task")
+    frame.loc[6, "run_id"] = ""
+    frame.to_csv(path, index=False)
+    _check_error(capsys, _args(path, out), out, "empty-id.csv", "'run_id'", "line 8")
+
+
+def test_replay_of_a_frame_with_missing_run_ids_is_an_error():
+    frame = _long_frame().drop(columns="task")
+    frame.loc[3, "run_id"] = None
+    with pytest.raises(ValueError, match="run_id.*missing in 1 row"):
+        replay(frame, monitor="val_loss")
+
+
+# ---------------------------------------------------------------------------- messages
+def test_cli_truncated_gzip_file_is_an_input_error(tmp_path, capsys):
+    whole, path, out = tmp_path / "whole.csv.gz", tmp_path / "cut.csv.gz", tmp_path / "out.csv"
+    with gzip.open(whole, "wt") as f:
+        _long_frame().drop(columns="task").to_csv(f, index=False)
+    data = whole.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    _check_error(capsys, _args(path, out), out, "cut.csv.gz", "not a readable CSV file")
+
+
+@pytest.mark.parametrize(("column", "argv"), [("val_loss", []),
+                                               ("train_loss", ["--train-metric", "train_loss"])])
+def test_cli_unparseable_cell_of_a_judged_metric_names_file_line_and_value(tmp_path, capsys,
+                                                                           column, argv):
+    """It said "'val_loss' is not among the logged metrics: none" (or replayed without the
+    training metric, silently)."""
+    path, out = tmp_path / "wide.csv", tmp_path / "out.csv"
+    e = np.arange(1, 31)
+    frame = pd.DataFrame({"epoch": e, "val_loss": 1 / e, "train_loss": 0.9 / e}).astype(object)
+    frame.loc[4, column] = "0.2.1"
+    frame.to_csv(path, index=False)
+    _check_error(capsys, ["replay", str(path), *argv, "--out", str(out)], out, "wide.csv",
+                 f"column {column!r} must hold numbers, but line 6 has '0.2.1'")
+
+
+def test_cli_step_beyond_the_float_range_names_file_and_line(tmp_path, capsys):
+    """An epoch of 1e400 (read as inf) was blamed on max_steps."""
+    path, out = tmp_path / "wide.csv", tmp_path / "out.csv"
+    e = [str(x) for x in range(1, 31)]
+    e[6] = "1e400"
+    pd.DataFrame({"epoch": e, "val_loss": np.linspace(1, 0.5, 30)}).to_csv(path, index=False)
+    _check_error(capsys, ["replay", str(path), "--out", str(out)], out, "wide.csv",
+                 "column 'epoch' must hold finite numbers, but line 8 has inf")
+
+
+def test_cli_directory_and_bad_advisor_kwargs_are_named(long_csv, tmp_path, capsys):
+    out = tmp_path / "out.csv"
+    _check_error(capsys, ["replay", str(tmp_path), "--out", str(out)], out,
+                 f"{tmp_path}: is a directory, not a curves file")
+    _check_error(capsys, [*_args(long_csv, out), "--advisor-kwargs", "[1]"], out,
+                 "--advisor-kwargs must be a JSON object, but got [1]")
+    _check_error(capsys, [*_args(long_csv, out), "--advisor-kwargs", '{"max_steps": 5}'], out,
+                 "--advisor-kwargs cannot set max_steps")
+
+
+def test_replay_of_a_frame_with_text_in_the_monitored_metric_names_the_row():
+    frame = _long_frame().drop(columns="task")
+    wide = long_to_wide(frame).astype({"val_loss": object})
+    wide.loc[3, "val_loss"] = "oops"
+    with pytest.raises(ValueError, match="column 'val_loss' must hold numbers, but row 3 has "
+                                         "'oops'"):
+        replay(wide, monitor="val_loss")

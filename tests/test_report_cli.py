@@ -8,7 +8,9 @@ callback and runs logged by hand without it; nothing here is mocked.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -288,3 +290,135 @@ def test_offline_analysis_example(tmp_path):
     assert len(summary) >= 3 and set(summary["verdict"]) <= {
         "improving", "undecided", "plateau", "overfitting", "diverged"}
     assert "dashboard:" in done.stdout
+
+
+# ---------------------------------------------------------------------------- bad values
+def test_report_with_infinite_and_huge_values_reports_every_run(mlflow_server, tmp_path, capsys):
+    """One diverged run (MLflow's SQL store keeps inf as +-1.797e308) must not cost the other
+    runs their report: every run gets its page, and the bad ones say what is wrong with their
+    values."""
+    import numpy as np
+    from conftest import _log_by_hand
+
+    client = MlflowClient(mlflow_server.url)
+    name = f"bad-values-{uuid.uuid4().hex[:8]}"
+    experiment_id = client.create_experiment(name)
+    e = np.arange(1, 41)
+    healthy = 0.3 + np.exp(-e / 4)
+    bad = {"inf": np.where(e > 20, np.inf, healthy),
+           "neg-inf": np.where(e > 20, -np.inf, healthy),
+           "spike": np.where(e == 21, 1e308, healthy),
+           "first-huge": np.where(e == 1, 1e308, healthy),
+           "alternating": np.where(e % 2 == 0, 1e308, -1e308)}
+    runs = {label: _log_by_hand(client, experiment_id, label, {"val_loss": values}, e)
+            for label, values in {"healthy": healthy, **bad}.items()}
+    out = tmp_path / "dash"
+    assert main(["report", "--experiment", name, "--tracking-uri", mlflow_server.url,
+                 "--out", str(out), "--quiet"]) == 0, capsys.readouterr().err
+    summary = pd.read_csv(out / "summary.csv").set_index("run_id")
+    assert set(summary.index) == set(runs.values())
+    assert summary.loc[runs["healthy"], "verdict"] == "plateau"
+    assert summary.loc[runs["inf"], "verdict"] == "diverged"
+    assert "inf" in summary.loc[runs["inf"], "reason"]  # the value, not 1.797e+308
+    pages = {label: (out / "runs" / f"{run_id}.html").read_text()
+             for label, run_id in runs.items()}
+    assert "data:image/png;base64," in pages["healthy"]
+    assert 'class="values"' not in pages["healthy"]
+    for label in bad:
+        assert 'class="values"' in pages[label], label  # says what is wrong with the values
+    assert "infinite at 20 of 40 checks (steps 21-40)" in pages["inf"]
+    assert "infinite at 20 of 40 checks (steps 21-40)" in pages["neg-inf"]
+    assert "too large to draw" in pages["spike"] and "step 21" in pages["spike"]
+    index = (out / "index.html").read_text()
+    coordinates = " ".join(re.findall(r'points="([^"]*)"', index)).replace(",", " ").split()
+    assert coordinates and all(math.isfinite(float(c)) for c in coordinates)  # drawable curves
+    assert main(["analyze", runs["inf"], "--tracking-uri", mlflow_server.url]) == 0
+    assert "DIVERGED" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- hung servers
+@pytest.mark.parametrize("health", [False, True], ids=["never-answers", "stalls-mid-way"])
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_a_server_that_accepts_but_never_answers_is_an_error_in_bounded_time(
+        command, health, tmp_path, monkeypatch, capsys):
+    """A server that takes the connection and never answers HTTP held `analyze` and `report`
+    silently (killed at 300 s). Every request has a bounded time (MLflow's own
+    MLFLOW_HTTP_REQUEST_TIMEOUT, 1 s here to keep the test short; the command's default
+    retries), and the one-line error names the server."""
+    from processes import SilentServer
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    with SilentServer(health=health) as server:
+        argv = (["analyze", "0" * 32] if command == "analyze"
+                else ["report", "--experiment", "x", "--out", str(tmp_path / "out"), "--quiet"])
+        started = time.monotonic()
+        assert main([*argv, "--tracking-uri", server.url]) == 1
+        elapsed = time.monotonic() - started
+        assert any(b"/api/" in r for r in server.requests) == health  # it got that far
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("advisor: error: "), err
+    assert f"127.0.0.1:{server.port}" in err, err
+    assert "did not answer within 1 s" in err, err
+    assert elapsed < (3 if not health else 15), elapsed
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # the command's own setting
+
+
+# ---------------------------------------------------------------------------- bad stores
+def _store_error(capsys, argv: list[str]) -> str:
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("advisor: error: "), err
+    return err
+
+
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_bad_stores_are_one_line_errors_and_are_left_unchanged(command, tmp_path, capsys,
+                                                                monkeypatch):
+    """A file that is not a database, a directory, an unknown scheme, a plain folder: one line
+    each (they printed 39-179-line tracebacks); an empty file or a database that is not an
+    MLflow store is not turned into one (report wrote MLflow's schema into an empty file)."""
+    import sqlite3
+
+    monkeypatch.chdir(tmp_path)
+    argv = (["analyze", "0" * 32] if command == "analyze"
+            else ["report", "--experiment", "x", "--quiet"])
+    text = tmp_path / "notes.db"
+    text.write_text("not a database\n" * 20)
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    folder = tmp_path / "folder.db"
+    folder.mkdir()
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("create table notes (body text)")
+    before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in (text, empty, other)}
+    cases = {f"sqlite:///{text}": "is not an SQLite database",
+             f"sqlite:///{empty}": "is empty, not an MLflow store",
+             f"sqlite:///{folder}": "is a directory, not an SQLite database",
+             f"sqlite:///{other}": "is not an MLflow store (it has no 'experiments' table)",
+             "foo://bar": "unknown tracking URI scheme 'foo'",
+             str(text): "is a file, not an MLflow file store; for an SQLite database, pass "
+                        f"sqlite:///{text}",
+             str(folder): "cannot open the MLflow store at"}
+    for uri, expected in cases.items():
+        err = _store_error(capsys, [*argv, "--tracking-uri", uri])
+        assert expected in err, (uri, err)
+    assert {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in before} == before
+    assert not any(folder.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "folder.db", "notes.db",
+                                                          "other.db"]
+
+
+def test_an_empty_postgresql_database_is_not_made_an_mlflow_store(postgres, capsys):
+    import sqlalchemy
+
+    url = postgres.create_database(f"empty_{uuid.uuid4().hex[:8]}")
+    err = _store_error(capsys, ["report", "--experiment", "x", "--quiet", "--tracking-uri", url])
+    assert "is not an MLflow store (it has no 'experiments' table)" in err, err
+    engine = sqlalchemy.create_engine(url)
+    try:
+        assert sqlalchemy.inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()

@@ -238,3 +238,16 @@ def test_resumed_stop_mode_run_stops_at_the_same_epoch_with_a_pending_confirmati
     assert trainer.current_epoch == stop
     assert resumed.stop_reason == reference.stop_reason
     assert _verdicts(resumed) == _verdicts(reference)
+
+
+def test_a_reused_callback_resumed_from_a_checkpoint_continues_its_history(tmp_path, reference):
+    """The same callback object crashes and resumes from last.ckpt: the checkpoint, not the
+    new fit, decides what it holds (a new fit without a checkpoint starts afresh)."""
+    same = [_advise("val_loss")]
+    first, _, resumed, trainer, _ = _crash_then_resume(tmp_path, lambda: same, CRASH_EPOCH)
+    (callback,) = resumed
+    assert callback is first[0] and trainer.current_epoch == MAX_EPOCHS
+    ref = reference["val_loss"]
+    assert callback.history == ref.history
+    assert callback.advisor.history.to_dict() == ref.advisor.history.to_dict()
+    assert callback.advice.to_dict() == ref.advice.to_dict()

@@ -10,7 +10,10 @@ MLflow's HTTP client retries a refused connection by itself for about four minut
 (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``; the settings are
 process-wide environment variables, so the writer does not change them). So that an outage is
 seen, warned about and retried on the writer's own short schedule, the writer first checks that
-an ``http(s)`` tracking server accepts connections (unless a proxy is configured for it).
+an ``http(s)`` tracking server accepts connections and answers HTTP within
+:func:`~advisor.tracking.answer_timeout` (unless a proxy is configured for it). A call that
+hangs all the same (a server that stalls mid-way) is warned about from the training thread
+once it has waited that long, and ``close`` names the server that did not answer.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..history import AdvisorWarning
+from ..tracking import answer_timeout
 from ..tracking import check_reachable as _check_reachable
 
 __all__ = ["MlflowWriter", "Unwritten", "mark_training_experiment", "resolve_run"]
@@ -114,8 +118,9 @@ class MlflowWriter:
     """
 
     def __init__(self, connect: Callable[[], tuple[Any, str, bool]], retry_seconds: float = 5.0,
-                 min_interval: float = 10.0):
+                 min_interval: float = 10.0, server: str | None = None):
         self._connect = connect
+        self._server = server  # where it writes, for messages until connected
         self._retry = retry_seconds
         self._min_interval = min_interval
         self._last_write = -float("inf")
@@ -129,6 +134,7 @@ class MlflowWriter:
         self._final_status: str | None = None
         self._abandoned = False
         self._outage = False
+        self._busy_since: float | None = None  # when the MLflow call in flight began
         self._caller_run_id = _active_run_id()
         self._client: Any = None
         self.run_id: str | None = None
@@ -142,10 +148,31 @@ class MlflowWriter:
         """The tracking URI of the run written to, once connected."""
         return getattr(self._client, "tracking_uri", None)
 
+    @property
+    def server(self) -> str:
+        """Where the writer writes, for messages."""
+        return self.tracking_uri or self._server or "the MLflow tracking server"
+
+    def _no_answer(self) -> str | None:
+        """``"... did not answer within N s"`` while an MLflow call has waited longer than a
+        server's answer may take (:func:`~advisor.tracking.answer_timeout`), else ``None``."""
+        since = self._busy_since
+        waited = 0.0 if since is None else time.monotonic() - since
+        if waited <= answer_timeout():
+            return None
+        return f"MLflow server {self.server} did not answer within {waited:.0f} s"
+
     def submit(self, metrics: dict[str, float] | None = None, step: int = 0,
                tags: dict[str, str] | None = None) -> None:
         """Queue metric values at ``step`` and tags (later tags replace earlier ones)."""
         now = int(time.time() * 1000)
+        hung = self._no_answer()
+        if hung and not self._outage:  # the writer's thread waits on it: say so, once
+            self._outage = True
+            self.last_error = hung
+            warnings.warn(f"training-advisor could not write to MLflow ({hung}); training goes "
+                          "on, the advice is kept and will be written when the server answers.",
+                          AdvisorWarning, stacklevel=3)
         with self._lock:
             for key, value in (metrics or {}).items():
                 self._metrics.append((key, float(value), now, int(step)))
@@ -174,6 +201,8 @@ class MlflowWriter:
             # what is reported as not written stays so: the thread gives up, and no late
             # write (or warning) comes from it after the run has ended
             self._abandoned = self._thread.is_alive()
+            if self._abandoned and self._busy_since is not None:  # waiting on a hung server
+                self.last_error = self._no_answer() or self.last_error
             return Unwritten(len(self._metrics), len(self._tags), sorted(self._artifacts))
 
     # ------------------------------------------------------------------ background thread
@@ -189,9 +218,11 @@ class MlflowWriter:
             if wait > 0 and not self._closing:
                 self._closed.wait(wait)  # coalesce what arrives meanwhile; close cuts it short
             try:
+                self._busy_since = time.monotonic()
                 self._write_pending()
                 self._last_write = time.monotonic()
             except Exception as exc:  # server down, network, bad response: keep data, retry
+                self._busy_since = None
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 if not self._outage:
                     self._outage = True
@@ -203,6 +234,7 @@ class MlflowWriter:
                 delay = min(delay * 2, self._retry)
                 self._wake.set()
                 continue
+            self._busy_since = None
             if self._outage:
                 self._outage = False
                 warnings.warn("training-advisor reached MLflow again; the kept advice is written.",
@@ -214,8 +246,10 @@ class MlflowWriter:
                         continue
                 if self._final_status is not None and self.created_run:
                     try:
+                        self._busy_since = time.monotonic()
                         self._client.set_terminated(self.run_id, self._final_status)
                     except Exception as exc:  # retried like any write
+                        self._busy_since = None
                         self.last_error = f"{type(exc).__name__}: {exc}"
                         time.sleep(delay)
                         self._wake.set()
@@ -229,7 +263,7 @@ class MlflowWriter:
             _check_reachable(getattr(self._client, "tracking_uri", None))
         from mlflow.entities import Metric, RunTag
 
-        while True:
+        while not self._abandoned:  # after close gave up, no late write
             with self._lock:
                 metrics = self._metrics[:_MAX_METRICS]
                 tag_items = list(self._tags.items())[:_MAX_TAGS]
@@ -247,10 +281,11 @@ class MlflowWriter:
                             del self._tags[key]
             for name, content in artifacts[:1]:
                 if isinstance(content, bytes):
+                    folder_name, _, file_name = name.rpartition("/")
                     with tempfile.TemporaryDirectory() as folder:
-                        path = Path(folder) / name
+                        path = Path(folder) / file_name
                         path.write_bytes(content)
-                        self._client.log_artifact(self.run_id, str(path))
+                        self._client.log_artifact(self.run_id, str(path), folder_name or None)
                 else:
                     self._client.log_text(self.run_id, content, name)
                 with self._lock:

@@ -7,14 +7,16 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import _explain
 from ..advice import Advice, Verdict
 from ..detectors.promise import PeerResult, chance_from_peers, chance_to_beat
+from ..history import positive_number
 from ._peers import PeerCurves
-from ._trials import TrialAdvisors, advice_attrs, record_advice
+from ._trials import TrialAdvisors, advice_attrs, check_single_objective, record_advice
 
 __all__ = ["AdvisorPruner"]
 
@@ -88,9 +90,8 @@ class AdvisorPruner(BasePruner):
         wrapped_pruner: BasePruner | None = None,
         **advisor_kwargs: Any,
     ) -> None:
-        if not (max_steps is None or max_steps == "auto" or (
-                isinstance(max_steps, int | float) and not isinstance(max_steps, bool)
-                and max_steps > 0)):
+        if not (max_steps is None or (isinstance(max_steps, str) and max_steps == "auto")
+                or positive_number(max_steps) is not None):
             raise ValueError(
                 f"max_steps must be a positive number, 'auto' or None, but got {max_steps!r}.")
         if not 0 < threshold < 1:
@@ -104,7 +105,7 @@ class AdvisorPruner(BasePruner):
         if wrapped_pruner is not None and not isinstance(wrapped_pruner, BasePruner):
             raise TypeError(f"wrapped_pruner must be an optuna pruner, but got "
                             f"{type(wrapped_pruner).__name__}.")
-        self.max_steps = max_steps
+        self.max_steps = max_steps if max_steps in (None, "auto") else positive_number(max_steps)
         self.threshold = float(threshold)
         self.n_best = n_best
         self.n_startup_trials = int(n_startup_trials)
@@ -115,6 +116,14 @@ class AdvisorPruner(BasePruner):
 
     # ------------------------------------------------------------------ Optuna's interface
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
+        """Whether to prune ``trial`` now (recording why in its user attributes when it is).
+
+        Like Optuna's pruners, it answers ``False`` rather than raising where pruning does not
+        apply: a finished trial (it cannot be pruned any more, and its attributes cannot be
+        written) and multi-objective studies (where Optuna's ``trial.report`` is not supported).
+        """
+        if len(study.directions) > 1 or trial.state.is_finished():
+            return False
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         advice = self.advise(study, trial, complete)
         if advice is None:
@@ -130,15 +139,13 @@ class AdvisorPruner(BasePruner):
                                       *self.peers.at(advice.step), step=advice.step)
         decision = self.decide(advice, target, peers)
         if decision.verdict in (Verdict.DIVERGED, Verdict.UNPROMISING):
-            self._record(study, trial, decision, pruned_by="advisor")
-            return True
+            return self._record(study, trial, decision, pruned_by="advisor")
         if self.wrapped_pruner is not None and self.wrapped_pruner.prune(study, trial):
             name = type(self.wrapped_pruner).__name__
-            self._record(study, trial, dataclasses.replace(
+            return self._record(study, trial, dataclasses.replace(
                 decision, should_stop=True,
                 reason=f"Pruned by {name}; the advisor alone would not prune: {decision.reason}"),
                 pruned_by=name)
-            return True
         return False
 
     # ------------------------------------------------------------------ the decision (pure)
@@ -176,7 +183,12 @@ class AdvisorPruner(BasePruner):
 
     def advise(self, study: optuna.study.Study, trial: FrozenTrial,
                complete: list[FrozenTrial] | None = None) -> Advice | None:
-        """The advisor's advice on the values ``trial`` has reported (no comparison with others)."""
+        """The advisor's advice on the values ``trial`` has reported (no comparison with others).
+
+        Raises:
+            NotImplementedError: the study is multi-objective.
+        """
+        check_single_objective(study)
         mode = "max" if study.direction.name == "MAXIMIZE" else "min"
         if self.max_steps == "auto":  # the longest COMPLETE trial
             if complete is None:
@@ -190,10 +202,17 @@ class AdvisorPruner(BasePruner):
                                     mode, budget)
 
     def _record(self, study: optuna.study.Study, trial: FrozenTrial, advice: Advice,
-                pruned_by: str) -> None:
+                pruned_by: str) -> bool:
+        """Say why in the trial's attributes; ``False`` if it has finished meanwhile (a live
+        trial's cached FrozenTrial still says RUNNING after ``study.tell``): no pruning then."""
         promise = advice.evidence_for("promise")
         extra: dict[str, Any] = {"pruned": True, "pruned_by": pruned_by}
         if promise is not None:
             extra.update({k: v for k, v in promise.details.items() if v is not None})
-        record_advice(study, trial._trial_id, advice_attrs(advice, extra))
-        self.advisors.forget(study.study_name, trial.number)
+        try:
+            record_advice(study, trial._trial_id, advice_attrs(advice, extra))
+        except UpdateFinishedTrialError:
+            return False
+        finally:
+            self.advisors.forget(study.study_name, trial.number)
+        return True

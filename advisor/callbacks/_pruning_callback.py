@@ -98,9 +98,9 @@ class AdvisorPruningCallback(AdvisorCallback):
                 self._record(dataclasses.replace(advice, verdict=Verdict(verdict),
                                                  should_stop=True, reason=reason))
             if self._writer is not None:
-                self._writer.submit(tags={ATTR_PREFIX + "verdict": verdict,
-                                          ATTR_PREFIX + "reason": reason,
-                                          ATTR_PREFIX + "pruned": "true"})
+                self._writer.submit(tags={self._name(ATTR_PREFIX + "verdict"): verdict,
+                                          self._name(ATTR_PREFIX + "reason"): reason,
+                                          self._name(ATTR_PREFIX + "pruned"): "true"})
             self._stop(trainer, advice.step, reason)
             return
         super()._act(trainer, metrics, advice)

@@ -17,7 +17,8 @@ from typing import Any
 from ..advice import Advice
 from ..advisor import Advisor
 
-__all__ = ["MONITOR", "TrialAdvisors", "frozen_trial", "record_advice"]
+__all__ = ["MONITOR", "TrialAdvisors", "check_single_objective", "frozen_trial",
+           "record_advice"]
 
 MONITOR = "value"  # the name of the reported intermediate value inside the advisor
 ATTR_PREFIX = "advisor."
@@ -76,6 +77,17 @@ class TrialAdvisors:
 def _same(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> bool:
     return all(sa == sb and (va == vb or (va != va and vb != vb)) for (sa, va), (sb, vb)
                in zip(a, b, strict=True))
+
+
+def check_single_objective(study: Any) -> None:
+    """Raise ``NotImplementedError`` for a multi-objective study, which the advisor cannot
+    judge: it has no single value per step (Optuna's ``trial.report`` refuses them too)."""
+    directions = getattr(study, "directions", None) or [study.direction]
+    if len(directions) > 1:
+        raise NotImplementedError(
+            f"the advisor does not support multi-objective studies, but study "
+            f"{study.study_name!r} has {len(directions)} objectives (Optuna's trial.report and "
+            f"trial.should_prune do not support them either).")
 
 
 def frozen_trial(trial: Any) -> Any:

@@ -130,6 +130,10 @@ class AdvisorCallback(*_callback_bases()):
         self._log_trainer_metrics = False
         self._warned: set[str] = set()
         self._pending_state: dict[str, Any] | None = None
+        self._fitting = False  # between this fit's setup and its end
+        self._read: dict[str, Any] = {}  # callback_metrics as read at the last check
+        self._group: list[AdvisorCallback] = [self]  # the callbacks writing to the run
+        self._prefix = ""  # their names' namespace when several share the run
         self._lr: float | None = None
         self._check_pending = False  # validation ran this epoch; judged at the epoch's end
         self._trainer: Any = None
@@ -143,6 +147,7 @@ class AdvisorCallback(*_callback_bases()):
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit":
             return
+        self._new_fit()
         interval = trainer.val_check_interval
         per_epoch = isinstance(interval, float) and interval == 1.0
         self.unit = "epoch" if per_epoch else "step"
@@ -154,8 +159,21 @@ class AdvisorCallback(*_callback_bases()):
         if self._pending_state is not None:
             self._restore(self._pending_state)
         self._rank_zero = trainer.is_global_zero
+        self._fitting = True
         if self.log_to_mlflow and trainer.is_global_zero:
-            self._start_writer(trainer)
+            self._join_run(trainer)
+
+    def _new_fit(self) -> None:
+        """A new fit starts a new history (a reused callback carried the last fit's rows and
+        stop); a checkpoint it resumes from restores one (:meth:`load_state_dict`)."""
+        self.advice, self.history, self.stop_reason, self.stopped_step = None, [], None, None
+        self.run_id = self._tracking_uri = self._logger_run_name = self._lr = None
+        self._check_pending, self._trainer, self._log_trainer_metrics = False, None, False
+        self._warned, self._planned_for, self._read = set(), None, {}
+        self._group, self._prefix = [self], ""
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self._fitting = False
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if self.plan_lr and self.advisor is not None:  # after a resume: restored schedulers
@@ -239,7 +257,7 @@ class AdvisorCallback(*_callback_bases()):
         if isinstance(plan, LrPlan) and isinstance(old, LrPlan):
             plan = old.merged(plan)
         self.advisor.set_lr_plan(plan)
-        if self._writer is not None:
+        if self._writer is not None and self is self._group[0]:  # the run's: written once
             self._log_plan(plan)
 
     def _log_plan(self, plan: LrPlan | PlateauRule) -> None:
@@ -253,9 +271,10 @@ class AdvisorCallback(*_callback_bases()):
         self._writer.submit(tags={"advisor.lr_plan": text})
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        if self._writer is not None:
+        self._fitting = False
+        if self._writer is not None and self is self._group[-1]:  # the last to share it
             self._writer.close(timeout=10.0, status="FAILED")
-            self._forget_writer()
+            self._forget_writers()
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         if self._writer is None:
@@ -266,14 +285,18 @@ class AdvisorCallback(*_callback_bases()):
             if self.strict:
                 raise
             self._warn_once("final", f"training-advisor could not write its final advice: {exc}")
+        if self is not self._group[-1]:  # the last callback sharing the run closes it
+            return
         unwritten = self._writer.close(timeout=30.0, status="FINISHED")
         if unwritten:
+            run = self._writer.run_id
             self._warn_once("unwritten", (
-                f"training-advisor could not write to MLflow run {self._writer.run_id}: "
+                f"training-advisor could not write to MLflow "
+                f"{f'run {run}' if run else 'at ' + self._writer.server}: "
                 f"{unwritten.metrics} metric value(s), {unwritten.tags} tag(s) and artifacts "
                 f"{unwritten.artifacts} are not written ({self._writer.last_error}). The final "
                 f"advice is in callback.advice and callback.history."))
-        self._forget_writer()
+        self._forget_writers()
 
     def state_dict(self) -> dict[str, Any]:
         pending = None
@@ -285,7 +308,7 @@ class AdvisorCallback(*_callback_bases()):
                 "pending_check": pending}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if self.advisor is None:
+        if self.advisor is None or not self._fitting:  # before this fit's setup
             self._pending_state = dict(state_dict)  # restored in setup, once the budget is known
         else:
             self._restore(state_dict)
@@ -303,9 +326,12 @@ class AdvisorCallback(*_callback_bases()):
             self._record(self.advisor.update(pending["step"], pending["metrics"]))
 
     def _check(self, trainer: Any) -> None:
-        metrics = self._read_metrics(trainer)
+        metrics = self._read_metrics(trainer, consume=True)
+        stale = self.monitor not in metrics and self.monitor in trainer.callback_metrics
         # decide once: rank 0's values go to every rank, so the advice is identical everywhere
-        metrics = trainer.strategy.broadcast(metrics, src=0)
+        metrics, stale = trainer.strategy.broadcast((metrics, stale), src=0)
+        if stale:  # validation ran, but did not log the monitor this time: no check to judge
+            return
         if self.monitor not in metrics:
             raise KeyError(f"monitored metric {self.monitor!r} was not logged at this check; "
                            f"metrics present: {', '.join(sorted(metrics)) or 'none'}.")
@@ -338,13 +364,25 @@ class AdvisorCallback(*_callback_bases()):
         else:
             self.history.append(advice_history_row(advice))
 
-    def _read_metrics(self, trainer: Any) -> dict[str, float]:
+    def _read_metrics(self, trainer: Any, consume: bool = False) -> dict[str, float]:
+        """The values logged since the last check (``consume``: and remember them as read).
+
+        ``callback_metrics`` keeps a metric's last value until it is logged again; Lightning
+        puts a new tensor there each time one is logged (its epoch aggregate, or the step's
+        value), so a value that is the very object read at the last check is stale: it was not
+        logged at this check and is not judged again.
+        """
         values: dict[str, float] = {}
-        for key, value in trainer.callback_metrics.items():
+        current = trainer.callback_metrics
+        for key, value in current.items():
+            if self._read.get(key) is value:
+                continue
             try:
                 values[key] = float(value)
             except (TypeError, ValueError):
                 continue  # not a scalar: not a curve the advisor can judge
+        if consume:
+            self._read = dict(current)  # holding them: no identity is reused meanwhile
         if self._lr is not None and "lr" not in values:
             values["lr"] = self._lr
         return values
@@ -356,6 +394,36 @@ class AdvisorCallback(*_callback_bases()):
         return trainer.current_epoch + 1 >= min_epochs and trainer.global_step >= min_steps
 
     # ------------------------------------------------------------------ MLflow (rank 0 only)
+    def _join_run(self, trainer: Any) -> None:
+        """The callbacks of a fit that log to MLflow share one run and one writer (the first
+        one's); with several, each names its metrics, tags and artifacts by its monitor."""
+        group = [cb for cb in trainer.callbacks
+                 if isinstance(cb, AdvisorCallback) and cb.log_to_mlflow] or [self]
+        monitors = [cb.monitor for cb in group]
+        self._group = group
+        self._prefix = "" if len(group) < 2 else self.monitor if monitors.count(
+            self.monitor) == 1 else f"{self.monitor}-{group.index(self) + 1}"
+        if self is group[0]:
+            self._start_writer(trainer)
+        else:  # set up after the first: Lightning calls the callbacks in their order
+            self._writer, self._logger_run_name = group[0]._writer, group[0]._logger_run_name
+
+    def _name(self, key: str) -> str:
+        """This callback's name for a metric (``advisor/...``), tag (``advisor....``) or
+        artifact: as is, or under its monitor when several callbacks share the run."""
+        if not self._prefix:
+            return key
+        for sep in ("/", "."):
+            if key.startswith(f"advisor{sep}"):
+                return f"advisor{sep}{self._prefix}{sep}{key[len('advisor') + 1:]}"
+        return f"{self._prefix}/{key}"
+
+    def _note(self, trainer: Any) -> str:
+        """The run description: this callback's advice, or every sharing callback's."""
+        return "\n\n".join(
+            advice_markdown(cb.advice, cb.unit, cb.budget, cb._best_checkpoint(trainer, cb.advice))
+            for cb in self._group if cb.advice is not None)
+
     def _start_writer(self, trainer: Any) -> None:
         logger = self._mlflow_logger(trainer)
         if logger is not None:
@@ -369,7 +437,8 @@ class AdvisorCallback(*_callback_bases()):
 
             def connect() -> tuple[Any, str, bool]:
                 return resolve_run(self.tracking_uri, self.experiment_name, self.run_name)
-        self._writer = MlflowWriter(connect)
+        self._writer = MlflowWriter(connect, server=getattr(logger, "_tracking_uri", None)
+                                    or self.tracking_uri)
 
     @staticmethod
     def _mlflow_logger(trainer: Any) -> Any:
@@ -380,25 +449,24 @@ class AdvisorCallback(*_callback_bases()):
 
     def _log(self, trainer: Any, metrics: dict[str, float], advice: Advice) -> None:
         step = int(advice.step)
-        values = {f"advisor/{k}": v for k, v in self._advice_metrics(advice).items()
+        values = {self._name(f"advisor/{k}"): v for k, v in self._advice_metrics(advice).items()
                   if v is not None and math.isfinite(v)}
-        if self._log_trainer_metrics:
+        if self._log_trainer_metrics:  # the run's own values: written once, by the first
             values.update({k: v for k, v in metrics.items() if math.isfinite(v)})
-        elif self._lr is not None and math.isfinite(self._lr):
+        elif self._lr is not None and math.isfinite(self._lr) and self is self._group[0]:
             values["advisor/lr"] = self._lr  # the rate the check saw, for `advisor report`
         checkpoint = self._best_checkpoint(trainer, advice)
-        tags = {
+        tags = {self._name(k): v for k, v in {
             "advisor.verdict": advice.verdict.value,
             "advisor.reason": advice.reason,
             f"advisor.best_{self.unit}": f"{advice.best_step:g}" if advice.best_step else "",
             f"advisor.suggested_stop_{self.unit}": "" if advice.suggested_stop_step is None
             else f"{advice.suggested_stop_step:g}",
-            "mlflow.note.content": advice_markdown(advice, self.unit, self.budget, checkpoint),
-            "advisor.unit": self.unit,
-            "advisor.budget": "" if self.budget is None else f"{self.budget:g}",
-        }
+        }.items()}
+        tags.update({"mlflow.note.content": self._note(trainer), "advisor.unit": self.unit,
+                     "advisor.budget": "" if self.budget is None else f"{self.budget:g}"})
         if checkpoint:
-            tags["advisor.best_checkpoint"] = checkpoint
+            tags[self._name("advisor.best_checkpoint")] = checkpoint
         self._writer.submit(values, step=step, tags=tags)
 
     def _advice_metrics(self, advice: Advice) -> dict[str, float | None]:
@@ -430,20 +498,19 @@ class AdvisorCallback(*_callback_bases()):
         if watching and checkpoint is None:
             self._warn_once("checkpoint", f"the best {self.unit} ({self.advice.best_step:g}) was "
                                           f"never checkpointed by {type(watching[0]).__name__}.")
-        tags = {"mlflow.note.content": advice_markdown(self.advice, self.unit, self.budget,
-                                                       checkpoint)}
+        tags = {"mlflow.note.content": self._note(trainer)}
         if checkpoint:
-            tags["advisor.best_checkpoint"] = checkpoint
+            tags[self._name("advisor.best_checkpoint")] = checkpoint
         self._writer.submit(tags=tags)
         final = self.advice.to_dict()
         final["stopped"] = self.stop_reason is not None
         final["unit"] = self.unit
-        self._writer.submit_artifact("advice.json", json.dumps(final, indent=2))
+        self._writer.submit_artifact(self._name("advice.json"), json.dumps(final, indent=2))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(self.history[0]))
         writer.writeheader()
         writer.writerows(self.history)
-        self._writer.submit_artifact("advice_history.csv", buffer.getvalue())
+        self._writer.submit_artifact(self._name("advice_history.csv"), buffer.getvalue())
         if self.report:
             try:
                 html, png = self._render_report()
@@ -454,8 +521,8 @@ class AdvisorCallback(*_callback_bases()):
                                           f"({type(exc).__name__}: {exc}); the advice is logged "
                                           f"without it.")
             else:
-                self._writer.submit_artifact(PLOT_ARTIFACT, png)
-                self._writer.submit_artifact(REPORT_ARTIFACT, html)
+                self._writer.submit_artifact(self._name(PLOT_ARTIFACT), png)
+                self._writer.submit_artifact(self._name(REPORT_ARTIFACT), html)
 
     # ------------------------------------------------------------------ report
     def analysis(self) -> RunAnalysis:
@@ -491,8 +558,8 @@ class AdvisorCallback(*_callback_bases()):
             return
         html, png = self._render_report()
         if self._writer is not None:
-            self._writer.submit_artifact(PLOT_ARTIFACT, png)
-            self._writer.submit_artifact(REPORT_ARTIFACT, html)
+            self._writer.submit_artifact(self._name(PLOT_ARTIFACT), png)
+            self._writer.submit_artifact(self._name(REPORT_ARTIFACT), html)
             return
         if self.run_id is None:
             raise RuntimeError("no MLflow run to log the report to (log_to_mlflow=False, not "
@@ -506,13 +573,16 @@ class AdvisorCallback(*_callback_bases()):
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / PLOT_ARTIFACT).write_bytes(png)
             (Path(folder) / REPORT_ARTIFACT).write_text(html, encoding="utf-8")
-            client.log_artifacts(self.run_id, folder)
+            client.log_artifacts(self.run_id, folder, self._prefix or None)
 
-    def _forget_writer(self) -> None:
-        """Keep where the writer wrote (for :meth:`log_report`), then drop it."""
-        self.run_id = self._writer.run_id or self.run_id
-        self._tracking_uri = self._writer.tracking_uri or self._tracking_uri
-        self._writer = None
+    def _forget_writers(self) -> None:
+        """Every sharing callback keeps where the writer wrote (for :meth:`log_report`), then
+        drops it."""
+        for cb in self._group:
+            if cb._writer is not None:
+                cb.run_id = cb._writer.run_id or cb.run_id
+                cb._tracking_uri = cb._writer.tracking_uri or cb._tracking_uri
+                cb._writer = None
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

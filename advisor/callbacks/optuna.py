@@ -9,16 +9,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from optuna.trial import FrozenTrial, TrialState
+
 from ..advice import Advice
 from ._pruner import AdvisorPruner
-from ._trials import TrialAdvisors, advice_attrs, frozen_trial
+from ._trials import (
+    TrialAdvisors,
+    advice_attrs,
+    check_single_objective,
+    frozen_trial,
+    record_advice,
+)
 
 __all__ = ["AdvisorPruner", "advise_trial"]
 
 _default_advisors: dict[float | None, TrialAdvisors] = {}
 
 
-def advise_trial(trial: Any, max_steps: float | None = None) -> Advice:
+def advise_trial(trial: Any, max_steps: float | None = None, *, study: Any = None) -> Advice:
     """The advice on the values ``trial`` has reported so far: cheap to call after every report.
 
     When ``advice.should_stop`` for a converged trial (plateau or overfitting), return
@@ -46,11 +54,23 @@ def advise_trial(trial: Any, max_steps: float | None = None) -> Advice:
         >>> study.trials[0].user_attrs["advisor.verdict"], study.trials[0].last_step < 99
         ('plateau', True)
 
+    ``trial`` is a live ``optuna.trial.Trial``, or a ``FrozenTrial`` (``study.trials[i]``) with
+    its ``study``; the attributes are written only to a trial that is still running.
+
     Raises:
         ValueError: the trial has reported no value yet.
+        TypeError: a ``FrozenTrial`` without ``study``.
+        NotImplementedError: the study is multi-objective.
     """
-    study = trial.study
-    frozen = frozen_trial(trial)
+    if isinstance(trial, FrozenTrial):
+        if study is None:
+            raise TypeError(f"advise_trial got a FrozenTrial (trial {trial.number}), which does "
+                            f"not know its study: pass study=..., or the live trial.")
+        frozen = trial
+    else:
+        study = trial.study if study is None else study
+        frozen = frozen_trial(trial)
+    check_single_objective(study)
     pruner = study.pruner
     if isinstance(pruner, AdvisorPruner):
         advice = pruner.advise(study, frozen)
@@ -63,7 +83,11 @@ def advise_trial(trial: Any, max_steps: float | None = None) -> Advice:
     if advice is None:
         raise ValueError(f"trial {trial.number} has reported no value yet: call trial.report "
                          f"before advise_trial.")
-    if advice.should_stop:
-        for key, value in advice_attrs(advice, {"finished_early": True}).items():
-            trial.set_user_attr(key, value)
+    if advice.should_stop and frozen.state is TrialState.RUNNING:
+        attrs = advice_attrs(advice, {"finished_early": True})
+        if trial is frozen:
+            record_advice(study, frozen._trial_id, attrs)
+        else:
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
     return advice

@@ -19,7 +19,53 @@ from ..advice import Advice, Verdict
 from ..replay import advise_run, prepare_runs
 from .markdown import advice_history_row
 
-__all__ = ["RunAnalysis", "analyze_run"]
+__all__ = ["PLOT_LIMIT", "RunAnalysis", "analyze_run", "plottable"]
+
+# Values beyond this (and infinities) are left out of plots: drawing libraries compute limits,
+# ticks and transforms in floats, which overflow on spans near the float range (1.8e308).
+PLOT_LIMIT = 1e100
+
+
+def plottable(value: float) -> bool:
+    """Whether a value can be drawn: finite and within :data:`PLOT_LIMIT`."""
+    return abs(value) <= PLOT_LIMIT  # False for NaN and infinities too
+
+
+def _where(steps: Sequence[float], hits: Sequence[bool]) -> str:
+    """``step 21``, ``steps 21-40`` or ``steps 3, 7, 21-40``: the steps of the checks where
+    ``hits``, consecutive checks as one span (the first four spans shown)."""
+    spans: list[tuple[float, float]] = []
+    previous = False
+    for step, hit in zip(steps, hits, strict=True):
+        if hit and previous:
+            spans[-1] = (spans[-1][0], step)
+        elif hit:
+            spans.append((step, step))
+        previous = hit
+    shown = [f"{a:g}" if a == b else f"{a:g}-{b:g}" for a, b in spans[:4]]
+    more = ", ..." if len(spans) > 4 else ""
+    single = len(spans) == 1 and spans[0][0] == spans[0][1]
+    return f"{'step' if single else 'steps'} {', '.join(shown)}{more}"
+
+
+def value_notes(name: str, steps: Sequence[float], values: Sequence[float]) -> list[str]:
+    """What is wrong with a curve's values, for a person: infinities, and values too large to
+    draw (both are left out of the plots). Empty when nothing is."""
+    logged = [(s, v) for s, v in zip(steps, values, strict=True) if not math.isnan(v)]
+    if not logged:
+        return []
+    xs, ys = [s for s, _ in logged], [v for _, v in logged]
+    notes = []
+    infinite = [math.isinf(v) for v in ys]
+    if any(infinite):
+        notes.append(f"{name} is infinite at {sum(infinite)} of {len(ys)} checks "
+                     f"({_where(xs, infinite)})")
+    huge = [math.isfinite(v) and not plottable(v) for v in ys]
+    if any(huge):
+        largest = max((v for v, h in zip(ys, huge, strict=True) if h), key=abs)
+        notes.append(f"{name} is too large to draw (beyond +-{PLOT_LIMIT:g}; up to "
+                     f"{largest:.4g}) at {sum(huge)} of {len(ys)} checks ({_where(xs, huge)})")
+    return notes
 
 
 @dataclass(frozen=True)
@@ -96,6 +142,15 @@ class RunAnalysis:
         if self.advice is None or self.advice.verdict is not Verdict.OVERFITTING:
             return None
         return self.advice.suggested_stop_step
+
+    @property
+    def value_notes(self) -> list[str]:
+        """What is wrong with the curves' values (infinities, values too large to draw), one
+        sentence each; those values are left out of the plots."""
+        notes = value_notes(self.monitor, self.steps, self.values)
+        if self.train_metric is not None and self.train_values is not None:
+            notes += value_notes(self.train_metric, self.steps, self.train_values)
+        return notes
 
     def summary(self) -> dict[str, Any]:
         """A flat, JSON-safe row: the experiment dashboard's table and ``--json`` output."""

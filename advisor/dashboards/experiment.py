@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from .analysis import RunAnalysis
+from .analysis import RunAnalysis, plottable
 from .html import esc, num, page, table, verdict_badge
 from .plots import VERDICT_COLORS
 
@@ -64,7 +64,7 @@ def run_report_path(run_id: str) -> str:
 
 def sparkline_svg(a: RunAnalysis, width: int = 240, height: int = 110) -> str:
     """A small inline SVG of the monitored curve, its best point and the advisor's stop."""
-    points = [(x, y) for x, y in zip(a.steps, a.values, strict=True) if math.isfinite(y)]
+    points = [(x, y) for x, y in zip(a.steps, a.values, strict=True) if plottable(y)]
     label = f"{a.monitor} of {a.run_name}: {a.verdict}"
     if len(points) < 2:
         return (f'<svg class="spark" role="img" width="{width}" height="{height}">'
@@ -96,7 +96,7 @@ def sparkline_svg(a: RunAnalysis, width: int = 240, height: int = 110) -> str:
     parts.append(f'<polyline fill="none" stroke="#1565c0" stroke-width="1.6" points="{line}"/>')
     advice = a.advice
     if advice is not None and advice.best_step is not None and advice.best_value is not None \
-            and math.isfinite(advice.best_value):
+            and plottable(advice.best_value):
         parts.append(f'<circle cx="{sx(advice.best_step):.1f}" cy="{sy(advice.best_value):.1f}" '
                      f'r="3.5" fill="#212121"/>')
     parts.append("</svg>")

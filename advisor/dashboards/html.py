@@ -39,6 +39,7 @@ th { font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 details summary { cursor: pointer; margin: 8px 0; }
 .muted { color: #757575; }
+.values { border-left: 6px solid #6a1b9a; background: #f3e5f5; padding: 6px 14px; }
 """
 
 
@@ -151,8 +152,11 @@ def _timeline(a: RunAnalysis) -> str:
             + "</details>")
 
 
-def run_report_html(analysis: RunAnalysis, plot_png: bytes | None = None) -> str:
-    """The run's report as one HTML document (``plot_png`` from :func:`run_plot_png`)."""
+def run_report_html(analysis: RunAnalysis, plot_png: bytes | None = None,
+                    plot_error: str | None = None) -> str:
+    """The run's report as one HTML document (``plot_png`` from :func:`run_plot_png`; or
+    ``plot_error``, why it could not be drawn). Values the plot leaves out (infinities, values
+    too large to draw) are named."""
     a = analysis
     where = " · ".join(esc(p) for p in (
         a.experiment and f"experiment {a.experiment}", a.run_id and f"run {a.run_id}",
@@ -168,6 +172,13 @@ def run_report_html(analysis: RunAnalysis, plot_png: bytes | None = None) -> str
     parts.append(f'<section class="verdict" style="border-color:{color}">'
                  f"{verdict_badge(a.verdict)} <strong>{action}</strong> at {a.unit} "
                  f"{num(advice.step)}<p class=\"reason\">{esc(advice.reason)}</p></section>")
+    notes = a.value_notes
+    if notes:
+        items = "".join(f"<li>{esc(n)}</li>" for n in notes)
+        parts.append(f'<section class="values"><h2>What is wrong with the values</h2>'
+                     f"<ul>{items}</ul><p>These values are left out of the plot.</p></section>")
+    if plot_error:
+        parts.append(f'<p class="values">The plot could not be drawn: {esc(plot_error)}</p>')
     if plot_png:
         data = base64.b64encode(plot_png).decode("ascii")
         parts.append(f'<figure><img class="plot" alt="curves and advice of {esc(a.run_name)}" '

@@ -9,10 +9,9 @@ is imported on first use.
 from __future__ import annotations
 
 import io
-import math
 from typing import Any
 
-from .analysis import RunAnalysis
+from .analysis import PLOT_LIMIT, RunAnalysis, plottable
 
 __all__ = ["VERDICT_COLORS", "run_plot_png"]
 
@@ -31,7 +30,7 @@ def _label(text: str) -> str:
 def _finite(xs: tuple[float, ...], ys: tuple[float, ...] | None) -> tuple[list[float], list[float]]:
     if ys is None:
         return [], []
-    pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if math.isfinite(y)]
+    pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if plottable(y)]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
@@ -77,7 +76,7 @@ def _draw_curves(ax: Any, a: RunAnalysis) -> None:
                        label=f"overfitting from {unit} {onset:g}")
             ax.axvline(onset, color=VERDICT_COLORS["overfitting"], lw=1.2, ls=":")
         if advice.best_step is not None and advice.best_value is not None \
-                and math.isfinite(advice.best_value):
+                and plottable(advice.best_value):
             ax.plot([advice.best_step], [advice.best_value], marker="*", ms=16, color="#212121",
                     ls="none", label=f"best {advice.best_value:.4g} at {unit} "
                                      f"{advice.best_step:g}")
@@ -101,11 +100,11 @@ def _set_ylim(ax: Any, values: list[float], forecast: Any) -> None:
     lo, hi = min(values), max(values)
     if lo > 0 and hi / lo > 30:
         ax.set_yscale("log")
-        if forecast is not None and forecast.value > 0:
+        if forecast is not None and 0 < forecast.value <= PLOT_LIMIT:
             lo, hi = min(lo, forecast.value), max(hi, forecast.value)
         ax.set_ylim(lo / 1.5, hi * 1.5)
         return
-    if forecast is not None and math.isfinite(forecast.value):
+    if forecast is not None and plottable(forecast.value):
         lo, hi = min(lo, forecast.value), max(hi, forecast.value)
     pad = 0.06 * (hi - lo) if hi > lo else max(abs(hi) * 0.05, 1e-3)
     ax.set_ylim(lo - pad, hi + pad)
@@ -113,7 +112,7 @@ def _set_ylim(ax: Any, values: list[float], forecast: Any) -> None:
 
 def _draw_forecast(ax: Any, a: RunAnalysis, x: list[float], y: list[float]) -> None:
     f = a.advice.forecast if a.advice is not None else None
-    if f is None or not x or not all(math.isfinite(v) for v in (f.value, f.low, f.high)):
+    if f is None or not x or not all(plottable(v) for v in (f.value, f.low, f.high)):
         return
     start = max((i for i, s in enumerate(x) if s <= a.advice.step), default=len(x) - 1)
     ax.plot([x[start], f.step], [y[start], f.value], color=_FORECAST, ls="--", lw=1.2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.special import ndtri
@@ -199,13 +200,24 @@ def fit_learning_curve(
     return CurveFit(tuple(members), origin, span_x, y_ref, span_y, noise / span_y, n)
 
 
+def _json_float(value: Any) -> Any:
+    """Floats (and nested lists of them) with NaN and infinities as text (``"inf"``), as
+    strict JSON has no other spelling for them; ``float()`` reads them back."""
+    if isinstance(value, list):
+        return [_json_float(v) for v in value]
+    return value if math.isfinite(value) else repr(float(value))
+
+
 def curve_fit_to_dict(fit: CurveFit) -> dict:
-    """A JSON-safe form of a fit, so a resumed advisor predicts exactly as before."""
+    """A JSON-safe form of a fit (strict JSON: non-finite numbers as text), so a resumed
+    advisor predicts exactly as before."""
     return {
-        "members": [{"name": m.name, "params": m.params.tolist(), "cov": m.cov.tolist(),
-                     "bic": m.bic} for m in fit.members],
-        "origin": fit.origin, "span_x": fit.span_x, "y_ref": fit.y_ref, "span_y": fit.span_y,
-        "noise": fit.noise, "n": fit.n,
+        "members": [{"name": m.name, "params": _json_float(m.params.tolist()),
+                     "cov": _json_float(m.cov.tolist()), "bic": _json_float(m.bic)}
+                    for m in fit.members],
+        "origin": _json_float(fit.origin), "span_x": _json_float(fit.span_x),
+        "y_ref": _json_float(fit.y_ref), "span_y": _json_float(fit.span_y),
+        "noise": _json_float(fit.noise), "n": fit.n,
     }
 
 
