@@ -339,7 +339,8 @@ def split_data(cfg: dict[str, Any]) -> dict[str, Any]:
     ytr, yva, yte = y[tr].copy(), y[va], y[te]
     if cfg["dataset"] != "seq_count":  # tabular and AR inputs: standardise on the train split
         axes = (0, 1) if Xtr.ndim == 3 else 0
-        mu, sd = Xtr.mean(axes, keepdims=True), Xtr.std(axes, keepdims=True) + 1e-6
+        mu, sd = Xtr.mean(axes, keepdims=True), Xtr.std(axes, keepdims=True)
+        sd = np.where(sd > 1e-6, sd, 1.0)  # constant in train (digits' border pixels): as is
         Xtr, Xva, Xte = ((a - mu) / sd for a in (Xtr, Xva, Xte))
     n_classes = 0
     if cfg["kind"] == "reg":
@@ -709,6 +710,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument("--list", action="store_true", help="print the config counts and exit")
     g.add_argument("--chunk", type=int, help="train chunk I (configs I::N) of --chunks N")
     g.add_argument("--merge", action="store_true", help="merge the chunks into the corpus")
+    g.add_argument("--summary", action="store_true",
+                   help="print markdown tables of the merged corpus (counts, behaviour)")
     g.add_argument("--time", type=int, metavar="K",
                    help="train every K-th config of each family (nothing written); time per family")
     p.add_argument("--chunks", type=int, default=40)
@@ -722,6 +725,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_list(all_configs(), args.verbose)
     elif args.merge:
         merge()
+    elif args.summary:
+        print(summary_markdown())
     elif args.time:
         configs = all_configs()
         rows = []
@@ -750,3 +755,80 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+#: The validation loss of a model that knows only the training prior: ln(classes) for
+#: classification, 1 for the standardised regression targets.
+CHANCE_LOSS = {"digits": math.log(10), "wine": math.log(3), "iris": math.log(3),
+               "breast_cancer": math.log(2), "seq_count": math.log(4), "diabetes": 1.0,
+               "make_regression": 1.0, "make_friedman1": 1.0, "seq_ar": 1.0}
+
+
+def behaviour(runs) -> pd.DataFrame:
+    """Per run: how its validation loss behaved (the shares the data README reports).
+
+    ``best_before_50`` / ``_80``: the best validation loss came before half / 80% of the budget;
+    ``end_5pct_above_best``: the last validation loss is 5% or more above the best (overfitting
+    or noise; what a keep-the-last trainer loses); ``improving_at_end``: the best is the last
+    validation and 1% below the value at 90% of the budget; ``never_learned``: the best stays
+    above 0.9 of the chance loss (:data:`CHANCE_LOSS`); ``diverged``: the training loss became
+    non-finite and the run stopped."""
+    rows = []
+    for r in runs:
+        c, v = r.config, r.metrics["val_loss"]
+        fin = np.isfinite(v)
+        d = {"family": c["family"], "schedule": c["schedule"], "lr_band": c["lr_band"],
+             "split": c["split"], "diverged": bool(c["diverged"])}
+        if fin.sum() >= 2:
+            i, n = int(np.nanargmin(v)), len(v)
+            best, last = v[i], v[fin][-1]
+            k = max(0, int(0.9 * n) - 1)
+            d.update(best_before_50=(i + 1) / n < 0.5, best_before_80=(i + 1) / n < 0.8,
+                     end_5pct_above_best=(last - best) / abs(best) >= 0.05,
+                     improving_at_end=bool(i == n - 1 and fin[k] and v[-1] < 0.99 * v[k]),
+                     never_learned=bool(best > 0.9 * CHANCE_LOSS[c["dataset"]]))
+        else:
+            d["never_learned"] = True
+        rows.append(d)
+    return pd.DataFrame(rows)
+
+
+BEHAVIOUR_COLS = ("diverged", "best_before_50", "best_before_80", "end_5pct_above_best",
+                  "improving_at_end", "never_learned")
+
+
+def summary_markdown() -> str:
+    """Markdown tables of the merged corpus: counts per family/schedule/split and behaviour."""
+    from benchmarks._curves import load_zoo
+
+    cfg = pd.read_csv(ZOO_DIR / "zoo_configs.csv.gz")
+    runs = load_zoo(ZOO_DIR)
+    out = [f"{len(cfg)} runs; {sum(r.n_evals for r in runs):,} validation points; "
+           f"{len(pd.read_csv(ZOO_DIR / 'zoo.csv.gz', usecols=['epoch'])):,} rows.", ""]
+
+    def table(df: pd.DataFrame) -> None:
+        df = df.reset_index()
+        out.append("| " + " | ".join(map(str, df.columns)) + " |")
+        out.append("|" + "---|" * len(df.columns))
+        for row in df.itertuples(index=False):
+            out.append("| " + " | ".join(f"{x:.2f}" if isinstance(x, float) else str(x)
+                                         for x in row) + " |")
+        out.append("")
+
+    for col in ("family", "schedule", "schedule_variant"):
+        t = pd.crosstab(cfg[col], cfg.split, margins=True, margins_name="all")
+        t = t[[c for c in ("tune", "holdout", "all") if c in t]]
+        if col == "family":
+            sec = cfg.groupby("family").seconds.sum()
+            t["train_minutes"] = [round(sec.get(f, sec.sum()) / 60, 1) for f in t.index]
+        table(t)
+    table(pd.crosstab(cfg.optimizer, cfg.lr_band, margins=True, margins_name="all"))
+    b = behaviour(runs)
+    cols = list(BEHAVIOUR_COLS)
+    for col in ("family", "schedule", "lr_band", "split"):
+        t = b.groupby(col)[cols].mean().astype(float).round(2)
+        t.insert(0, "runs", b.groupby(col).size())
+        table(t)
+    t = b[cols].mean().astype(float).round(3).to_frame("all runs").T
+    table(t)
+    return "\n".join(out)
