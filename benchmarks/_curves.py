@@ -16,6 +16,8 @@ Non-finite values were dropped upstream, so missing evaluations come back here a
   with NaN after a divergence, and every metric (``lr`` and ``planned_lr`` included) is given at
   those epochs. ``Run.per_epoch`` holds every metric at every epoch 1..budget (``train_loss``,
   ``lr``, ``planned_lr``, ...; NaN where not logged) and ``Run.config`` the run's config row.
+  Every run has the loss, ``lr`` (and, for classification, accuracy) metrics, all NaN if it
+  diverged before logging them; ``planned_lr`` is absent for ReduceLROnPlateau runs.
   Tasks are ``<family>/<schedule_variant>``; :func:`family` gives the zoo family and
   :func:`task_split` the config's ``split`` column.
 
@@ -242,6 +244,10 @@ def _pivot_zoo(df: pd.DataFrame, cfg: pd.DataFrame) -> list[dict]:
             a = np.full(budget, np.nan)
             a[epoch[sel]] = value[sel]
             per_epoch[str(metric_names[m])] = a
+        expected = ["train_loss", "val_loss", "test_loss", "lr"]
+        expected += ["train_acc", "val_acc", "test_acc"] if row["kind"] == "clf" else []
+        for m in expected:  # a run that diverged before its first validation still has them
+            per_epoch.setdefault(m, np.full(budget, np.nan))
         x = np.arange(every, budget + 1, every, dtype=float)
         idx = x.astype(int) - 1
         runs.append(dict(task=str(row["task"]), run_id=str(run_id), x=x,
