@@ -753,9 +753,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 #: The validation loss of a model that knows only the training prior: ln(classes) for
 #: classification, 1 for the standardised regression targets.
@@ -784,7 +781,7 @@ def behaviour(runs) -> pd.DataFrame:
             best, last = v[i], v[fin][-1]
             k = max(0, int(0.9 * n) - 1)
             d.update(best_before_50=(i + 1) / n < 0.5, best_before_80=(i + 1) / n < 0.8,
-                     end_5pct_above_best=(last - best) / abs(best) >= 0.05,
+                     end_5pct_above_best=bool(last - best >= 0.05 * abs(best)),
                      improving_at_end=bool(i == n - 1 and fin[k] and v[-1] < 0.99 * v[k]),
                      never_learned=bool(best > 0.9 * CHANCE_LOSS[c["dataset"]]))
         else:
@@ -830,5 +827,10 @@ def summary_markdown() -> str:
         t.insert(0, "runs", b.groupby(col).size())
         table(t)
     t = b[cols].mean().astype(float).round(3).to_frame("all runs").T
-    table(t)
+    t.insert(0, "runs", len(b))
+    table(t.rename_axis("corpus"))
     return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
