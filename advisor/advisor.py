@@ -316,7 +316,9 @@ class Advisor:
         best_i = int(np.argmin(y))
         best, best_step = float(y[best_i]), float(x[best_i])
         base.update(best_step=best_step, best_value=sign * best)
-        noise, phi = noise_estimate(y[-4 * self.max_window :])
+        # the noise of the recent half of the run: the early fall bends too fast for any
+        # detrending of a short history, and would read as noise and autocorrelation
+        noise, phi = noise_estimate(y[-min(4 * self.max_window, max(12, n - n // 2)):])
         # improvement so far, from a reference robust to initialisation transients
         span = max(median(y[: max(3, n // 4)]) - best, 0.0)
         tol = self.tolerance(sign * best, noise)
@@ -414,10 +416,15 @@ class Advisor:
             if over_ok else 0
         self._plateau_run = (self._plateau_run if again else self._plateau_run + 1) \
             if flat else 0
-        rising = bool(over is not None and over.rise is not None and over.gap > tol
-                      and over.rise.pvalue_increasing < self.alpha
-                      and not (over.train_trend is not None
-                               and over.train_trend.pvalue_increasing < self.alpha))
+        train_rising = bool(over is not None and over.train_trend is not None
+                            and over.train_trend.pvalue_increasing < self.alpha)
+        # validation going up: since its best, or over the plateau's window when too few
+        # checks came after the best for the overfitting test yet
+        up_since_best = (over is not None and over.rise is not None and over.gap > tol
+                         and over.rise.pvalue_increasing < self.alpha)
+        up_in_window = (plateau is not None and plateau.trend.pvalue_increasing < self.alpha
+                        and plateau.trend.slope > 0)
+        rising = bool((up_since_best or up_in_window) and not train_rising)
         progress = None if self.max_steps is None or step is None else step / self.max_steps
         return Findings(
             checks=n, min_checks=self.min_checks, divergence=div,

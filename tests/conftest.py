@@ -261,7 +261,7 @@ def report_experiment(mlflow_server) -> ReportExperiment:
     experiment_id = logger.experiment_id
     rng = np.random.default_rng(0)
     e = np.arange(1, 61)
-    sat = 0.3 + np.exp(-e / 4) + rng.normal(0, 0.003, e.size)
+    sat = 0.3 + np.exp(-e / 4) + rng.normal(0, 0.001, e.size)
     runs["saturating"] = _log_by_hand(client, experiment_id, "<script>alert(1)</script>",
                                       {"val_loss": sat, "train_loss": sat - 0.05}, e)
     e = np.arange(1, 41)  # falls until epoch 15, then rises: overfitting from epoch 15

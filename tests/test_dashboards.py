@@ -29,7 +29,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def _saturating(n: int = 60, seed: int = 0) -> pd.DataFrame:
     e = np.arange(1, n + 1)
-    val = 0.3 + np.exp(-e / 4) + np.random.default_rng(seed).normal(0, 0.003, n)
+    val = 0.3 + np.exp(-e / 4) + np.random.default_rng(seed).normal(0, 0.001, n)
     return pd.DataFrame({"epoch": e, "val_loss": val, "train_loss": val - 0.05})
 
 

@@ -109,7 +109,7 @@ def test_replay_of_a_lightning_frame_equals_replay_of_its_merged_rows():
     epoch; the replay merges them (last value wins), so the train metric is seen."""
     rng = np.random.default_rng(0)
     x = np.arange(60.0)
-    val = 0.5 + 0.0008 * (x - 25) ** 2 + rng.normal(0, 0.005, x.size)
+    val = 0.5 + 0.003 * (x - 15) ** 2 + rng.normal(0, 0.005, x.size)
     train = 1 / np.sqrt(x + 1)
     frame = _lightning_metrics(val, train)
     merged = frame.groupby("epoch", as_index=False).last()

@@ -43,32 +43,43 @@ def _running_median(d: np.ndarray, size: int) -> np.ndarray:
     return np.partition(windows, half, axis=1)[:, half]
 
 
-def _noise_parts(y: np.ndarray) -> tuple[float, float]:
-    """(robust sd of the detrended first differences, lag-1 autocorrelation ``phi`` of the
-    noise read from them); see :func:`noise_scale`."""
-    d = np.diff(y)
-    if d.size >= 22:  # enough differences that a running median of 11 is a trend, not the noise
-        d = d - _running_median(d, 11)
-    elif d.size >= 8:  # few: take out a robust straight line (a curve's steady bend)
+def _detrended(d: np.ndarray, long: bool) -> np.ndarray:
+    """Differences less what is left of the curve's trend in them (its bend)."""
+    if long:  # enough differences that a running median of 11 is a trend, not the noise
+        return d - _running_median(d, 11)
+    if d.size >= 8:  # few: take out a robust straight line (a curve's steady bend)
         half = d.size // 2
         k = np.arange(d.size) - (d.size - 1) / 2.0
-        d = d - k * (median(d[-half:]) - median(d[:half])) / (d.size - half)
-    r = d - median(d)
-    mad = median(np.abs(r))
-    if mad <= 1e-9 * float(np.max(np.abs(y))):  # no noise, only rounding: nothing to read
+        return d - k * (median(d[-half:]) - median(d[:half])) / (d.size - half)
+    return d
+
+
+def _mad(d: np.ndarray) -> float:
+    return median(np.abs(d - median(d)))
+
+
+def _noise_parts(y: np.ndarray) -> tuple[float, float]:
+    """(robust sd of the detrended first differences, lag-1 autocorrelation ``phi`` of the
+    noise); see :func:`noise_scale`. ``phi`` comes from the variance ratio of lag-2 and lag-1
+    differences, ``Var(y[t] - y[t-2]) / Var(y[t] - y[t-1]) = 1 + phi`` for AR(1) noise, each
+    variance a squared MAD (robust to jumps)."""
+    long = y.size >= 24  # the same detrending for both lags
+    mad1 = _mad(_detrended(np.diff(y), long))
+    if mad1 <= 1e-9 * float(np.max(np.abs(y))):  # no noise, only rounding: nothing to read
         return 0.0, 0.0
-    cap = 3.0 * _MAD_TO_SD * mad
-    c = np.minimum(np.maximum(r, -cap), cap)  # a jump is no correlation
-    c = c - c.mean()
-    den = float(c @ c)
-    rho = float(c[:-1] @ c[1:]) / den if den > 0 and d.size >= 8 else -0.5
-    return _MAD_TO_SD * mad, min(max(1.0 + 2.0 * rho, 0.0), 0.9)
+    phi = 0.0
+    if y.size >= 10:
+        mad2 = _mad(_detrended(y[2:] - y[:-2], long))
+        # less its sampling error (about 1.5 / sqrt(n) on white noise): a ratio of two MADs on
+        # a few dozen checks wanders widely, and a phi read too high inflates every variance
+        phi = min(max((mad2 / mad1) ** 2 - 1.0 - 1.5 / math.sqrt(y.size), 0.0), 0.9)
+    return _MAD_TO_SD * mad1, phi
 
 
 def noise_autocorrelation(values: np.ndarray) -> float:
     """Lag-1 autocorrelation of a curve's noise around its trend (0 to 0.9), read from its
-    detrended first differences as in :func:`noise_scale` (a bend of the trend is not read
-    as autocorrelation, as it is from the residuals of a straight-line fit)."""
+    detrended differences as in :func:`noise_scale` (a bend of the trend is not read as
+    autocorrelation, as it is from the residuals of a straight-line fit)."""
     y = np.asarray(values, dtype=float)
     y = y[np.isfinite(y)]
     return _noise_parts(y)[1] if y.size >= 3 else 0.0
@@ -90,16 +101,17 @@ def noise_scale(values: np.ndarray) -> float:
 
     Algorithm: first differences remove the level; a running median of 11 differences (a
     straight line through them on fewer than 23 checks) removes what is left of the slow trend
-    (the curve's bend); the median absolute deviation of the
-    remainder ignores the few large jumps (drops after a learning-rate decay, spikes). For
-    noise of standard deviation ``s`` and lag-1 autocorrelation ``phi`` (AR(1)), differences
-    have a standard deviation ``s * sqrt(2 (1 - phi))`` and lag-1 autocorrelation
-    ``-(1 - phi) / 2``, so ``phi`` is read from the differences and the scale corrected.
+    (the curve's bend); the median absolute deviation of the remainder ignores the few large
+    jumps (drops after a learning-rate decay, spikes). For noise of standard deviation ``s`` and
+    lag-1 autocorrelation ``phi`` (AR(1)), lag-k differences have variance
+    ``2 s^2 (1 - phi^k)``: ``phi`` is read from the ratio of the lag-2 and lag-1 variances, and
+    the scale corrected.
 
     Assumes AR(1)-like noise on a smooth trend. Strongly autocorrelated noise (``phi`` near 1)
-    on few checks is still under-read (about 0.4-0.6 of its size at ``phi = 0.9`` on 50-200
-    checks, against 0.3 without the correction), since a slow wander looks like trend; ``phi``
-    is capped at 0.9.
+    on few checks is still under-read, since a slow wander looks like trend (``phi`` read as
+    about 0.65 at 0.9 on 200 checks, and hardly at all on 30: the estimate is shrunk by its
+    sampling error so that white noise is not read as autocorrelated); ``phi`` is capped at
+    0.9.
     """
     y = np.asarray(values, dtype=float)
     y = y[np.isfinite(y)]
@@ -152,13 +164,13 @@ def trend_test(x: np.ndarray, y: np.ndarray, confidence: float = 0.9,
 
     Algorithm: all pairwise slopes and signs (vectorised, O(n^2) memory, so callers pass windows of
     at most a few hundred points). Var(S) uses the tie correction, then the effective-sample-size
-    correction of Yue & Wang (2004) for AR(1) noise: ``n/n* = 1 + 2 sum (1 - k/n) r1^k``, with
-    ``r1`` the noise's lag-1 autocorrelation read from the detrended first differences
-    (:func:`noise_autocorrelation`; residuals from the straight Theil-Sen line would read a curved
-    trend as autocorrelation and hide it). Sen's interval for the slope uses the same variance, and
-    is never narrower than the least-squares interval from the residuals (ties collapse it
-    otherwise). ``autocorrelation`` gives ``r1`` when the caller has read it already (on a longer
-    stretch of the same curve). Assumes x strictly increasing and roughly evenly spaced.
+    correction of Yue & Wang (2004) for AR(1) noise: ``n/n* = 1 + 2 sum (1 - k/n) r1^k``. ``r1``
+    is ``autocorrelation`` when the caller has read the noise's lag-1 autocorrelation (the
+    Advisor reads it from the detrended differences of a longer stretch, see
+    :func:`noise_estimate`), else the lag-1 autocorrelation of the Theil-Sen residuals (which
+    reads a curved trend as autocorrelation too: conservative). Sen's interval for the slope uses
+    the same variance, and is never narrower than the least-squares interval from the residuals
+    (ties collapse it otherwise). Assumes x strictly increasing and roughly evenly spaced.
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -182,8 +194,12 @@ def trend_test(x: np.ndarray, y: np.ndarray, confidence: float = 0.9,
     var_s /= 18.0
     if autocorrelation is not None:
         r1 = min(max(float(autocorrelation), 0.0), 0.95)
-    else:
-        r1 = noise_autocorrelation(y) if n >= 10 else 0.0
+    else:  # the residuals' own lag-1 autocorrelation (reads a bend as autocorrelation too)
+        resid = y - (slope * x + intercept)
+        resid = resid - resid.mean()
+        denom = float(resid @ resid)
+        r1 = float(resid[:-1] @ resid[1:]) / denom if denom > 0 else 0.0
+        r1 = min(max(r1, 0.0), 0.95)
     k = np.arange(1, n)
     inflation = 1.0 + 2.0 * float(np.sum((1.0 - k / n) * r1**k)) if r1 > 0 else 1.0
     var_s *= inflation
