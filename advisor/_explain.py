@@ -44,7 +44,11 @@ def plateau_evidence(r: PlateauResult, monitor: str, sign: float, confidence: fl
 def overfitting_evidence(r: OverfittingResult, monitor: str, train_metric: str | None,
                          best_step: float, step: float, noise: float) -> Evidence:
     rise = r.rise
-    if rise is None:
+    if rise is None and r.gap > r.tolerance and r.pvalue < 0.05:
+        summary = (f"{monitor} is {r.gap:.3g} worse than around its smoothed best (step "
+                   f"{best_step:g}) over the {r.checks_since_best} checks since (Mann-Whitney "
+                   f"p={r.pvalue:.2g}; too few checks yet for a trend test)")
+    elif rise is None:
         summary = f"{monitor} is at or near its smoothed best (step {best_step:g})"
     else:
         verb = "is rising" if r.overfitting else "is not rising significantly"

@@ -418,10 +418,12 @@ class Advisor:
             if flat else 0
         train_rising = bool(over is not None and over.train_trend is not None
                             and over.train_trend.pvalue_increasing < self.alpha)
-        # validation going up: since its best, or over the plateau's window when too few
-        # checks came after the best for the overfitting test yet
-        up_since_best = (over is not None and over.rise is not None and over.gap > tol
-                         and over.rise.pvalue_increasing < self.alpha)
+        # validation going up: since its best (its trend, or while too few checks came after
+        # the best for a trend, its latest checks against those around the best), or over the
+        # plateau's window
+        up_since_best = (over is not None and over.gap > tol
+                         and (over.pvalue < self.alpha if over.rise is None
+                              else over.rise.pvalue_increasing < self.alpha))
         up_in_window = (plateau is not None and plateau.trend.pvalue_increasing < self.alpha
                         and plateau.trend.slope > 0)
         rising = bool((up_since_best or up_in_window) and not train_rising)
@@ -483,9 +485,9 @@ class Advisor:
                                 f"many runs sit at their initial level before they learn "
                                 f"({plateau_text}).",
             "unconfirmed": f"Looks flat, to be confirmed at the next check: {plateau_text}.",
-            "rising": f"Overfitting: {monitor} has been rising since its best while training "
-                      f"went on, and the rest of the budget is unlikely to improve it by more "
-                      f"than {worth}: {over_text}; keep the best checkpoint (step "
+            "rising": f"Overfitting: {monitor} is rising since its best while training went "
+                      f"on, and the rest of the budget is unlikely to improve it by more than "
+                      f"{worth}: {plateau_text}; keep the best checkpoint (step "
                       f"{best_step:g}).",
             "plateau": f"Plateau: training on{self._to_budget()} is unlikely to improve "
                        f"{monitor} by more than {worth}: {plateau_text}"

@@ -345,7 +345,9 @@ def run_curves(client: Any, run: Any, monitor: str,
         unit = "epoch"  # written by the callback at step = epoch
     if not plan.empty and unit == run.data.tags.get("advisor.unit", unit):
         # the callback logs its plan at its own checks' steps (the epoch, or the global step)
-        curves = pd.concat([curves, plan.rename(columns={"step": unit})], ignore_index=True)
+        x_column = "epoch" if "epoch" in curves.columns else "step"
+        curves = pd.concat([curves, plan.rename(columns={"step": x_column})],
+                           ignore_index=True)
     curves.insert(0, "run_id", run_id)
     return curves, unit
 

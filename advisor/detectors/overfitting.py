@@ -145,7 +145,7 @@ def detect_overfitting(
     if t_all is not None:
         pq = prechelt_pq(gl, t_all[-strip:])
     first = best + neighbours + 1
-    if after < min_after or n - first < need:
+    if after < min_after:
         return OverfittingResult(False, best, nan, 1.0, None, 0.0, tolerance, gl, pq, None,
                                  checks_since_best=after)
     recent = y[-min(after, 8):]
@@ -153,6 +153,10 @@ def detect_overfitting(
     # the level around the best, not its minimum: the lowest of many noisy checks is low by
     # selection, and a gap measured from it grows with the noise alone
     gap = median(recent) - median(near)
+    if n - first < need:  # too few checks for the trend: the rank test of levels only
+        u_stat, u_p = rank_sum_test(recent, near)
+        return OverfittingResult(False, best, u_stat, u_p, None, gap, tolerance, gl, pq, None,
+                                 checks_since_best=after)
     idx = first + _subsample(n - first, max_points)
     rise = trend_test(x[idx], y[idx], autocorrelation=autocorrelation)
     size = rise.slope * float(x[idx[-1]] - x[idx[0]])

@@ -105,19 +105,18 @@ def detect_plateau(
 ) -> PlateauResult:
     """Test whether a loss-like curve (lower is better) has stopped improving by a useful margin.
 
-    Algorithm: Mann-Kendall trend test and Theil-Sen slope interval over the window the caller
-    chose (autocorrelation-corrected, so smooth averaged curves do not look significant just for
-    being smooth). The gain still to come is the slope times ``horizon`` (see
-    :func:`remaining_gain_horizon`). Improving: a significant downward trend whose projected gain
-    reaches ``tolerance``. Plateau: even the optimistic end of the slope interval projects less
-    than ``tolerance``; with ``stall_points``, also when the curve has stalled: no downward trend
-    at all (Theil-Sen slope >= 0) over a window of at least ``stall_points`` checks, and the
-    window's best is not ``tolerance`` better than ``prior_best``, the best before the window
-    (a rule without error control: under noise, a window with no downward trend is common on a
-    curve that still improves; off by default). Undecided otherwise.
-    ``noise`` (reported as evidence) is measured on the window unless given, and so is the
-    noise's lag-1 ``autocorrelation`` the trend test corrects for. Assumes finite values and
-    increasing steps.
+    Algorithm: Mann-Kendall trend test and Theil-Sen slope interval over the window the caller chose
+    (autocorrelation-corrected, so smooth averaged curves do not look significant just for being
+    smooth). The gain still to come is the slope times ``horizon`` (see
+    :func:`remaining_gain_horizon`). Improving: a downward trend (significant, or a slope interval
+    below zero) whose projected gain reaches ``tolerance``. Plateau: even the optimistic end of the
+    slope interval projects less than ``tolerance``; with ``stall_points``, also when the curve has
+    stalled: no downward trend at all (Theil-Sen slope >= 0) over a window of at least
+    ``stall_points`` checks, and the window's best is not ``tolerance`` better than ``prior_best``,
+    the best before the window (a rule without error control: under noise, a window with no downward
+    trend is common on a curve that still improves; off by default). Undecided otherwise. ``noise``
+    (reported as evidence) is measured on the window unless given, and so is the noise's lag-1
+    ``autocorrelation`` the trend test corrects for. Assumes finite values and increasing steps.
 
     Wrong when: the curve is about to drop (a learning-rate decay, grokking, double descent);
     the callers pass the schedule so a plateau at a high learning rate is not a stop.
@@ -129,7 +128,7 @@ def detect_plateau(
     gain = max(0.0, -trend.slope) * horizon
     gain_high = max(0.0, -trend.low_slope) * horizon
     stalled = False
-    if trend.pvalue_decreasing < alpha and gain >= tolerance:
+    if (trend.pvalue_decreasing < alpha or trend.high_slope < 0) and gain >= tolerance:
         state = PlateauState.IMPROVING
     elif gain_high <= tolerance:
         state = PlateauState.PLATEAU
