@@ -236,7 +236,8 @@ def test_best_checkpoint_is_named_in_the_run(mlflow_server, tmp_path, lr):
     client = MlflowClient(mlflow_server.url)
     name = unique("ckpt")
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_loss", mode="min")
-    callback = AdvisorCallback(monitor="val_loss", action="stop",
+    # a 5% tolerance: the regression's validation loss is noisy next to 1% of its value
+    callback = AdvisorCallback(monitor="val_loss", action="stop", min_improvement=0.05,
                                tracking_uri=mlflow_server.url, experiment_name=name)
     trainer = fit([callback, checkpoint], lr=lr, max_epochs=30)
     assert callback.stop_reason is not None
