@@ -552,6 +552,7 @@ def test_advice_property_is_the_latest_advice():
     ({"min_window": 10, "max_window": 5}, "10"),
     ({"decay": -1.0}, "-1.0"),
     ({"refit_growth": 1.0}, "1.0"),
+    ({"unit": "two words"}, "two words"),
 ])
 def test_constructor_rejects_bad_settings_naming_the_value(kwargs, shown):
     with pytest.raises(ValueError) as info:
@@ -605,6 +606,23 @@ def test_extreme_values_leak_no_numpy_warnings():
                 advisor = Advisor("val_loss", mode, train_metric="train_loss", max_steps=60)
                 feed(advisor, values, extra={"train_loss": values[::-1], "lr": np.abs(values)})
                 advisor.load_state_dict(advisor.state_dict())
+
+
+@pytest.mark.parametrize("curve", ["plateau", "overfitting"])
+def test_reasons_count_in_the_callers_unit(saturating_curve, curve):
+    """Tags and tables say "epoch": so do the reason and every piece of evidence."""
+    if curve == "plateau":
+        advisor, values, extra = Advisor(max_steps=60, unit="epoch"), saturating_curve, None
+    else:
+        _, values, train = _u_shaped_run()
+        advisor, extra = Advisor(train_metric="train_loss", max_steps=100, unit="epoch"), {
+            "train_loss": train}
+    stop = feed(advisor, values, extra=extra, stop=True)[-1]
+    assert stop.verdict.value == curve
+    texts = [stop.reason] + [e.summary for e in stop.evidence]
+    assert any(f"epoch {stop.best_step:g}" in t for t in texts)
+    for text in texts:
+        assert " step" not in text, text
 
 
 def test_import_advisor_does_not_import_heavy_frameworks():

@@ -120,6 +120,9 @@ def test_a_hopeless_trial_raises_trial_pruned_from_fit_and_is_pruned_with_its_re
     assert attrs["advisor.pruned"] is True
     assert attrs["advisor.verdict"] == Verdict.UNPROMISING.value
     assert attrs["advisor.reason"].startswith("Unpromising")
+    # the trial's steps are epochs: the reason counts in epochs, as the tags do
+    assert f"after epoch {epochs}" in attrs["advisor.reason"]
+    assert " step" not in attrs["advisor.reason"]
     assert str(raised.value) == attrs["advisor.reason"] == pruning.prune_reason
     assert attrs["advisor.target"] == pytest.approx(study.best_value)
     assert pruning.pruned and pruning.stopped_step == epochs

@@ -8,6 +8,7 @@ from typing import Any
 import optuna
 
 from ..advice import Advice, Verdict
+from ._pruner import AdvisorPruner
 from ._trials import ATTR_PREFIX, advice_attrs
 from .lightning import AdvisorCallback
 
@@ -64,6 +65,14 @@ class AdvisorPruningCallback(AdvisorCallback):
         self.trial = trial
         self.pruned = False
         self.prune_reason: str | None = None
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        pruner = self.trial.study.pruner
+        if stage == "fit" and isinstance(pruner, AdvisorPruner):
+            # the trial's steps are this callback's epochs (or global steps): the pruner's
+            # reasons count in them too, unless it was given a unit
+            pruner.advisors.advisor_kwargs.setdefault("unit", self.unit)
 
     @property
     def best_value(self) -> float | None:

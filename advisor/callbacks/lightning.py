@@ -155,7 +155,7 @@ class AdvisorCallback(*_callback_bases()):
         # per step, estimated_stepping_batches needs the dataloaders: set at the first check
         self.budget = float(max_epochs) if per_epoch and max_epochs not in (None, -1) else None
         self.advisor = Advisor(self.monitor, self.mode, self.train_metric,
-                               max_steps=self.budget, **self.advisor_kwargs)
+                               max_steps=self.budget, **{"unit": self.unit, **self.advisor_kwargs})
         if self._pending_state is not None:
             self._restore(self._pending_state)
         self._rank_zero = trainer.is_global_zero

@@ -196,7 +196,7 @@ def analyze_run(
                          f"{wide['run_id'].nunique()} run_ids.")
     wide = wide.sort_values(step)
     advices = advise_run(wide, step, metric_columns, monitor, mode, train_metric, advisor_kwargs,
-                         max_steps=budget)
+                         max_steps=budget, unit=unit)
     steps = wide[step].to_numpy(dtype=float)
     last = float(steps[-1]) if steps.size else None
     return RunAnalysis(
