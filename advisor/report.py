@@ -8,6 +8,7 @@ one is complete). The tags of ``--write-tags`` are written last.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -18,7 +19,16 @@ from typing import Any
 
 import pandas as pd
 
-from .dashboards import RunAnalysis, analyze_run, experiment_html, run_plot_png, run_report_html
+from .advice import Verdict
+from .dashboards import (
+    RunAnalysis,
+    advice_history_row,
+    analyze_run,
+    experiment_html,
+    run_plot_png,
+    run_report_html,
+    story,
+)
 from .dashboards.experiment import run_report_path
 from .dashboards.html import GENERATOR
 from .tracking import MissingMetricError, TrackingError, run_curves
@@ -48,28 +58,48 @@ def analyze_mlflow_run(client: Any, run: Any, monitor: str = "val_loss", mode: s
         budget = float(tags.get("advisor.budget") or "nan")
     budget = budget if budget == budget else None  # NaN: no budget tag
     step_column = "epoch" if "epoch" in curves.columns else "step"
-    return analyze_run(curves, monitor, mode, train_metric, step_column, run_id=info.run_id,
-                       run_name=name, unit=unit, budget=budget, experiment=experiment,
-                       **advisor_kwargs)
+    analysis = analyze_run(curves, monitor, mode, train_metric, step_column, run_id=info.run_id,
+                           run_name=name, unit=unit, budget=budget, experiment=experiment,
+                           **advisor_kwargs)
+    analysis = dataclasses.replace(analysis, running=info.status == "RUNNING")
+    return _as_pruned(analysis, tags) if tags.get("advisor.pruned") == "true" else analysis
+
+
+def _as_pruned(a: RunAnalysis, tags: dict[str, str]) -> RunAnalysis:
+    """A pruned run (tag ``advisor.pruned``) ends with the pruner's decision, as its trial
+    and its description say, not with what the advisor alone would say at that check."""
+    if a.advice is None or a.last_step is None:
+        return a
+    verdict = tags.get("advisor.verdict", "")
+    advice = dataclasses.replace(
+        a.advice, step=a.last_step, should_stop=True,
+        verdict=Verdict(verdict) if verdict in {v.value for v in Verdict} else a.advice.verdict,
+        reason=tags.get("advisor.reason") or a.advice.reason)
+    history = list(a.history)
+    row = advice_history_row(advice)
+    if history and history[-1]["step"] == advice.step:
+        history[-1] = row
+    else:
+        history.append(row)
+    return dataclasses.replace(a, advice=advice, history=tuple(history), pruned=True)
 
 
 def format_advice(a: RunAnalysis) -> str:
-    """The advice of one run for the terminal: verdict, reason, evidence, forecast."""
+    """The advice of one run for the terminal, in the words of the run's description and
+    report (:mod:`advisor.dashboards.story`): headline, reason, the checkpoint to keep, the
+    stop's saving or cost, forecast, evidence."""
     advice, unit = a.advice, a.unit
-    of = f" of {a.last_step:g}" if a.last_step is not None else ""
+    title = story.headline(advice, unit, a.budget, pruned=a.pruned, running=a.running)
+    keep = story.keep_text(advice, unit, origin=a.origin, checkpoint=a.checkpoint,
+                           missing=a.checkpoint_missing)
     lines = [f"run {a.run_id} ({a.run_name})" + (f" in {a.experiment}" if a.experiment else ""),
-             f"verdict:  {a.verdict.upper()} ({'stop' if advice.should_stop else 'keep training'}"
-             f" at {unit} {advice.step:g}{of})",
-             f"reason:   {advice.reason}"]
-    if advice.best_value is not None:
-        lines.append(f"best:     {a.monitor} {advice.best_value:.4g} at {unit} "
-                     f"{advice.best_step:g}")
-    if advice.suggested_stop_step is not None:
-        lines.append(f"paid off: until {unit} {advice.suggested_stop_step:g} (training after it "
-                     f"stopped paying off; keep the best checkpoint)")
-    if a.stopped_early:
-        lines.append(f"saved:    {a.saved_steps:g} {unit}(s) trained after the advisor would "
-                     f"have stopped")
+             f"verdict:  {title}", f"reason:   {advice.reason}", f"keep:     {keep}"]
+    paid = story.paid_off_text(advice, unit)
+    if paid is not None:
+        lines.append(f"paid off: {paid}")
+    cost = story.cost_sentence(a)
+    if cost is not None:
+        lines.append(f"{'cost:' if a.regret else 'saved:':<10}{cost[0].upper() + cost[1:]}")
     f = advice.forecast
     if f is not None:
         lines.append(f"forecast: {a.monitor} {f.value:.4g} at {unit} {f.step:g} "

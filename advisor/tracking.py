@@ -384,27 +384,28 @@ def epoch_axis(curves: pd.DataFrame, monitor: str) -> tuple[pd.DataFrame, str]:
 
 def write_advice_tags(client: Any, analysis: Any) -> None:
     """The callback's tags (``advisor.verdict``, ``advisor.reason``, ``advisor.best_<unit>``,
-    ``advisor.suggested_stop_<unit>``) on an analysed run; the run description too, unless
-    the run has one that is not the advisor's."""
+    ``advisor.suggested_stop_<unit>``, ...) on an analysed run; the run description too,
+    unless the run has one that is not the advisor's. Both tell the analysis's story: the
+    same headline, checkpoint and saving or cost as the report."""
     from mlflow.entities import RunTag
 
-    from .dashboards import advice_markdown
+    from .dashboards import advice_markdown, story
 
-    advice, unit = analysis.advice, analysis.unit
-    tags = {
-        "advisor.verdict": advice.verdict.value,
-        "advisor.reason": advice.reason,
-        f"advisor.best_{unit}": "" if advice.best_step is None else f"{advice.best_step:g}",
-        f"advisor.suggested_stop_{unit}": "" if advice.suggested_stop_step is None
-        else f"{advice.suggested_stop_step:g}",
-        "advisor.unit": unit,
-    }
-    with mlflow_errors(f"cannot write the tags of run {analysis.run_id}"):
-        note = client.get_run(analysis.run_id).data.tags.get("mlflow.note.content", "")
+    a = analysis
+    advice, unit = a.advice, a.unit
+    tags = story.summary_tags(advice, unit, pruned=a.pruned, checkpoint=a.checkpoint)
+    with mlflow_errors(f"cannot write the tags of run {a.run_id}"):
+        run_tags = client.get_run(a.run_id).data.tags
+        if f"advisor.suggested_stop_{unit}" not in tags and \
+                run_tags.get(f"advisor.suggested_stop_{unit}"):
+            tags[f"advisor.suggested_stop_{unit}"] = "none"
+        note = run_tags.get("mlflow.note.content", "")
         if not note or note.startswith("**training-advisor:"):
-            tags["mlflow.note.content"] = advice_markdown(advice, unit, analysis.budget)
-        client.log_batch(analysis.run_id, tags=[RunTag(k, str(v)[:_MAX_TAG_CHARS])
-                                                for k, v in tags.items()], synchronous=True)
+            tags["mlflow.note.content"] = advice_markdown(
+                advice, unit, a.budget, a.checkpoint, pruned=a.pruned, origin=a.origin,
+                missing=a.checkpoint_missing, analysis=a)
+        client.log_batch(a.run_id, tags=[RunTag(k, str(v)[:_MAX_TAG_CHARS])
+                                         for k, v in tags.items()], synchronous=True)
 
 
 def log_report_run(client: Any, experiment_id: str, directory: Path, summary: str) -> str:

@@ -80,7 +80,9 @@ def assert_advice_in_run(client: MlflowClient, run_id: str, callback: AdvisorCal
     assert tags["advisor.reason"] == callback.advice.reason
     assert len(tags["advisor.reason"]) > 20 and callback.monitor in tags["advisor.reason"]
     assert tags["advisor.best_epoch"] == f"{callback.advice.best_step:g}"
-    assert "advisor.suggested_stop_epoch" in tags
+    # no empty chip: the suggested stop is there when the advice has one
+    stop = callback.advice.suggested_stop_step
+    assert tags.get("advisor.suggested_stop_epoch") == (None if stop is None else f"{stop:g}")
     assert verdict.upper() in tags["mlflow.note.content"].splitlines()[0]
     # one value per validation check, at steps 1..checks, none lost and none twice
     for key in ("advisor/should_stop", "advisor/best_value"):
@@ -107,7 +109,10 @@ def test_mlflow_logger_run_gets_the_advice(mlflow_server, tmp_path):
         trainer = fit([callback], logger=logger, max_epochs=8)
     assert write_failures(caught) == []
     assert trainer.current_epoch == 8 and len(callback.history) == 8
-    assert_advice_in_run(client, logger.run_id, callback, checks=8, tmp_path=tmp_path)
+    tags = assert_advice_in_run(client, logger.run_id, callback, checks=8, tmp_path=tmp_path)
+    # it trained its whole budget: the description says so, not "keep training, epoch 8 of 8"
+    first_line = tags["mlflow.note.content"].splitlines()[0]
+    assert "(completed its budget of 8 epochs" in first_line and "keep training" not in first_line
     # the logger's run, not a second one
     runs = client.search_runs([logger.experiment_id])
     assert [r.info.run_id for r in runs] == [logger.run_id]

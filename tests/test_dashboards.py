@@ -3,6 +3,7 @@ dashboard, and escaping of everything a user controls."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 import subprocess
@@ -85,6 +86,21 @@ def test_improving_run_is_not_stopped(analyses):
     a = analyses["improving"]
     assert a.verdict == "improving" and not a.stopped_early and a.saved_steps == 0
     assert a.stop_step == a.last_step == 30
+
+
+def test_a_run_that_used_its_whole_budget_says_so_everywhere(analyses):
+    from advisor.dashboards import advice_markdown
+    from advisor.report import format_advice
+
+    a = analyses["improving"]  # 30 epochs of a budget of 30, never stopped
+    shown = {"description": advice_markdown(a.advice, a.unit, a.budget).splitlines()[0],
+             "report": run_report_html(a), "terminal": format_advice(a).splitlines()[1]}
+    for where, text in shown.items():
+        assert "completed its budget of 30 epochs" in text, where
+        assert "keep training" not in text, where
+    # while it runs, it is still to keep training
+    running = dataclasses.replace(a, running=True)
+    assert "keep training, epoch 30 of 30" in format_advice(running)
 
 
 def test_budget_sets_the_forecast_horizon():

@@ -184,8 +184,11 @@ def test_with_validation_twice_an_epoch_steps_are_global_steps_and_never_collide
 
 
 # ---------------------------------------------------------------------------- MLflow
-def test_a_pruned_trials_mlflow_run_is_killed_and_tagged_with_the_reason(mlflow_server):
+def test_a_pruned_trials_mlflow_run_is_killed_and_tagged_with_the_reason(mlflow_server,
+                                                                        tmp_path):
     from mlflow import MlflowClient
+
+    from advisor.cli import main
 
     client = MlflowClient(mlflow_server.url)
     experiment = f"pruning-{uuid.uuid4().hex[:8]}"
@@ -216,6 +219,25 @@ def test_a_pruned_trials_mlflow_run_is_killed_and_tagged_with_the_reason(mlflow_
     steps = sorted(m.step for m in client.get_metric_history(killed.info.run_id,
                                                              "advisor/best_value"))
     assert steps == sorted(hopeless.intermediate_values)  # every check, up to the pruned one
+    # the description tells the pruning too, with the whole reason; the run has its report
+    reason = hopeless.user_attrs["advisor.reason"]
+    note = tags["mlflow.note.content"]
+    assert note.splitlines()[0] == (f"**training-advisor: UNPROMISING (pruned at epoch "
+                                    f"{hopeless.last_step} of {MAX_EPOCHS})**")
+    assert "IMPROVING" not in note and "keep training" not in note
+    assert reason.replace("_", "\\_") in note
+    listed = {a.path for a in client.list_artifacts(killed.info.run_id)}
+    assert {"advice.json", "advice_history.csv", "advice_report.html", "advice_plot.png"} <= listed
+    page = Path(client.download_artifacts(killed.info.run_id, "advice_report.html",
+                                          str(tmp_path))).read_text()
+    assert 'class="badge verdict-unpromising"' in page and "pruned at epoch" in page
+    # and so does `advisor report` on the experiment, which replays the curves
+    out = tmp_path / "report"
+    assert main(["report", "--experiment", experiment, "--tracking-uri", mlflow_server.url,
+                 "--out", str(out), "--quiet"]) == 0
+    page = (out / "runs" / f"{killed.info.run_id}.html").read_text()
+    assert 'class="badge verdict-unpromising"' in page and "pruned at epoch" in page
+    assert "keep training" not in page
 
     finished = runs["trial-0"]
     assert finished.info.status == "FINISHED"

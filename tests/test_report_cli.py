@@ -169,7 +169,8 @@ def test_analyze_prints_verdict_reason_evidence_and_forecast(report_experiment, 
     assert f"run {run_id} (overfit) in {report_experiment.name}" in out
     assert "verdict:  OVERFITTING (stop at epoch" in out
     assert "reason:   Overfitting: val_loss is" in out
-    assert "paid off: until epoch 15 (training after it stopped paying off" in out
+    assert "keep:     epoch 15 (val_loss 0.5" in out
+    assert "paid off: until epoch 15, the best check" in out
     assert "forecast: val_loss" in out and "at epoch 40" in out
     assert "  overfitting: val_loss is" in out
 

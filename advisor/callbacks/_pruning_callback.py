@@ -106,15 +106,19 @@ class AdvisorPruningCallback(AdvisorCallback):
             if verdict in {v.value for v in Verdict}:  # what the trial records, here too
                 self._record(dataclasses.replace(advice, verdict=Verdict(verdict),
                                                  should_stop=True, reason=reason))
-            if self._writer is not None:
-                self._writer.submit(tags={self._name(ATTR_PREFIX + "verdict"): verdict,
-                                          self._name(ATTR_PREFIX + "reason"): reason,
-                                          self._name(ATTR_PREFIX + "pruned"): "true"})
-            self._stop(trainer, advice.step, reason)
+            if self._writer is not None:  # the run's tags and description tell the pruning
+                self._writer.submit(tags=self._tags(trainer, self.advice))
+            # Optuna logs "Trial N pruned. <reason>" itself at its default verbosity
+            self._stop(trainer, advice.step, reason,
+                       announce=optuna.logging.get_verbosity() > optuna.logging.INFO)
             return
         super()._act(trainer, metrics, advice)
         if self.stop_reason is not None and trainer.is_global_zero:  # converged: finish early
-            for key, value in advice_attrs(advice, {"finished_early": True}).items():
+            extra: dict[str, Any] = {"finished_early": True}
+            checkpoint = self._best_checkpoint(trainer, advice)
+            if checkpoint:
+                extra["best_checkpoint"] = checkpoint
+            for key, value in advice_attrs(advice, extra).items():
                 self.trial.set_user_attr(key, value)
 
     def _record_pruned(self, advice: Advice) -> tuple[str, str]:
@@ -132,7 +136,16 @@ class AdvisorPruningCallback(AdvisorCallback):
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         if isinstance(exception, optuna.TrialPruned) and self._writer is not None:
-            self._writer.close(timeout=10.0, status="KILLED")
-            self._writer = None
+            # a pruned trial's run ends with its advice, report and plot, as a finished one
+            self._fitting = False
+            try:
+                self._write_final(trainer)
+            except Exception as exc:
+                if self.strict:
+                    raise
+                self._warn_once("final", f"training-advisor could not write its final advice: "
+                                         f"{exc}")
+            self._writer.close(timeout=30.0, status="KILLED")
+            self._forget_writer()
             return
         super().on_exception(trainer, pl_module, exception)

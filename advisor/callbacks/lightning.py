@@ -17,6 +17,7 @@ from ..dashboards import (
     advice_markdown,
     run_plot_png,
     run_report_html,
+    story,
 )
 from ..detectors.plan import LrPlan, PlateauRule
 from ..history import AdvisorWarning
@@ -120,6 +121,7 @@ class AdvisorCallback(*_callback_bases()):
         self.history: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
         self.stopped_step: float | None = None
+        self.pruned = False  # AdvisorPruningCallback: the trial was pruned (advice says why)
         self.unit = "epoch"
         self.budget: float | None = None
         self._writer: MlflowWriter | None = None
@@ -129,6 +131,7 @@ class AdvisorCallback(*_callback_bases()):
         self._rank_zero = True
         self._log_trainer_metrics = False
         self._warned: set[str] = set()
+        self._stop_tag_written = False
         self._pending_state: dict[str, Any] | None = None
         self._fitting = False  # between this fit's setup and its end
         self._read: dict[str, Any] = {}  # callback_metrics as read at the last check
@@ -138,6 +141,8 @@ class AdvisorCallback(*_callback_bases()):
         self._check_pending = False  # validation ran this epoch; judged at the epoch's end
         self._trainer: Any = None
         self._planned_for: tuple[int, ...] | None = None  # the schedulers the plan was read from
+        self._fit_trainer: Any = None  # the trainer of the latest fit (its checkpoints)
+        self._fitting = False
 
     @property
     def state_key(self) -> str:
@@ -159,7 +164,7 @@ class AdvisorCallback(*_callback_bases()):
         if self._pending_state is not None:
             self._restore(self._pending_state)
         self._rank_zero = trainer.is_global_zero
-        self._fitting = True
+        self._fit_trainer, self._fitting = trainer, True
         if self.log_to_mlflow and trainer.is_global_zero:
             self._join_run(trainer)
 
@@ -171,6 +176,7 @@ class AdvisorCallback(*_callback_bases()):
         self._check_pending, self._trainer, self._log_trainer_metrics = False, None, False
         self._warned, self._planned_for, self._read = set(), None, {}
         self._group, self._prefix = [self], ""
+        self._stop_tag_written = False
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._fitting = False
@@ -277,6 +283,7 @@ class AdvisorCallback(*_callback_bases()):
             self._forget_writers()
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        self._fitting = False
         if self._writer is None:
             return
         try:
@@ -287,7 +294,8 @@ class AdvisorCallback(*_callback_bases()):
             self._warn_once("final", f"training-advisor could not write its final advice: {exc}")
         if self is not self._group[-1]:  # the last callback sharing the run closes it
             return
-        unwritten = self._writer.close(timeout=30.0, status="FINISHED")
+        unwritten = self._writer.close(timeout=30.0,
+                                       status="KILLED" if self.pruned else "FINISHED")
         if unwritten:
             run = self._writer.run_id
             self._warn_once("unwritten", (
@@ -350,11 +358,11 @@ class AdvisorCallback(*_callback_bases()):
         if self.action == "stop" and advice.should_stop and self._can_stop(trainer):
             self._stop(trainer, advice.step, advice.reason)
 
-    def _stop(self, trainer: Any, step: float, reason: str) -> None:
+    def _stop(self, trainer: Any, step: float, reason: str, announce: bool = True) -> None:
         self.stop_reason = reason
         self.stopped_step = step
         trainer.should_stop = True
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and announce:
             print(f"training-advisor stopped training at {self.unit} {step:g}: {reason}")
 
     def _record(self, advice: Advice) -> None:
@@ -418,11 +426,19 @@ class AdvisorCallback(*_callback_bases()):
                 return f"advisor{sep}{self._prefix}{sep}{key[len('advisor') + 1:]}"
         return f"{self._prefix}/{key}"
 
-    def _note(self, trainer: Any) -> str:
-        """The run description: this callback's advice, or every sharing callback's."""
-        return "\n\n".join(
-            advice_markdown(cb.advice, cb.unit, cb.budget, cb._best_checkpoint(trainer, cb.advice))
-            for cb in self._group if cb.advice is not None)
+    def _note(self, trainer: Any, final: bool = False) -> str:
+        """The run description: this callback's advice, or every sharing callback's
+        (``final``: with what each one's stop saved or cost)."""
+        notes = []
+        for cb in self._group:
+            if cb.advice is None:
+                continue
+            checkpoint = cb._best_checkpoint(trainer, cb.advice)
+            notes.append(advice_markdown(
+                cb.advice, cb.unit, cb.budget, checkpoint, pruned=cb.pruned,
+                origin=cb._origin(), missing=checkpoint is None and not cb._watching(trainer),
+                analysis=cb.analysis() if final else None))
+        return "\n\n".join(notes)
 
     def _start_writer(self, trainer: Any) -> None:
         logger = self._mlflow_logger(trainer)
@@ -455,19 +471,32 @@ class AdvisorCallback(*_callback_bases()):
             values.update({k: v for k, v in metrics.items() if math.isfinite(v)})
         elif self._lr is not None and math.isfinite(self._lr) and self is self._group[0]:
             values["advisor/lr"] = self._lr  # the rate the check saw, for `advisor report`
+        self._writer.submit(values, step=step, tags=self._tags(trainer, advice))
+
+    def _tags(self, trainer: Any, advice: Advice, final: bool = False) -> dict[str, str]:
+        """The run's ``advisor.*`` tags and description for ``advice``: one story for both
+        (:mod:`advisor.dashboards.story`); ``final``: with the stop's saving or cost."""
         checkpoint = self._best_checkpoint(trainer, advice)
-        tags = {self._name(k): v for k, v in {
-            "advisor.verdict": advice.verdict.value,
-            "advisor.reason": advice.reason,
-            f"advisor.best_{self.unit}": f"{advice.best_step:g}" if advice.best_step else "",
-            f"advisor.suggested_stop_{self.unit}": "" if advice.suggested_stop_step is None
-            else f"{advice.suggested_stop_step:g}",
-        }.items()}
-        tags.update({"mlflow.note.content": self._note(trainer), "advisor.unit": self.unit,
-                     "advisor.budget": "" if self.budget is None else f"{self.budget:g}"})
-        if checkpoint:
-            tags[self._name("advisor.best_checkpoint")] = checkpoint
-        self._writer.submit(values, step=step, tags=tags)
+        own = story.summary_tags(advice, self.unit, pruned=self.pruned, checkpoint=checkpoint)
+        stop_tag = f"advisor.suggested_stop_{self.unit}"
+        if stop_tag in own:
+            self._stop_tag_written = True
+        elif self._stop_tag_written:  # no longer one: say so rather than keep a stale one
+            own[stop_tag] = "none"
+        tags = {self._name(k): v for k, v in own.items() if k != "advisor.unit"}
+        tags.update({"mlflow.note.content": self._note(trainer, final), "advisor.unit": self.unit})
+        if self.budget is not None:
+            tags["advisor.budget"] = f"{self.budget:g}"
+        return tags
+
+    def _origin(self) -> str | None:
+        """Lightning counts epochs from 0 (``epoch=54-step=550.ckpt`` is this epoch 55)."""
+        return "Lightning's" if self.unit == "epoch" else None
+
+    def _watching(self, trainer: Any) -> list[Any]:
+        """The checkpoint callbacks that keep the best of the monitored metric."""
+        return [cb for cb in getattr(trainer, "checkpoint_callbacks", [])
+                if getattr(cb, "monitor", None) == self.monitor]
 
     def _advice_metrics(self, advice: Advice) -> dict[str, float | None]:
         row = self.history[-1]  # this check's row, recorded just before
@@ -493,15 +522,11 @@ class AdvisorCallback(*_callback_bases()):
             return
         # checkpoints of the last epoch are saved after the last check: name the best one now
         checkpoint = self._best_checkpoint(trainer, self.advice)
-        watching = [cb for cb in getattr(trainer, "checkpoint_callbacks", [])
-                    if getattr(cb, "monitor", None) == self.monitor]
+        watching = self._watching(trainer)
         if watching and checkpoint is None:
             self._warn_once("checkpoint", f"the best {self.unit} ({self.advice.best_step:g}) was "
                                           f"never checkpointed by {type(watching[0]).__name__}.")
-        tags = {"mlflow.note.content": self._note(trainer)}
-        if checkpoint:
-            tags[self._name("advisor.best_checkpoint")] = checkpoint
-        self._writer.submit(tags=tags)
+        self._writer.submit(tags=self._tags(trainer, self.advice, final=True))
         final = self.advice.to_dict()
         final["stopped"] = self.stop_reason is not None
         final["unit"] = self.unit
@@ -532,6 +557,8 @@ class AdvisorCallback(*_callback_bases()):
         history = self.advisor.history
         run_id = self.run_id or (self._writer.run_id if self._writer is not None else None)
         train = None if self.train_metric is None else history.values(self.train_metric)
+        trainer = self._fit_trainer
+        checkpoint = None if trainer is None else self._best_checkpoint(trainer, self.advice)
         return RunAnalysis(
             run_id=run_id or "",
             run_name=self._logger_run_name or self.run_name or run_id or "this run",
@@ -539,7 +566,11 @@ class AdvisorCallback(*_callback_bases()):
             unit=self.unit, steps=tuple(float(s) for s in history.steps),
             values=tuple(float(v) for v in history.values(self.monitor)),
             train_values=None if train is None else tuple(float(v) for v in train),
-            advice=self.advice, history=tuple(self.history), budget=self.budget)
+            advice=self.advice, history=tuple(self.history), budget=self.budget,
+            pruned=self.pruned, running=self._fitting,
+            origin=self._origin(), checkpoint=checkpoint,
+            checkpoint_missing=checkpoint is None and trainer is not None
+            and not self._watching(trainer))
 
     def _render_report(self) -> tuple[str, bytes]:
         analysis = self.analysis()

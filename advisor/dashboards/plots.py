@@ -11,13 +11,14 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from . import story
 from .analysis import PLOT_LIMIT, RunAnalysis, plottable
 
 __all__ = ["VERDICT_COLORS", "run_plot_png"]
 
 VERDICT_COLORS = {
     "improving": "#2e7d32", "undecided": "#9e9e9e", "plateau": "#f9a825",
-    "overfitting": "#c62828", "diverged": "#6a1b9a",
+    "overfitting": "#c62828", "diverged": "#6a1b9a", "unpromising": "#6d4c41",
 }
 _MONITOR, _TRAIN, _FORECAST = "#1565c0", "#ef6c00", "#5e35b1"
 
@@ -43,7 +44,10 @@ def run_plot_png(analysis: RunAnalysis, width: float = 10.0, height: float = 6.0
     ax, strip = fig.subplots(2, 1, sharex=True, height_ratios=(6, 1))
     _draw_curves(ax, analysis)
     _draw_timeline(strip, analysis)
-    fig.suptitle(f"{analysis.run_name} — {analysis.verdict}", parse_math=False, fontsize=12)
+    a = analysis
+    title = a.verdict if a.advice is None else story.headline(
+        a.advice, a.unit, a.budget, pruned=a.pruned, running=a.running)
+    fig.suptitle(f"{a.run_name} — {title}", parse_math=False, fontsize=12)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
