@@ -43,10 +43,14 @@ def plateau_evidence(r: PlateauResult, monitor: str, sign: float, confidence: fl
 
 
 def overfitting_evidence(r: OverfittingResult, monitor: str, train_metric: str | None,
-                         best_step: float, step: float, noise: float,
-                         unit: str = "step") -> Evidence:
+                         best_step: float, step: float, noise: float, unit: str = "step", *,
+                         best_check: float | None = None) -> Evidence:
+    """``best_step`` is the smoothed best the tests start from; ``best_check`` the best check
+    itself (the checkpoint to keep), named too when it is another one."""
     rise = r.rise
     where = f"{unit} {best_step:g}"
+    if best_check is not None and best_check != best_step:
+        where += f", around the best check at {unit} {best_check:g}"
     if rise is None and r.gap > r.tolerance and r.pvalue < 0.05:
         summary = (f"{monitor} is {r.gap:.3g} worse than around its smoothed best ({where}) "
                    f"over the {r.checks_since_best} checks since (Mann-Whitney "

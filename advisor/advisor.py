@@ -362,7 +362,7 @@ class Advisor:
                                   autocorrelation=phi)
         evidence.append(_explain.overfitting_evidence(over, monitor, self.train_metric,
                                                       float(x[over.best_index]), step, noise,
-                                                      self.unit))
+                                                      self.unit, best_check=best_step))
         plateau = None
         if yp.size >= self.min_window:
             w = adaptive_window(yp.size, self.window_fraction, self.min_window, self.max_window)

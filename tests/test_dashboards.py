@@ -82,6 +82,49 @@ def test_overfitting_onset_is_the_best_epoch(analyses):
     assert 15 < a.stop_step < 40 and a.plateau_window is None
 
 
+def test_one_checkpoint_is_named_for_one_decision():
+    """The smoothed best (epoch 21) and the best check (epoch 22, a dip) differ: the checkpoint
+    to keep, the suggested stop and the overfitting band all name the best check."""
+    from advisor.dashboards import advice_markdown
+    from advisor.report import format_advice
+
+    e = np.arange(1, 61)
+    val = np.where(e <= 20, 1.0 - 0.02 * e, 0.6 + 0.006 * (e - 20))
+    val = val + np.random.default_rng(0).normal(0, 0.002, e.size)
+    val[21] = 0.595  # epoch 22
+    a = analyze_run(pd.DataFrame({"epoch": e, "val_loss": val, "train_loss": 1 / np.sqrt(e)}),
+                    train_metric="train_loss")
+    advice = a.advice
+    assert a.verdict == "overfitting" and advice.best_step == 22
+    assert advice.suggested_stop_step == a.overfitting_onset == 22  # the band starts at it
+    assert "keep the best checkpoint (epoch 22)" in advice.reason
+    assert "around the best check at epoch 22" in advice.evidence_for("overfitting").summary
+    text = format_advice(a)
+    assert "keep:     epoch 22 (val_loss 0.595)" in text
+    assert "paid off: until epoch 22, the best check" in text
+    note = advice_markdown(advice, a.unit, a.budget)
+    assert "| best val\\_loss (keep this checkpoint) | 0.595 at epoch 22 |" in note
+    assert "| training paid off | until epoch 22, the best check |" in note
+    page = run_report_html(a)
+    assert "Keep: epoch 22 (val_loss 0.595)" in page and "after epoch 22, the best check" in page
+    for other in ("epoch 21 ", "epoch 21)"):  # the smoothed best only in the evidence
+        assert other not in note and other not in text.split("evidence:")[0]
+
+
+def test_plateau_paid_off_before_the_best_check_says_both():
+    e = np.arange(1, 61)
+    a = analyze_run(pd.DataFrame({"epoch": e, "val_loss": 0.3 + np.exp(-e / 4)}))
+    advice = a.advice
+    assert a.verdict == "plateau"
+    assert advice.suggested_stop_step < advice.best_step == advice.step  # still creeping down
+    from advisor.report import format_advice
+
+    line = next(x for x in format_advice(a).splitlines() if x.startswith("paid off:"))
+    assert line.startswith(f"paid off: until epoch {advice.suggested_stop_step:g}: the epochs "
+                           f"after it gained less than the tolerance")
+    assert line.endswith(f"the best check (epoch {advice.best_step:g}) included")
+
+
 def test_improving_run_is_not_stopped(analyses):
     a = analyses["improving"]
     assert a.verdict == "improving" and not a.stopped_early and a.saved_steps == 0

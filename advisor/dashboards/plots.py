@@ -77,13 +77,13 @@ def _draw_curves(ax: Any, a: RunAnalysis) -> None:
         onset = a.overfitting_onset
         if onset is not None:
             ax.axvspan(onset, advice.step, color=VERDICT_COLORS["overfitting"], alpha=0.12,
-                       label=f"overfitting from {unit} {onset:g}")
+                       label=f"overfitting after the best ({unit} {onset:g})")
             ax.axvline(onset, color=VERDICT_COLORS["overfitting"], lw=1.2, ls=":")
         if advice.best_step is not None and advice.best_value is not None \
                 and plottable(advice.best_value):
             ax.plot([advice.best_step], [advice.best_value], marker="*", ms=16, color="#212121",
-                    ls="none", label=f"best {advice.best_value:.4g} at {unit} "
-                                     f"{advice.best_step:g}")
+                    ls="none", label=f"keep: best {advice.best_value:.4g} at "
+                                     f"{story.at(advice.best_step, unit, a.origin)}")
         if stop is not None:
             ax.axvline(stop, color="#212121", lw=1.4, ls="--",
                        label=f"advisor: stop at {unit} {stop:g}")
