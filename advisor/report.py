@@ -61,8 +61,26 @@ def analyze_mlflow_run(client: Any, run: Any, monitor: str = "val_loss", mode: s
     analysis = analyze_run(curves, monitor, mode, train_metric, step_column, run_id=info.run_id,
                            run_name=name, unit=unit, budget=budget, experiment=experiment,
                            **advisor_kwargs)
-    analysis = dataclasses.replace(analysis, running=info.status == "RUNNING")
+    analysis = dataclasses.replace(analysis, running=info.status == "RUNNING",
+                                   **_checkpoint_facts(analysis, run, curves))
     return _as_pruned(analysis, tags) if tags.get("advisor.pruned") == "true" else analysis
+
+
+def _checkpoint_facts(a: RunAnalysis, run: Any, curves: Any) -> dict[str, Any]:
+    """How the run's trainer numbers epochs, and the best checkpoint's file when the callback
+    named it for the same best check."""
+    facts: dict[str, Any] = {}
+    tags = run.data.tags
+    if a.unit == "epoch":
+        if "advisor/should_stop" in run.data.metrics:  # written by the Lightning callback
+            facts["origin"] = "Lightning's"
+        elif curves.attrs.get("epochs_from_zero"):
+            facts["origin"] = "logged as"
+    best = None if a.advice is None else a.advice.best_step
+    checkpoint = tags.get("advisor.best_checkpoint")
+    if checkpoint and best is not None and tags.get(f"advisor.best_{a.unit}") == f"{best:g}":
+        facts["checkpoint"] = checkpoint
+    return facts
 
 
 def _as_pruned(a: RunAnalysis, tags: dict[str, str]) -> RunAnalysis:

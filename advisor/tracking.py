@@ -8,8 +8,9 @@ The x-axis of a run's curves: MLflow's metric ``step``, unless the run also logg
 metric at the steps of the monitored metric, one check per epoch (as Lightning's
 ``MLFlowLogger`` does: it logs the global step as ``step`` and the epoch as a metric); then the
 x-axis is epochs, counted from 1 (an ``epoch`` metric that starts at 0, as Lightning's does,
-is shifted by one), so a report's epochs are the callback's epochs. Runs written by the
-callback without a logger are logged at step = epoch and say so in their ``advisor.unit`` tag.
+is shifted by one), so a report's epochs are the callback's epochs, and its checkpoints name
+both numberings. Runs written by the callback without a logger are logged at step = epoch and
+say so in their ``advisor.unit`` tag.
 """
 
 from __future__ import annotations
@@ -379,7 +380,9 @@ def epoch_axis(curves: pd.DataFrame, monitor: str) -> tuple[pd.DataFrame, str]:
     # a value logged between two epoch entries belongs to the epoch logged last before it
     merged = pd.merge_asof(rest, table, on="step", direction="backward")
     merged["epoch"] = merged["epoch"].fillna(epoch_at.iloc[0]) + offset
-    return merged[["epoch", "metric", "value"]].reset_index(drop=True), "epoch"
+    out = merged[["epoch", "metric", "value"]].reset_index(drop=True)
+    out.attrs["epochs_from_zero"] = bool(offset)  # the run's own numbering (Lightning's)
+    return out, "epoch"
 
 
 def write_advice_tags(client: Any, analysis: Any) -> None:

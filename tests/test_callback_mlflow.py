@@ -207,6 +207,12 @@ def test_stop_mode_stops_on_a_plateau_and_advise_mode_does_not(mlflow_server, tm
     assert tags["advisor.verdict"] in STOPPING
     assert tags["advisor.suggested_stop_epoch"] != ""
     assert "STOP" in tags["mlflow.note.content"].splitlines()[0].upper()
+    # no ModelCheckpoint kept the best epoch: the description says so and how to keep it
+    best = int(stopper.advice.best_step)
+    assert f"at epoch {best} (Lightning's epoch={best - 1})" in tags["mlflow.note.content"]
+    assert 'not saved: ModelCheckpoint(monitor="val\\_loss", mode="min"' in tags[
+        "mlflow.note.content"]
+    assert "advisor.best_checkpoint" not in tags
 
     adviser = AdvisorCallback(monitor="val_loss", train_metric="train_loss", action="advise",
                               tracking_uri=mlflow_server.url, experiment_name=name,
@@ -251,6 +257,12 @@ def test_best_checkpoint_is_named_in_the_run(mlflow_server, tmp_path, lr):
     tags = run.data.tags
     assert tags.get("advisor.best_checkpoint") == checkpoint.best_model_path
     assert checkpoint.best_model_path in tags["mlflow.note.content"]
+    # the file is Lightning's epoch of the advisor's best epoch, and the callback names it
+    best = int(callback.advice.best_step)
+    assert Path(checkpoint.best_model_path).name.startswith(f"epoch={best - 1}-")
+    assert callback.best_checkpoint == checkpoint.best_model_path
+    assert callback.keep() == (f"epoch {best} (Lightning's epoch={best - 1}), val_loss "
+                               f"{callback.advice.best_value:.4g}: {checkpoint.best_model_path}")
     assert trainer.current_epoch == callback.stopped_step
 
 

@@ -100,13 +100,13 @@ def test_one_checkpoint_is_named_for_one_decision():
     assert "keep the best checkpoint (epoch 22)" in advice.reason
     assert "around the best check at epoch 22" in advice.evidence_for("overfitting").summary
     text = format_advice(a)
-    assert "keep:     epoch 22 (val_loss 0.595)" in text
+    assert "keep:     epoch 22, val_loss 0.595" in text
     assert "paid off: until epoch 22, the best check" in text
     note = advice_markdown(advice, a.unit, a.budget)
     assert "| best val\\_loss (keep this checkpoint) | 0.595 at epoch 22 |" in note
     assert "| training paid off | until epoch 22, the best check |" in note
     page = run_report_html(a)
-    assert "Keep: epoch 22 (val_loss 0.595)" in page and "after epoch 22, the best check" in page
+    assert "Keep: epoch 22, val_loss 0.595" in page and "after epoch 22, the best check" in page
     for other in ("epoch 21 ", "epoch 21)"):  # the smoothed best only in the evidence
         assert other not in note and other not in text.split("evidence:")[0]
 

@@ -90,6 +90,9 @@ def test_report_agrees_with_the_callback_on_its_own_run(report_experiment, dashb
     assert row["best"] == callback.advice.best_step
     page = (Path(dashboard[0]) / "runs" / f"{report_experiment.runs['lightning']}.html")
     assert f"forecast at epoch {callback.budget:g}" in page.read_text()
+    # its checkpoint in both numberings, as the callback's description names it
+    best = int(callback.advice.best_step)
+    assert f"epoch {best} (Lightning&#x27;s epoch={best - 1})" in page.read_text()
 
 
 def test_report_log_and_write_tags(report_experiment, tmp_path):
@@ -169,7 +172,7 @@ def test_analyze_prints_verdict_reason_evidence_and_forecast(report_experiment, 
     assert f"run {run_id} (overfit) in {report_experiment.name}" in out
     assert "verdict:  OVERFITTING (stop at epoch" in out
     assert "reason:   Overfitting: val_loss is" in out
-    assert "keep:     epoch 15 (val_loss 0.5" in out
+    assert "keep:     epoch 15, val_loss 0.5" in out
     assert "paid off: until epoch 15, the best check" in out
     assert "forecast: val_loss" in out and "at epoch 40" in out
     assert "  overfitting: val_loss is" in out

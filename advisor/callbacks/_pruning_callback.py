@@ -137,7 +137,7 @@ class AdvisorPruningCallback(AdvisorCallback):
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         if isinstance(exception, optuna.TrialPruned) and self._writer is not None:
             # a pruned trial's run ends with its advice, report and plot, as a finished one
-            self._fitting = False
+            self._end_fit(trainer)
             try:
                 self._write_final(trainer)
             except Exception as exc:

@@ -141,8 +141,9 @@ class AdvisorCallback(*_callback_bases()):
         self._check_pending = False  # validation ran this epoch; judged at the epoch's end
         self._trainer: Any = None
         self._planned_for: tuple[int, ...] | None = None  # the schedulers the plan was read from
-        self._fit_trainer: Any = None  # the trainer of the latest fit (its checkpoints)
+        self._fit_trainer: Any = None  # the trainer of the fit under way (its checkpoints)
         self._fitting = False
+        self._kept: tuple[str | None, bool] = (None, False)  # after the fit: file, none kept
 
     @property
     def state_key(self) -> str:
@@ -277,13 +278,13 @@ class AdvisorCallback(*_callback_bases()):
         self._writer.submit(tags={"advisor.lr_plan": text})
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        self._fitting = False
+        self._end_fit(trainer)
         if self._writer is not None and self is self._group[-1]:  # the last to share it
             self._writer.close(timeout=10.0, status="FAILED")
             self._forget_writers()
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        self._fitting = False
+        self._end_fit(trainer)
         if self._writer is None:
             return
         try:
@@ -363,7 +364,41 @@ class AdvisorCallback(*_callback_bases()):
         self.stopped_step = step
         trainer.should_stop = True
         if trainer.is_global_zero and announce:
-            print(f"training-advisor stopped training at {self.unit} {step:g}: {reason}")
+            where = story.at(step, self.unit, self._origin())
+            print(f"training-advisor stopped training at {where}: {reason}\n"
+                  f"Keep {self.keep(trainer)}")
+
+    def keep(self, trainer: Any = None) -> str:
+        """The checkpoint to keep, in words: the best check in the advisor's and Lightning's
+        numbering, its value and the file a ``ModelCheckpoint`` on the monitored metric saved
+        (else how to keep it): ``epoch 40 (Lightning's epoch=39), val_loss 0.0767:
+        checkpoints/epoch=39-step=400.ckpt``."""
+        if self.advice is None:
+            raise RuntimeError("no advice yet: nothing to keep before the first check.")
+        checkpoint, missing = self._checkpoint_state(trainer)
+        return story.keep_text(self.advice, self.unit, origin=self._origin(),
+                               checkpoint=checkpoint, missing=missing)
+
+    @property
+    def best_checkpoint(self) -> str | None:
+        """The file a ``ModelCheckpoint`` on the monitored metric saved at the best check
+        (``None`` if none did): the checkpoint to load."""
+        return self._checkpoint_state()[0]
+
+    def _checkpoint_state(self, trainer: Any = None) -> tuple[str | None, bool]:
+        """The best check's file (or ``None``) and whether the trainer is known to keep none:
+        read from the trainer while it fits, remembered once the fit has ended."""
+        trainer = trainer if trainer is not None else self._fit_trainer
+        if trainer is None or self.advice is None:
+            return self._kept
+        checkpoint = self._best_checkpoint(trainer, self.advice)
+        return checkpoint, checkpoint is None and not self._watching(trainer)
+
+    def _end_fit(self, trainer: Any) -> None:
+        """Remember the checkpoint to keep, and let go of the trainer (and its model)."""
+        self._fitting = False
+        self._kept = self._checkpoint_state(trainer)
+        self._fit_trainer = None
 
     def _record(self, advice: Advice) -> None:
         self.advice = advice
@@ -557,8 +592,7 @@ class AdvisorCallback(*_callback_bases()):
         history = self.advisor.history
         run_id = self.run_id or (self._writer.run_id if self._writer is not None else None)
         train = None if self.train_metric is None else history.values(self.train_metric)
-        trainer = self._fit_trainer
-        checkpoint = None if trainer is None else self._best_checkpoint(trainer, self.advice)
+        checkpoint, missing = self._checkpoint_state()
         return RunAnalysis(
             run_id=run_id or "",
             run_name=self._logger_run_name or self.run_name or run_id or "this run",
@@ -568,9 +602,7 @@ class AdvisorCallback(*_callback_bases()):
             train_values=None if train is None else tuple(float(v) for v in train),
             advice=self.advice, history=tuple(self.history), budget=self.budget,
             pruned=self.pruned, running=self._fitting,
-            origin=self._origin(), checkpoint=checkpoint,
-            checkpoint_missing=checkpoint is None and trainer is not None
-            and not self._watching(trainer))
+            origin=self._origin(), checkpoint=checkpoint, checkpoint_missing=missing)
 
     def _render_report(self) -> tuple[str, bytes]:
         analysis = self.analysis()

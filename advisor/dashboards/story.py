@@ -77,8 +77,7 @@ def keep_text(advice: Advice, unit: str, *, origin: str | None = None,
 
     ``checkpoint`` is the file a checkpoint callback saved at the best check; ``missing`` says
     that the trainer saved none of it (then the text says how to keep it)."""
-    text = (f"{at(advice.best_step, unit, origin)} ({advice.monitor} "
-            f"{_num(advice.best_value)})")
+    text = f"{at(advice.best_step, unit, origin)}, {advice.monitor} {_num(advice.best_value)}"
     if checkpoint:
         return f"{text}: {checkpoint}"
     if missing:
@@ -103,13 +102,18 @@ def paid_off_text(advice: Advice, unit: str) -> str | None:
 
 def cost_sentence(analysis: Any) -> str | None:
     """What the advisor's stop saved and, where the run went on past it, what it would have
-    cost (``analysis`` is a :class:`~advisor.dashboards.RunAnalysis`); ``None`` when the run
-    ended where the advisor stopped, or it never said stop."""
+    cost (``analysis`` is a :class:`~advisor.dashboards.RunAnalysis`); ``None`` when the advisor
+    never said stop, or stopped the run at the end of its budget."""
     a = analysis
-    if not a.stopped_early:
-        return None
     unit = a.unit
-    saved = (f"the run went on for {a.saved_steps:g} {unit}(s) after the advisor's stop at "
+    if not a.stopped_early:
+        advice = a.advice
+        if (advice is not None and advice.should_stop and a.budget and a.last_step is not None
+                and a.budget > a.last_step and not a.pruned):
+            return (f"The advisor's stop at {unit} {a.stop_step:g} saved "
+                    f"{a.budget - a.last_step:g} of the {a.budget:g} {unit}s budgeted.")
+        return None
+    saved = (f"The run went on for {a.saved_steps:g} {unit}(s) after the advisor's stop at "
              f"{unit} {a.stop_step:g}")
     regret = a.regret
     if regret is None:
@@ -139,16 +143,24 @@ def facts(advice: Advice, unit: str, budget: float | None = None, *, origin: str
         rows.append(("training paid off", paid))
     if analysis is not None:
         a = analysis
-        rows.append(("advisor's stop", f"{unit} {_num(a.stop_step)} of {_num(a.last_step)} "
-                     "logged" + (f" (budget {a.budget:g})" if a.budget else "")))
-        rows.append((f"{unit}s that could have been saved", f"{a.saved_steps:g}"))
+        budget_note = f" (budget {a.budget:g})" if a.budget else ""
         if a.stopped_early:
             regret = a.regret
-            rows.append(("cost of the advisor's stop",
-                         "n/a" if regret is None else "none" if regret <= 0 else
-                         f"{regret:.3g} {a.monitor} ({a.regret_share:.1%}): best "
-                         f"{_num(a.kept_value)} by the stop, {_num(a.final_best)} at {unit} "
-                         f"{a.final_best_step:g}"))
+            rows += [("advisor's stop", f"{unit} {_num(a.stop_step)}; the run went on to "
+                                        f"{unit} {_num(a.last_step)}{budget_note}"),
+                     (f"{unit}s that could have been saved", f"{a.saved_steps:g}"),
+                     ("cost of the advisor's stop",
+                      "n/a" if regret is None else "none" if regret <= 0 else
+                      f"{regret:.3g} {a.monitor} ({a.regret_share:.1%}): best "
+                      f"{_num(a.kept_value)} by the stop, {_num(a.final_best)} at {unit} "
+                      f"{a.final_best_step:g}")]
+        elif advice.should_stop and not a.pruned:
+            saved = (f": {a.budget - a.stop_step:g} {unit}s saved"
+                     if a.budget and a.stop_step is not None and a.budget > a.stop_step else "")
+            rows.append(("advisor's stop", f"{unit} {_num(a.stop_step)}{budget_note}{saved}"))
+        else:
+            rows.append(("advisor's stop", f"none: trained to {unit} {_num(a.last_step)}"
+                                           f"{budget_note}"))
     f = advice.forecast
     if f is not None:
         rows.append((f"forecast at {unit} {f.step:g}", f"{_num(f.value)} ({f.level:.0%} interval "
