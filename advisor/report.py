@@ -29,7 +29,7 @@ from .dashboards import (
     run_report_html,
     story,
 )
-from .dashboards.experiment import run_report_path
+from .dashboards.experiment import run_report_path, summary_text
 from .dashboards.html import GENERATOR
 from .tracking import MissingMetricError, TrackingError, run_curves
 
@@ -199,14 +199,9 @@ class ExperimentReport:
         return [a for a in self.analyses if a.advice is None]
 
     def summary_line(self) -> str:
-        done = self.analysed
-        early = sum(a.stopped_early for a in done)
-        saved = sum(a.saved_steps for a in done)
-        units = {a.unit for a in done}
-        unit = f"{units.pop()}(s)" if len(units) == 1 else "epoch(s)/step(s)"
-        return (f"{len(done)} run(s) of {self.experiment!r} analysed, {early} went on after the "
-                f"advisor would have stopped ({saved:g} {unit} that could have been saved), "
-                f"{len(self.skipped)} skipped")
+        """The dashboard's summary (:func:`~advisor.dashboards.experiment.summary_text`): the
+        saving, and the cost where runs got better after the advisor's stop."""
+        return f"{self.experiment!r}: " + summary_text(self.analyses)
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame([a.summary() for a in self.analyses])

@@ -125,6 +125,48 @@ def test_plateau_paid_off_before_the_best_check_says_both():
     assert line.endswith(f"the best check (epoch {advice.best_step:g}) included")
 
 
+def _second_drop(n: int = 60) -> pd.DataFrame:
+    """Flat from about epoch 15 to 45, then a second fall (a schedule the history does not
+    show): the advisor stops on the plateau, and the run got much better after it."""
+    e = np.arange(1, n + 1)
+    val = np.where(e <= 45, 0.6 + 0.4 * np.exp(-e / 3), 0.33 + 0.27 * np.exp(-(e - 45) / 3))
+    return pd.DataFrame({"epoch": e, "val_loss": val + np.random.default_rng(0).normal(
+        0, 0.002, n)})
+
+
+def test_a_costly_stop_is_reported_with_its_cost_not_only_its_saving(analyses):
+    from advisor.dashboards import advice_markdown
+    from advisor.report import format_advice
+
+    a = analyze_run(_second_drop(), run_id="drop", run_name="second-drop")
+    assert a.verdict == "plateau" and a.stopped_early and a.stop_step < 45
+    values = _second_drop()["val_loss"].to_numpy()
+    kept, final = values[: int(a.stop_step)].min(), values.min()
+    assert a.kept_value == pytest.approx(kept) and a.final_best == pytest.approx(final)
+    assert a.regret == pytest.approx(kept - final)
+    assert a.regret_share == pytest.approx((kept - final) / final) and a.regret_share > 0.4
+    share = f"{a.regret_share:.1%}"
+    cost = next(x for x in format_advice(a).splitlines() if x.startswith("cost:"))
+    assert f"({share}) worse than the" in cost and "saved" not in cost.split(":")[0]
+    for text in (run_report_html(a), advice_markdown(a.advice, a.unit, a.budget, analysis=a)):
+        assert f"({share}) worse than the" in text and "cost of the advisor" in text
+    # a stop that cost nothing says so
+    over = analyses["overfitting"]  # only worse after the stop
+    assert over.stopped_early and over.regret == 0
+    assert "at no cost" in format_advice(over)
+    # the dashboard sums the saving and names the worst cost; its table sorts on the cost
+    page = experiment_html("exp", [*analyses.values(), a])
+    summary = page[page.index('<p class="summary">'):]
+    summary = summary[:summary.index("</p>")]
+    assert "could have been saved" in summary
+    assert "got better after the stop" in summary and f"up to {share} worse" in summary
+    assert "second-drop" in summary
+    table = page[page.index('<table class="sortable"'):page.index("</table>")]
+    assert 'cost of the stop (% of the best)</th>' in table.replace(' data-type="number"', "")
+    assert f'data-value="{float(a.regret_share)!r}">{share}</td>' in table
+    assert f'data-value="{float(a.regret)!r}"' in table
+
+
 def test_improving_run_is_not_stopped(analyses):
     a = analyses["improving"]
     assert a.verdict == "improving" and not a.stopped_early and a.saved_steps == 0

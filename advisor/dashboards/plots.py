@@ -67,8 +67,12 @@ def _draw_curves(ax: Any, a: RunAnalysis) -> None:
     ax.plot(x[:cut], y[:cut], color=_MONITOR, lw=1.8, marker=marker, ms=3,
             label=f"monitored: {_label(a.monitor)} ({a.mode})")
     if cut < len(x):
+        regret = a.regret
+        after = ("after the advisor's stop" + (
+            f": {regret:.3g} ({a.regret_share:.1%}) better than by the stop" if regret else
+            ": no better"))
         ax.plot(x[max(cut - 1, 0):], y[max(cut - 1, 0):], color=_MONITOR, lw=1.4, alpha=0.35,
-                marker=marker, ms=2, label="after the advisor's stop")
+                marker=marker, ms=2, label=_label(after))
     if advice is not None:
         window = a.plateau_window
         if window is not None:

@@ -121,10 +121,9 @@ def cost_sentence(analysis: Any) -> str | None:
     if regret <= 0:
         return (f"{saved}: they could have been saved at no cost (its best {a.monitor}, "
                 f"{_num(a.kept_value)}, was already reached).")
-    return (f"{saved}, and they paid off: stopping there would have cost {regret:.3g} "
-            f"{a.monitor} ({a.regret_share:.1%}): the best by the stop was "
-            f"{_num(a.kept_value)}, the run reached {_num(a.final_best)} at {unit} "
-            f"{a.final_best_step:g}.")
+    return (f"{saved}; stopping there would have kept {a.monitor} "
+            f"{_num(a.kept_value)}, {regret:.3g} ({a.regret_share:.1%}) worse than the "
+            f"{_num(a.final_best)} the run reached at {unit} {a.final_best_step:g}.")
 
 
 def facts(advice: Advice, unit: str, budget: float | None = None, *, origin: str | None = None,
@@ -151,9 +150,9 @@ def facts(advice: Advice, unit: str, budget: float | None = None, *, origin: str
                      (f"{unit}s that could have been saved", f"{a.saved_steps:g}"),
                      ("cost of the advisor's stop",
                       "n/a" if regret is None else "none" if regret <= 0 else
-                      f"{regret:.3g} {a.monitor} ({a.regret_share:.1%}): best "
-                      f"{_num(a.kept_value)} by the stop, {_num(a.final_best)} at {unit} "
-                      f"{a.final_best_step:g}")]
+                      f"{regret:.3g} {a.monitor}, {a.regret_share:.1%} worse than the run's "
+                      f"best ({_num(a.kept_value)} by the stop, {_num(a.final_best)} at "
+                      f"{unit} {a.final_best_step:g})")]
         elif advice.should_stop and not a.pruned:
             saved = (f": {a.budget - a.stop_step:g} {unit}s saved"
                      if a.budget and a.stop_step is not None and a.budget > a.stop_step else "")
