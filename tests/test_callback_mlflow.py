@@ -71,7 +71,10 @@ def artifact_text(client: MlflowClient, run_id: str, name: str, tmp_path: Path) 
 
 
 def assert_advice_in_run(client: MlflowClient, run_id: str, callback: AdvisorCallback,
-                         checks: int, tmp_path: Path) -> dict[str, str]:
+                         checks: int, tmp_path: Path,
+                         steps: list[int] | None = None) -> dict[str, str]:
+    """``steps``: where the advisor/* metrics are (default: 1..checks, the callback's own
+    axis, where it also logs the trainer's metrics)."""
     """The advice a user looks for in the run: tags, description, metrics, artifacts."""
     tags = client.get_run(run_id).data.tags
     verdict = tags["advisor.verdict"]
@@ -84,9 +87,9 @@ def assert_advice_in_run(client: MlflowClient, run_id: str, callback: AdvisorCal
     stop = callback.advice.suggested_stop_step
     assert tags.get("advisor.suggested_stop_epoch") == (None if stop is None else f"{stop:g}")
     assert verdict.upper() in tags["mlflow.note.content"].splitlines()[0]
-    # one value per validation check, at steps 1..checks, none lost and none twice
+    # one value per validation check, none lost and none twice
     for key in ("advisor/should_stop", "advisor/best_value"):
-        assert metric_steps(client, run_id, key) == list(range(1, checks + 1)), key
+        assert metric_steps(client, run_id, key) == (steps or list(range(1, checks + 1))), key
     best = client.get_metric_history(run_id, "advisor/best_value")
     assert max(best, key=lambda m: m.step).value == pytest.approx(callback.advice.best_value)
     advice = json.loads(artifact_text(client, run_id, "advice.json", tmp_path))
@@ -109,7 +112,14 @@ def test_mlflow_logger_run_gets_the_advice(mlflow_server, tmp_path):
         trainer = fit([callback], logger=logger, max_epochs=8)
     assert write_failures(caught) == []
     assert trainer.current_epoch == 8 and len(callback.history) == 8
-    tags = assert_advice_in_run(client, logger.run_id, callback, checks=8, tmp_path=tmp_path)
+    # on the trainer's axis: the global steps at which the logger put val_loss, so the
+    # advisor's curves overlay it in MLflow's charts
+    val_steps = metric_steps(client, logger.run_id, "val_loss")
+    assert len(val_steps) == 8 and val_steps != list(range(1, 9))
+    tags = assert_advice_in_run(client, logger.run_id, callback, checks=8, tmp_path=tmp_path,
+                                steps=val_steps)
+    for key in ("advisor/forecast", "advisor/forecast_low", "advisor/forecast_high"):
+        assert set(metric_steps(client, logger.run_id, key)) <= set(val_steps), key
     # it trained its whole budget: the description says so, not "keep training, epoch 8 of 8"
     first_line = tags["mlflow.note.content"].splitlines()[0]
     assert "(completed its budget of 8 epochs" in first_line and "keep training" not in first_line

@@ -29,6 +29,15 @@ __all__ = ["PLOT_ARTIFACT", "REPORT_ARTIFACT", "AdvisorCallback"]
 REPORT_ARTIFACT, PLOT_ARTIFACT = "advice_report.html", "advice_plot.png"
 
 
+def _logger_step(trainer: Any) -> int:
+    """The step Lightning's loggers give the metrics logged now (``val_loss`` at validation):
+    the count of batches that stepped the optimizer, one less than ``global_step`` during
+    validation inside an epoch."""
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    step = getattr(loop, "_batches_that_stepped", None)
+    return step if isinstance(step, int) else int(trainer.global_step)
+
+
 def _callback_bases() -> tuple[type, ...]:
     """Lightning's Callback from every Lightning package installed, so one class serves both."""
     bases: list[type] = []
@@ -139,6 +148,7 @@ class AdvisorCallback(*_callback_bases()):
         self._prefix = ""  # their names' namespace when several share the run
         self._lr: float | None = None
         self._check_pending = False  # validation ran this epoch; judged at the epoch's end
+        self._logged_step: int | None = None  # where Lightning's loggers put this check
         self._trainer: Any = None
         self._planned_for: tuple[int, ...] | None = None  # the schedulers the plan was read from
         self._fit_trainer: Any = None  # the trainer of the fit under way (its checkpoints)
@@ -198,6 +208,7 @@ class AdvisorCallback(*_callback_bases()):
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or self.advisor is None:
             return
+        self._logged_step = _logger_step(trainer)
         if self.unit == "epoch":
             # judged at the end of the epoch, once Lightning has averaged the epoch's training
             # metrics and a ModelCheckpoint on the same metric has saved this epoch
@@ -499,7 +510,11 @@ class AdvisorCallback(*_callback_bases()):
         return None
 
     def _log(self, trainer: Any, metrics: dict[str, float], advice: Advice) -> None:
-        step = int(advice.step)
+        # on the trainer's axis: the step its logger gave this check's validation metrics, so
+        # advisor/* overlays val_loss in MLflow's charts; a run the callback writes the
+        # trainer's metrics to itself is on the callback's axis (epochs or global steps)
+        own_axis = self._group[0]._log_trainer_metrics or self._logged_step is None
+        step = int(advice.step) if own_axis else self._logged_step
         values = {self._name(f"advisor/{k}"): v for k, v in self._advice_metrics(advice).items()
                   if v is not None and math.isfinite(v)}
         if self._log_trainer_metrics:  # the run's own values: written once, by the first
