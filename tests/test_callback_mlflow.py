@@ -184,10 +184,14 @@ def test_active_run_gets_the_advice(fluent_tracking_uri, tmp_path):
     runs_before = (0 if default_before is None
                    else len(client.search_runs([default_before.experiment_id])))
     callback = AdvisorCallback(monitor="val_loss", train_metric="train_loss")
-    with mlflow.start_run() as run:
+    with mlflow.start_run(run_name="the-active-run") as run:
         trainer = fit([callback], max_epochs=6)
     assert_advice_in_run(client, run.info.run_id, callback, checks=trainer.current_epoch,
                          tmp_path=tmp_path)
+    # its report is titled by the run's name, as MLflow shows it, not by its id
+    assert callback.analysis().run_name == "the-active-run"
+    assert "<h1>the-active-run</h1>" in artifact_text(client, run.info.run_id,
+                                                      "advice_report.html", tmp_path)
     assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == [
         run.info.run_id]
     # and no stray run in the callback's default experiment

@@ -145,7 +145,8 @@ class AdvisorPruningCallback(AdvisorCallback):
                     raise
                 self._warn_once("final", f"training-advisor could not write its final advice: "
                                          f"{exc}")
-            self._writer.close(timeout=30.0, status="KILLED")
-            self._forget_writer()
+            if self is self._group[-1]:  # the last callback sharing the run closes it
+                self._writer.close(timeout=30.0, status="KILLED")
+                self._forget_writers()
             return
         super().on_exception(trainer, pl_module, exception)

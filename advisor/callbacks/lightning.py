@@ -137,6 +137,7 @@ class AdvisorCallback(*_callback_bases()):
         self.run_id: str | None = None  # the MLflow run written to, once known
         self._tracking_uri: str | None = None
         self._logger_run_name: str | None = None
+        self._run_name_seen: str | None = None
         self._rank_zero = True
         self._log_trainer_metrics = False
         self._warned: set[str] = set()
@@ -187,7 +188,8 @@ class AdvisorCallback(*_callback_bases()):
         self._check_pending, self._trainer, self._log_trainer_metrics = False, None, False
         self._warned, self._planned_for, self._read = set(), None, {}
         self._group, self._prefix = [self], ""
-        self._stop_tag_written = False
+        self._stop_tag_written, self._run_name_seen = False, None
+        self._kept, self._logged_step = (None, False), None
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._fitting = False
@@ -610,7 +612,8 @@ class AdvisorCallback(*_callback_bases()):
         checkpoint, missing = self._checkpoint_state()
         return RunAnalysis(
             run_id=run_id or "",
-            run_name=self._logger_run_name or self.run_name or run_id or "this run",
+            run_name=(self._logger_run_name or self.run_name or self._shown_run_name()
+                      or run_id or "this run"),
             monitor=self.monitor, mode=self.mode, train_metric=self.train_metric,
             unit=self.unit, steps=tuple(float(s) for s in history.steps),
             values=tuple(float(v) for v in history.values(self.monitor)),
@@ -653,11 +656,17 @@ class AdvisorCallback(*_callback_bases()):
             (Path(folder) / REPORT_ARTIFACT).write_text(html, encoding="utf-8")
             client.log_artifacts(self.run_id, folder, self._prefix or None)
 
+    def _shown_run_name(self) -> str | None:
+        """The run's name in MLflow, as the writer read it (a nested run, a made-up name)."""
+        writer_name = None if self._writer is None else self._writer.run_name
+        return writer_name or self._run_name_seen
+
     def _forget_writers(self) -> None:
-        """Every sharing callback keeps where the writer wrote (for :meth:`log_report`), then
-        drops it."""
+        """Every sharing callback keeps where the writer wrote (for :meth:`log_report`) and the
+        run's name, then drops it."""
         for cb in self._group:
             if cb._writer is not None:
+                cb._run_name_seen = cb._writer.run_name or cb._run_name_seen
                 cb.run_id = cb._writer.run_id or cb.run_id
                 cb._tracking_uri = cb._writer.tracking_uri or cb._tracking_uri
                 cb._writer = None
