@@ -29,7 +29,7 @@ from .dashboards import (
     run_report_html,
     story,
 )
-from .dashboards.experiment import run_report_path, summary_text
+from .dashboards.experiment import mlflow_run_url, run_report_path, summary_text
 from .dashboards.html import GENERATOR
 from .tracking import MissingMetricError, TrackingError, run_curves
 
@@ -231,6 +231,11 @@ def build_report(client: Any, experiment: Any, runs: list[Any], folder: Path,
     for run in progress(runs):
         a = analyze_mlflow_run(client, run, experiment=name, **settings)
         if a.advice is not None:
+            links = [(f"all runs of {name}", "../index.html")]
+            in_mlflow = mlflow_run_url(tracking_uri, experiment.experiment_id, a.run_id)
+            if in_mlflow:
+                links.append(("this run in MLflow", in_mlflow))
+            a = dataclasses.replace(a, links=tuple(links))
             (folder / run_report_path(a.run_id)).write_text(_run_page(a), encoding="utf-8")
         analyses.append(a)
     report = ExperimentReport(name, experiment.experiment_id, tuple(analyses))
@@ -239,7 +244,8 @@ def build_report(client: Any, experiment: Any, runs: list[Any], folder: Path,
         present = sorted({m for r in runs for m in r.data.metrics if not m.startswith("advisor/")})
         raise TrackingError(f"no run of experiment {name!r} has the monitored metric "
                             f"{monitor!r}; metrics present: {', '.join(present) or 'none'}.")
-    (folder / "index.html").write_text(experiment_html(name, analyses, tracking_uri),
+    (folder / "index.html").write_text(experiment_html(name, analyses, tracking_uri,
+                                                       experiment_id=experiment.experiment_id),
                                        encoding="utf-8")
     report.frame().to_csv(folder / "summary.csv", index=False)
     return report

@@ -331,6 +331,22 @@ def test_experiment_dashboard_table_grid_and_links(analyses):
     assert f"{total:.4g} epochs could have been saved" in page
 
 
+def test_dashboard_and_run_pages_link_back_to_each_other_and_to_mlflow(analyses):
+    a = dataclasses.replace(analyses["saturating"], links=(
+        ("all runs of exp", "../index.html"),
+        ("this run in MLflow", "http://127.0.0.1:5000/#/experiments/3/runs/sat")))
+    page = run_report_html(a)
+    assert '<a href="../index.html">all runs of exp</a>' in page
+    assert '<a href="http://127.0.0.1:5000/#/experiments/3/runs/sat">this run in MLflow</a>' in page
+    dashboard = experiment_html("exp", list(analyses.values()), "http://127.0.0.1:5000/",
+                                experiment_id="3")
+    assert 'href="http://127.0.0.1:5000/#/experiments/3"' in dashboard
+    assert 'href="http://127.0.0.1:5000/#/experiments/3/runs/sat"' in dashboard
+    # a local store has no UI to link to
+    assert "#/experiments" not in experiment_html("exp", list(analyses.values()),
+                                                  "sqlite:///mlflow.db", experiment_id="3")
+
+
 def test_experiment_dashboard_labels_cells_when_units_differ(analyses):
     steps = analyze_run(_improving().rename(columns={"epoch": "step"}), run_id="s")
     page = experiment_html("exp", [analyses["saturating"], steps])

@@ -59,6 +59,11 @@ def test_report_writes_a_dashboard_and_one_page_per_run(report_experiment, dashb
     assert index.count('<svg class="spark"') == 4
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in index and "<script>alert" not in index
     assert leftovers(out.parent) == []
+    # each run's page links back to the dashboard and to the run in MLflow
+    page = (out / "runs" / f"{runs['saturating']}.html").read_text()
+    assert '<a href="../index.html">all runs of ' in page
+    assert (f'href="{report_experiment.url}/#/experiments/{report_experiment.experiment_id}/'
+            f'runs/{runs["saturating"]}"') in page
 
 
 def test_report_verdicts_of_runs_logged_without_the_callback(report_experiment, dashboard):

@@ -16,7 +16,8 @@ from .analysis import RunAnalysis, plottable
 from .html import esc, num, page, table, verdict_badge
 from .plots import VERDICT_COLORS
 
-__all__ = ["experiment_html", "run_report_path", "sparkline_svg", "summary_text"]
+__all__ = ["experiment_html", "mlflow_run_url", "run_report_path", "sparkline_svg",
+           "summary_text"]
 
 _SORT_SCRIPT = """
 document.querySelectorAll("table.sortable th").forEach(function (th, index) {
@@ -38,7 +39,7 @@ document.querySelectorAll("table.sortable th").forEach(function (th, index) {
         if (!ascending && !isNaN(x) && !isNaN(y)) c = -c;
         return c;
       }
-      c = x.localeCompare(y);
+      c = x.localeCompare(y, undefined, {numeric: true});  // trial-2 before trial-10
       return ascending ? c : -c;
     });
     rows.forEach(function (r) { body.appendChild(r); });
@@ -54,6 +55,9 @@ table.sortable th[aria-sort="descending"]::after { content: " \\25BC"; }
 .grid figure { margin: 0; border: 1px solid #e0e0e0; padding: 6px; }
 .grid figcaption { font-size: 12px; word-break: break-all; }
 .summary { font-size: 15px; }
+body { max-width: none; }
+#runs td.name { white-space: nowrap; }
+#runs td .action { color: #616161; font-size: 12px; white-space: nowrap; }
 """
 
 
@@ -143,10 +147,23 @@ def summary_text(analyses: Sequence[RunAnalysis]) -> str:
     return text + "." + (f" {skipped} run(s) skipped." if skipped else "")
 
 
+def mlflow_run_url(tracking_uri: str | None, experiment_id: str | None,
+                   run_id: str | None = None) -> str | None:
+    """The run's (or the experiment's) page in the MLflow UI of an ``http(s)`` tracking server,
+    else ``None`` (a local store has no UI address)."""
+    if not tracking_uri or not experiment_id or not tracking_uri.startswith(("http://",
+                                                                             "https://")):
+        return None
+    url = f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}"
+    return url + (f"/runs/{run_id}" if run_id else "")
+
+
 def experiment_html(experiment: str, analyses: Sequence[RunAnalysis],
-                    tracking_uri: str | None = None, link_reports: bool = True) -> str:
+                    tracking_uri: str | None = None, link_reports: bool = True,
+                    experiment_id: str | None = None) -> str:
     """The experiment dashboard: a summary line, a sortable table, a grid of curves and the
-    runs that were skipped, with why."""
+    runs that were skipped, with why. With an ``http(s)`` ``tracking_uri`` and the
+    ``experiment_id``, the experiment and each run link to their MLflow pages."""
     done = [a for a in analyses if a.advice is not None]
     skipped = [a for a in analyses if a.advice is None]
     unit, mixed = _unit_label(done) if done else ("epoch", False)
@@ -156,6 +173,10 @@ def experiment_html(experiment: str, analyses: Sequence[RunAnalysis],
         name = esc(a.run_name)
         if link_reports:
             name = f'<a href="{esc(run_report_path(a.run_id))}">{name}</a>'
+        in_mlflow = mlflow_run_url(tracking_uri, experiment_id, a.run_id)
+        if in_mlflow:
+            name += f' <a class="mlflow" href="{esc(in_mlflow)}" title="the run in MLflow">' \
+                    "MLflow</a>"
         action = story.action(a.advice, a.unit, a.budget, pruned=a.pruned, running=a.running)
         went_on = a.stopped_early
         rows.append([f'<td class="name" data-value="{esc(a.run_name)}">{name}</td>',
@@ -184,8 +205,11 @@ def experiment_html(experiment: str, analyses: Sequence[RunAnalysis],
             figure = f'<a href="{esc(run_report_path(a.run_id))}">{figure}</a>'
         grid.append(f'<figure class="run" data-run-id="{esc(a.run_id)}">{figure}'
                     f"<figcaption>{caption}</figcaption></figure>")
-    where = f"experiment {experiment}" + (f" at {tracking_uri}" if tracking_uri else "")
-    parts = [f"<h1>{esc(experiment)}</h1>", f'<p class="meta">{esc(where)}</p>',
+    where = esc(f"experiment {experiment}" + (f" at {tracking_uri}" if tracking_uri else ""))
+    experiment_url = mlflow_run_url(tracking_uri, experiment_id)
+    if experiment_url:
+        where += f' · <a href="{esc(experiment_url)}">open it in MLflow</a>'
+    parts = [f"<h1>{esc(experiment)}</h1>", f'<p class="meta">{where}</p>',
              f'<p class="summary">{esc(summary)}</p>', "<h2>Runs</h2>", runs_table,
              "<h2>Curves</h2>",
              f'<p class="muted">{esc(done[0].monitor) if done else ""}: dot = best, dashed '

@@ -69,7 +69,7 @@ def _draw_curves(ax: Any, a: RunAnalysis) -> None:
     if cut < len(x):
         regret = a.regret
         after = ("after the advisor's stop" + (
-            f": {regret:.3g} ({a.regret_share:.1%}) better than by the stop" if regret else
+            f": it got {regret:.3g} ({a.regret_share:.1%}) better" if regret else
             ": no better"))
         ax.plot(x[max(cut - 1, 0):], y[max(cut - 1, 0):], color=_MONITOR, lw=1.4, alpha=0.35,
                 marker=marker, ms=2, label=_label(after))
@@ -97,7 +97,9 @@ def _draw_curves(ax: Any, a: RunAnalysis) -> None:
     _set_ylim(ax, y + yt, advice.forecast if advice is not None else None)
     ax.set_ylabel(_label(a.monitor))
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8, framealpha=0.85)
+    # beside the plot, never over the curve, the best point or the stop line
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
+              borderaxespad=0.0)
 
 
 def _set_ylim(ax: Any, values: list[float], forecast: Any) -> None:
@@ -149,4 +151,5 @@ def _draw_timeline(ax: Any, a: RunAnalysis) -> None:
         from matplotlib.patches import Patch
 
         ax.legend(handles=[Patch(color=VERDICT_COLORS.get(v, "#bdbdbd"), label=v) for v in seen],
-                  loc="upper left", bbox_to_anchor=(1.0, 1.15), fontsize=8, frameon=False)
+                  loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
+                  borderaxespad=0.0, ncols=2)
