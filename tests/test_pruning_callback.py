@@ -337,6 +337,10 @@ def check_mlflow_runs(tracking_uri: str, study: optuna.Study, study_name: str) -
     runs = client.search_runs([experiment.experiment_id])
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.run_name == study_name and parent.info.status == "FINISHED"
+    # the study's run has a description: what the sweep did, and its table of trials
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith(f"**Optuna sweep {study_name}**: ")
+    assert "epochs trained of" in note and "trial  state" in note
     children = {r.info.run_id: r for r in runs if r is not parent}
     assert {r.data.tags["mlflow.parentRunId"] for r in children.values()} == {parent.info.run_id}
     trials = study.get_trials(deepcopy=False)
