@@ -257,7 +257,7 @@ def test_stop_mode_waits_for_min_epochs():
 
 # ---------------------------------------------------------------------------- checkpoints
 @pytest.mark.parametrize("lr", [0.0, 0.05], ids=["best-early", "best-last"])
-def test_best_checkpoint_is_named_in_the_run(mlflow_server, tmp_path, lr):
+def test_best_checkpoint_is_named_in_the_run(mlflow_server, tmp_path, lr, capsys):
     client = MlflowClient(mlflow_server.url)
     name = unique("ckpt")
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_loss", mode="min")
@@ -277,6 +277,11 @@ def test_best_checkpoint_is_named_in_the_run(mlflow_server, tmp_path, lr):
     assert callback.best_checkpoint == checkpoint.best_model_path
     assert callback.keep() == (f"epoch {best} (Lightning's epoch={best - 1}), val_loss "
                                f"{callback.advice.best_value:.4g}: {checkpoint.best_model_path}")
+    # the stop is said once, with the file, even when the best check is the one that stopped
+    # (ModelCheckpoint saves it after the advisor's check)
+    out = capsys.readouterr().out
+    assert out.count("training-advisor stopped training at epoch") == 1
+    assert f"Keep {callback.keep()}" in out
     assert trainer.current_epoch == callback.stopped_step
 
 

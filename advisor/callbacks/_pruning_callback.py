@@ -114,11 +114,8 @@ class AdvisorPruningCallback(AdvisorCallback):
             return
         super()._act(trainer, metrics, advice)
         if self.stop_reason is not None and trainer.is_global_zero:  # converged: finish early
-            extra: dict[str, Any] = {"finished_early": True}
-            checkpoint = self._best_checkpoint(trainer, advice)
-            if checkpoint:
-                extra["best_checkpoint"] = checkpoint
-            for key, value in advice_attrs(advice, extra).items():
+            # its best checkpoint is named when the fit ends (advisor.best_checkpoint)
+            for key, value in advice_attrs(advice, {"finished_early": True}).items():
                 self.trial.set_user_attr(key, value)
 
     def _record_pruned(self, advice: Advice) -> tuple[str, str]:
@@ -133,6 +130,13 @@ class AdvisorPruningCallback(AdvisorCallback):
                                                 "reason": reason}).items():
             self.trial.set_user_attr(key, value)
         return advice.verdict.value, reason
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        super().on_fit_end(trainer, pl_module)
+        checkpoint = self.best_checkpoint
+        if (self.stop_reason is not None and not self.pruned and checkpoint
+                and trainer.is_global_zero):  # saved after the check that finished the trial
+            self.trial.set_user_attr(ATTR_PREFIX + "best_checkpoint", checkpoint)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         if isinstance(exception, optuna.TrialPruned) and self._writer is not None:

@@ -155,6 +155,7 @@ class AdvisorCallback(*_callback_bases()):
         self._fit_trainer: Any = None  # the trainer of the fit under way (its checkpoints)
         self._fitting = False
         self._kept: tuple[str | None, bool] = (None, False)  # after the fit: file, none kept
+        self._announce = False  # print the stop when the fit ends
 
     @property
     def state_key(self) -> str:
@@ -213,7 +214,8 @@ class AdvisorCallback(*_callback_bases()):
         self._logged_step = _logger_step(trainer)
         if self.unit == "epoch":
             # judged at the end of the epoch, once Lightning has averaged the epoch's training
-            # metrics and a ModelCheckpoint on the same metric has saved this epoch
+            # metrics (a ModelCheckpoint saves after this callback's epoch end: the file of a
+            # best check is named in the messages and tags written when the fit ends)
             self._check_pending = True
             self._trainer = trainer  # a checkpoint saved before the epoch ends reads it
             return
@@ -376,10 +378,9 @@ class AdvisorCallback(*_callback_bases()):
         self.stop_reason = reason
         self.stopped_step = step
         trainer.should_stop = True
-        if trainer.is_global_zero and announce:
-            where = story.at(step, self.unit, self._origin())
-            print(f"training-advisor stopped training at {where}: {reason}\n"
-                  f"Keep {self.keep(trainer)}")
+        # said when the fit ends: a ModelCheckpoint saves this epoch after this callback's
+        # check, so only then can the message name the file of a best check that is this one
+        self._announce = trainer.is_global_zero and announce
 
     def keep(self, trainer: Any = None) -> str:
         """The checkpoint to keep, in words: the best check in the advisor's and Lightning's
@@ -412,6 +413,14 @@ class AdvisorCallback(*_callback_bases()):
         self._fitting = False
         self._kept = self._checkpoint_state(trainer)
         self._fit_trainer = None
+        if self._announce and self.stopped_step is not None and self.advice is not None:
+            self._announce = False
+            where = story.at(self.stopped_step, self.unit, self._origin())
+            if self.pruned:
+                print(f"training-advisor pruned the trial at {where}: {self.stop_reason}")
+            else:
+                print(f"training-advisor stopped training at {where}: {self.stop_reason}\n"
+                      f"Keep {self.keep()}")
 
     def _record(self, advice: Advice) -> None:
         self.advice = advice
