@@ -5,6 +5,7 @@ artifact view. Screenshots are kept in ``tests/output/`` (not committed).
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -100,8 +101,10 @@ def test_experiment_dashboard_sorts_and_shows_every_run(browser, report_dir, rep
         assert saved == sorted(saved, reverse=True) and saved[0] > 0
         expect(rows.first).to_contain_text(SCRIPT)  # the saturating run saved the most
         w.shot("experiment-dashboard.png")
-        # the run's name links to its own report
-        rows.first.locator("a").click()
+        # the run's name links to its own report (the row also links to the run in MLflow)
+        expect(rows.first.locator("a.mlflow")).to_have_attribute(
+            "href", re.compile(r"^http://127\.0\.0\.1:\d+/#/experiments/\d+/runs/[0-9a-f]{32}$"))
+        rows.first.locator("a").first.click()
         expect(w.page.locator("h1")).to_have_text(SCRIPT)
     except BaseException:
         w.shot("experiment-dashboard-failed.png")
