@@ -343,7 +343,8 @@ def run_curves(client: Any, run: Any, monitor: str,
     plan = curves[curves["metric"] == "planned_lr"] if own_plan else curves.iloc[:0]
     curves, unit = epoch_axis(curves.drop(plan.index), monitor)
     if unit == "step" and run.data.tags.get("advisor.unit") == "epoch":
-        unit = "epoch"  # written by the callback at step = epoch
+        unit = "epoch"  # written by the callback at step = epoch: its steps are epochs
+        curves = curves.rename(columns={"step": "epoch"})  # one x column, the plan's too
     if not plan.empty and unit == run.data.tags.get("advisor.unit", unit):
         # the callback logs its plan at its own checks' steps (the epoch, or the global step)
         x_column = "epoch" if "epoch" in curves.columns else "step"
