@@ -10,9 +10,10 @@ the session's real MLflow server:
   ``AdvisorPruningCallback``, one nested MLflow run per trial): each trial's description, tags,
   Optuna attributes and the ``advisor report`` dashboard and pages tell the same verdict, reason
   and checkpoint; names sort naturally;
-- the offline example (``examples/offline_analysis.py``), whose advisor stop cost a lot: the
-  dashboard (sorted by that cost), the run's page, ``advisor analyze`` and the description
-  ``--write-tags`` writes give the same cost.
+- the offline example (``examples/offline_analysis.py``) with two runs more, logged the same way,
+  that go on past a plateau stop: one falls again by a lot (the stop cost), one stays flat (no
+  cost): the dashboard (sorted by that cost), the run's page, ``advisor analyze`` and the
+  description ``--write-tags`` writes give the same cost or saving.
 
 Screenshots go to ``tests/output/`` (not committed); ``quickstart-artifact-view.png`` is the
 README's picture (``docs/mlflow_run.png``).
@@ -30,10 +31,12 @@ import warnings
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import optuna
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import _log_by_hand
 from lightning_models import LinearRegression, loaders
 from mlflow import MlflowClient
 from optuna.trial import TrialState
@@ -140,16 +143,29 @@ def sweep(mlflow_server, tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def offline(mlflow_server, tmp_path_factory) -> dict:
+    """The offline example's runs, and two more logged the same way (plain log_batch, no
+    advisor) whose curves go on past a plateau: one falls again by a lot after it (the
+    advisor's stop costs), one stays flat (its stop costs nothing)."""
     folder = tmp_path_factory.mktemp("offline")
     name = f"offline-{uuid.uuid4().hex[:8]}"
     _example("offline_analysis.py", folder, "--tracking-uri", mlflow_server.url,
              "--experiment", name)
+    client = MlflowClient(mlflow_server.url)
+    experiment_id = client.get_experiment_by_name(name).experiment_id
+    e = np.arange(1, 61)
+    noise = np.random.default_rng(0).normal(0, 0.002, e.size)
+    plateau = 0.6 + 0.4 * np.exp(-e / 3)
+    second_drop = np.where(e <= 45, plateau, 0.33 + 0.27 * np.exp(-(e - 45) / 3)) + noise
+    # flat after epoch 12, never better again: creeping up 1e-4 an epoch, +-5e-5 each epoch
+    flat = np.where(e <= 12, plateau + noise, plateau[11] + 1e-4 * (e - 12)
+                    + 5e-5 * (-1.0) ** e)
+    for run_name, val in (("second-drop", second_drop), ("flat-after-stop", flat)):
+        _log_by_hand(client, experiment_id, run_name,
+                     {"val_loss": val, "train_loss": val - 0.05}, e)
     out = folder / "dash"
     assert main(["report", "--experiment", name, "--tracking-uri", mlflow_server.url, "--out",
                  str(out), "--train-metric", "train_loss", "--write-tags", "--quiet"]) == 0
-    client = MlflowClient(mlflow_server.url)
-    experiment = client.get_experiment_by_name(name)
-    return {"name": name, "experiment_id": experiment.experiment_id, "dash": out}
+    return {"name": name, "experiment_id": experiment_id, "dash": out}
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +222,8 @@ def test_quickstart_tells_one_story_in_the_terminal_the_run_and_its_report(
     try:
         note = _description(page)
         assert note.splitlines()[0].strip() == headline
-        assert f"keep the best checkpoint (epoch {best})" in _squash(note)
+        assert _squash(tags["advisor.reason"]) in _squash(note)
+        assert f"epoch {best}" in tags["advisor.reason"]  # the reason names the same epoch
         assert f"{value} at epoch {best} (Lightning's epoch={lightning_epoch})" in _squash(note)
         assert path in note and saving in _squash(note)
         assert _chip(page, "advisor.verdict") == verdict
@@ -323,6 +340,8 @@ def test_sweep_trials_tell_one_story_in_mlflow_optuna_and_the_dashboard(
 # ---------------------------------------------------------------------------- offline report
 def test_a_costly_stop_shows_one_cost_in_dashboard_page_terminal_and_description(
         browser, mlflow_server, offline, capsys):
+    """The costliest stop (found by sorting the dashboard on it) has one cost everywhere; a
+    stop that cost nothing says so everywhere."""
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
     try:
         page.goto((offline["dash"] / "index.html").as_uri())
@@ -343,21 +362,33 @@ def test_a_costly_stop_shows_one_cost_in_dashboard_page_terminal_and_description
         expect(page.locator("table.facts")).to_contain_text(f"{share} worse than the run's best")
         page.screenshot(path=str(OUTPUT / "offline-costly-run.png"), full_page=True)
         run_id = Path(page.url).stem
+        page.go_back()
+        free = page.locator("#runs tbody tr", has=page.locator('a:text-is("flat-after-stop")'))
+        assert free.locator("td").nth(column).inner_text() == "0.0%"
+        free.locator("td.name > a").first.click()
+        saving = page.locator(".verdict .cost").inner_text()
+        assert "could have been saved at no cost" in saving
+        free_id = Path(page.url).stem
     finally:
         page.close()
 
-    capsys.readouterr()
-    assert main(["analyze", run_id, "--tracking-uri", mlflow_server.url,
-                 "--train-metric", "train_loss"]) == 0
-    terminal = capsys.readouterr().out
-    line = next(x for x in terminal.splitlines() if x.startswith("cost:"))
-    assert _squash(line.removeprefix("cost:")) == _squash(cost)
+    client = MlflowClient(mlflow_server.url)
+    assert client.get_run(run_id).data.tags["mlflow.runName"] == name
+    for rid, text, label in ((run_id, cost, "cost:"), (free_id, saving, "saved:")):
+        capsys.readouterr()
+        assert main(["analyze", rid, "--tracking-uri", mlflow_server.url,
+                     "--train-metric", "train_loss"]) == 0
+        terminal = capsys.readouterr().out
+        line = next(x for x in terminal.splitlines() if x.startswith(label))
+        assert _squash(line.removeprefix(label)) == _squash(text)
 
-    page = _run_page(browser, mlflow_server.url, offline["experiment_id"], run_id)
-    try:
-        note = _description(page)  # written by --write-tags
-        assert _squash(cost) in _squash(note)
-        assert _chip(page, "advisor.verdict") in note.splitlines()[0].lower()
-    finally:
-        page.screenshot(path=str(OUTPUT / "offline-costly-run-mlflow.png"), full_page=True)
-        page.close()
+        page = _run_page(browser, mlflow_server.url, offline["experiment_id"], rid)
+        try:
+            note = _description(page)  # written by --write-tags
+            assert _squash(text) in _squash(note)
+            assert _chip(page, "advisor.verdict") in note.splitlines()[0].lower()
+        finally:
+            if rid == run_id:
+                page.screenshot(path=str(OUTPUT / "offline-costly-run-mlflow.png"),
+                                full_page=True)
+            page.close()
