@@ -527,7 +527,7 @@ class Advisor:
         if self.lr_plan is None:
             return sched, None
         return sched, read_plan(self.lr_plan, x, y, tolerance=tol, max_steps=self.max_steps,
-                                logged_lr=logged_lr, min_checks=self.min_window)
+                                logged_lr=logged_lr, min_checks=self.min_window, unit=self.unit)
 
     def _forecast(self, x: np.ndarray, y: np.ndarray, noise: float):
         """The forecast at ``max_steps``, refitting only when the phase has grown enough."""

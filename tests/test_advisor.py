@@ -674,6 +674,18 @@ def test_reasons_count_in_the_callers_unit(saturating_curve, curve):
         assert " step" not in text, text
 
 
+def test_a_planned_decay_is_named_in_the_callers_unit():
+    # flat from epoch 10 on, with a decay planned at epoch 60 of 80: wait for it, in epochs
+    e = np.arange(1, 41, dtype=float)
+    values = 0.5 + 0.5 * np.exp(-e / 3) + np.random.default_rng(2).normal(0, 0.002, e.size)
+    advisor = Advisor(max_steps=80, lr_plan={1: 0.1, 60: 0.01}, unit="epoch")
+    advices = feed(advisor, values)
+    assert not any(a.should_stop for a in advices)
+    texts = [a.reason for a in advices] + [e.summary for a in advices for e in a.evidence]
+    assert any("at epoch 60" in t for t in texts)
+    assert not [t for t in texts if " step" in t]
+
+
 def test_import_advisor_does_not_import_heavy_frameworks():
     code = ("import sys, advisor; print(sorted(m for m in ('torch', 'lightning', "
             "'pytorch_lightning', 'mlflow', 'optuna') if m in sys.modules))")
