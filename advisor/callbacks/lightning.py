@@ -190,7 +190,7 @@ class AdvisorCallback(*_callback_bases()):
         self._warned, self._planned_for, self._read = set(), None, {}
         self._group, self._prefix = [self], ""
         self._stop_tag_written, self._run_name_seen = False, None
-        self._kept, self._logged_step = (None, False), None
+        self._kept, self._logged_step, self._announce = (None, False), None, False
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._fitting = False
