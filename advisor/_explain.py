@@ -21,13 +21,14 @@ def _g(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4g}"
 
 
-def plateau_evidence(r: PlateauResult, monitor: str, sign: float, confidence: float) -> Evidence:
+def plateau_evidence(r: PlateauResult, monitor: str, sign: float, confidence: float,
+                     unit: str = "step") -> Evidence:
     t = r.trend
     lo, hi = sorted((sign * t.low_slope, sign * t.high_slope))
     summary = (
-        f"over the last {t.n} checks (steps {r.window_start:g}-{r.window_end:g}) {monitor} moved "
-        f"{sign * t.slope:+.3g} per step ({100 * confidence:.4g}% interval {lo:+.3g} to {hi:+.3g}, "
-        f"Mann-Kendall p={t.pvalue:.2g}); the budget left is worth about "
+        f"over the last {t.n} checks ({unit}s {r.window_start:g}-{r.window_end:g}) {monitor} "
+        f"moved {sign * t.slope:+.3g} per {unit} ({100 * confidence:.4g}% interval {lo:+.3g} to "
+        f"{hi:+.3g}, Mann-Kendall p={t.pvalue:.2g}); the budget left is worth about "
         f"{r.projected_gain:.3g} more (at most {r.projected_gain_high:.3g}) against "
         f"{r.tolerance:.3g} worth training for"
     )
@@ -42,18 +43,24 @@ def plateau_evidence(r: PlateauResult, monitor: str, sign: float, confidence: fl
 
 
 def overfitting_evidence(r: OverfittingResult, monitor: str, train_metric: str | None,
-                         best_step: float, step: float, noise: float) -> Evidence:
+                         best_step: float, step: float, noise: float, unit: str = "step", *,
+                         best_check: float | None = None) -> Evidence:
+    """``best_step`` is the smoothed best the tests start from; ``best_check`` the best check
+    itself (the checkpoint to keep), named too when it is another one."""
     rise = r.rise
+    where = f"{unit} {best_step:g}"
+    if best_check is not None and best_check != best_step:
+        where += f", around the best check at {unit} {best_check:g}"
     if rise is None and r.gap > r.tolerance and r.pvalue < 0.05:
-        summary = (f"{monitor} is {r.gap:.3g} worse than around its smoothed best (step "
-                   f"{best_step:g}) over the {r.checks_since_best} checks since (Mann-Whitney "
+        summary = (f"{monitor} is {r.gap:.3g} worse than around its smoothed best ({where}) "
+                   f"over the {r.checks_since_best} checks since (Mann-Whitney "
                    f"p={r.pvalue:.2g}; too few checks yet for a trend test)")
     elif rise is None:
-        summary = f"{monitor} is at or near its smoothed best (step {best_step:g})"
+        summary = f"{monitor} is at or near its smoothed best ({where})"
     else:
         verb = "is rising" if r.overfitting else "is not rising significantly"
         summary = (
-            f"{monitor} {verb} since its smoothed best (step {best_step:g}): "
+            f"{monitor} {verb} since its smoothed best ({where}): "
             f"{r.rise_size:+.3g} over the {rise.n} checks tested (rising trend "
             f"p={rise.pvalue_increasing:.2g}), now {r.gap:.3g} worse than the best against "
             f"{r.tolerance:.3g} that matters; Prechelt's GL={r.generalization_loss:.3g}"
@@ -77,9 +84,9 @@ def overfitting_evidence(r: OverfittingResult, monitor: str, train_metric: str |
 
 
 def divergence_evidence(r: DivergenceResult, monitor: str, last_value: float, step: float,
-                        sign: float) -> Evidence:
+                        sign: float, unit: str = "step") -> Evidence:
     if r.kind == "non-finite":
-        summary = f"{monitor} is {last_value} at step {step:g} ({r.checks} check(s) in a row)"
+        summary = f"{monitor} is {last_value} at {unit} {step:g} ({r.checks} check(s) in a row)"
     elif r.kind == "blow-up":
         summary = (f"{monitor} has been {r.statistic:.3g} times its usual scale ({r.scale:.3g}) "
                    f"away from its best for {r.checks} checks")
@@ -107,8 +114,9 @@ def to_forecast(r: Forecast, sign: float) -> Forecast:
 
 
 def forecast_evidence(f: Forecast, gain: float, gain_interval: tuple[float, float],
-                      monitor: str) -> Evidence:
-    summary = (f"{monitor} is forecast at {_g(f.value)} by step {f.step:g} ({f.level:.0%} interval "
+                      monitor: str, unit: str = "step") -> Evidence:
+    summary = (f"{monitor} is forecast at {_g(f.value)} by {unit} {f.step:g} ({f.level:.0%} "
+               f"interval "
                f"{_g(f.low)} to {_g(f.high)}, {'+'.join(f.models)}); expected gain over the best "
                f"so far {gain:.3g} ({gain_interval[0]:.3g} to {gain_interval[1]:.3g})")
     return Evidence("forecast", summary, interval=(f.low, f.high),
@@ -122,24 +130,37 @@ def _rank(n: int) -> str:
     return f"{n}{suffix} best"
 
 
+def _chance(p: float) -> str:
+    return "below 0.001" if p < 0.001 else f"{p:.2g}"
+
+
 def promise_evidence(p: float, p_forecast: float | None, p_peers: float | None,
                      peers: PeerResult | None, target: float, threshold: float, n_best: int,
-                     forecast: Forecast | None) -> Evidence:
-    """Why a sweep's trial is (un)likely to end better than the ``n_best``-th best finished one."""
-    parts = []
+                     forecast: Forecast | None, unit: str = "step") -> Evidence:
+    """Why a sweep's trial is (un)likely to end better than the ``n_best``-th best finished one.
+
+    One chance is quoted, ``p``, the one the decision compares with the threshold, and the
+    estimate it comes from (the trial's forecast or the complete trials) is named; the other
+    estimate is described by its facts."""
+    aim = f"to end better than {target:.4g} (the {_rank(n_best)} complete trial)"
+    peer_facts = forecast_facts = None
     if p_peers is not None and peers is not None:
-        parts.append(f"to beat {target:.4g} (the {_rank(n_best)} complete trial) it needs "
-                     f"{peers.needed:.3g} more, and {peers.gained_enough} of the {peers.peers} "
-                     f"complete trials improved that much after step {peers.step:g} (the most: "
-                     f"{peers.largest:.3g}; chance {p_peers:.2g})")
-    else:
-        parts.append(f"the value to beat is {target:.4g} (the {_rank(n_best)} complete trial)")
+        peer_facts = (f"it needs {peers.needed:.3g} more, and {peers.gained_enough} of the "
+                      f"{peers.peers} complete trials improved that much after {unit} "
+                      f"{peers.step:g} (the most: {peers.largest:.3g})")
     if p_forecast is not None and forecast is not None:
-        parts.append(f"its forecast is {forecast.value:.4g} at step {forecast.step:g} "
-                     f"({forecast.level:.0%} interval {forecast.low:.4g} to {forecast.high:.4g}), "
-                     f"a chance of {p_forecast:.2g} to beat it")
+        forecast_facts = (f"its forecast is {forecast.value:.4g} at {unit} {forecast.step:g} "
+                          f"({forecast.level:.0%} interval {forecast.low:.4g} to "
+                          f"{forecast.high:.4g})")
+    chance = f"its chance {aim} is {_chance(p)} (threshold {threshold:g})"
+    if forecast_facts is not None and (peer_facts is None or p == p_forecast):
+        parts = [f"by its forecast, {chance}: {forecast_facts}", peer_facts]
+    elif peer_facts is not None:
+        parts = [f"by the complete trials, {chance}: {peer_facts}", forecast_facts]
+    else:
+        parts = [f"the value to beat is {target:.4g} (the {_rank(n_best)} complete trial)"]
     return Evidence(
-        "promise", "; ".join(parts) + f" (threshold {threshold:g})",
+        "promise", "; ".join(part for part in parts if part),
         statistic=p, pvalue=p,
         interval=None if forecast is None else (forecast.low, forecast.high),
         window=None if peers is None else (peers.step, peers.step),

@@ -107,6 +107,8 @@ class Advisor:
         forecast_extrapolation: extrapolation error of the forecast, in curve ranges per unit of
             horizon ratio (calibrated on real curves; see ``CurveFit.predict``).
         refit_growth: refit the learning-curve forecast when the phase has grown by this factor.
+        unit: what a step counts (``"epoch"`` when steps are epochs), so the reasons say
+            "epoch 40" where the tags and tables say epoch.
     """
 
     def __init__(
@@ -135,6 +137,7 @@ class Advisor:
         forecast_level: float = 0.9,
         forecast_extrapolation: float = 0.3,
         refit_growth: float = 1.25,
+        unit: str = "step",
     ) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"monitor must be a metric name, but got {monitor!r}.")
@@ -167,8 +170,11 @@ class Advisor:
             raise ValueError(
                 f"decay must be positive, forecast_extrapolation non-negative and refit_growth "
                 f"above 1, but got {decay}, {forecast_extrapolation} and {refit_growth}.")
+        if not isinstance(unit, str) or not unit.isidentifier():
+            raise ValueError(f"unit must be a word such as 'epoch' or 'step', but got {unit!r}.")
         self.monitor = monitor
         self.mode = mode
+        self.unit = unit
         self.train_metric = train_metric
         self.max_steps = None if max_steps is None else positive_number(max_steps)
         self.lr_metric = lr_metric
@@ -328,7 +334,7 @@ class Advisor:
         evidence: list[Evidence] = []
         if div.diverged:
             evidence.append(_explain.divergence_evidence(div, monitor, sign * float(y_all[-1]),
-                                                         step, sign))
+                                                         step, sign, self.unit))
         if div.diverged or n < self.min_checks:
             f = self._findings(n, div, None, None, None, None, None, None, tol, again)
             return self._word(decide(f), f, evidence, base, noise=noise)
@@ -343,7 +349,8 @@ class Advisor:
             gain = max(0.0, best - sign * forecast.value)
             lo_v, hi_v = sorted((sign * forecast.low, sign * forecast.high))
             gain_iv = (max(0.0, best - hi_v), max(0.0, best - lo_v))
-            evidence.append(_explain.forecast_evidence(forecast, gain, gain_iv, monitor))
+            evidence.append(_explain.forecast_evidence(forecast, gain, gain_iv, monitor,
+                                                       self.unit))
         base.update(forecast=forecast, expected_gain=gain, expected_gain_interval=gain_iv)
 
         train = None if self.train_metric is None \
@@ -354,7 +361,8 @@ class Advisor:
                                   stall_points=self.stall_window, train_values=train,
                                   autocorrelation=phi)
         evidence.append(_explain.overfitting_evidence(over, monitor, self.train_metric,
-                                                      float(x[over.best_index]), step, noise))
+                                                      float(x[over.best_index]), step, noise,
+                                                      self.unit, best_check=best_step))
         plateau = None
         if yp.size >= self.min_window:
             w = adaptive_window(yp.size, self.window_fraction, self.min_window, self.max_window)
@@ -372,7 +380,8 @@ class Advisor:
                                      prior_best=float(before.min()) if before.size else None,
                                      confidence=confidence, alpha=self.alpha,
                                      autocorrelation=phi)
-            evidence.append(_explain.plateau_evidence(plateau, monitor, sign, confidence))
+            evidence.append(_explain.plateau_evidence(plateau, monitor, sign, confidence,
+                                                      self.unit))
         f = self._findings(n, div, over, plateau, sched, plan,
                            None if gain_iv is None else gain_iv[0], step, tol, again)
         decision = decide(f)
@@ -447,8 +456,8 @@ class Advisor:
             text = evidence[0].summary
             return Advice(verdict=d.verdict, should_stop=True, evidence=tuple(evidence),
                           suggested_stop_step=best_step,
-                          reason=f"Training diverged: {text}; keep the checkpoint of step "
-                                 f"{best_step:g}.", **base)
+                          reason=f"Training diverged: {text}; keep the checkpoint of "
+                                 f"{self.unit} {best_step:g}.", **base)
         if d.why == "too_early":
             ev = Evidence("history", f"{f.checks} finite check(s) of {monitor}; at least "
                                      f"{self.min_checks} are needed for a verdict",
@@ -463,7 +472,7 @@ class Advisor:
         worth = f"{tol:.3g} ({rel:.1%} of the best)"
         reasons = {
             "overfitting": f"Overfitting: {over_text}; keep the best checkpoint "
-                           f"(step {best_step:g}).",
+                           f"({self.unit} {best_step:g}).",
             "overfitting_unconfirmed": f"Validation is rising, to be confirmed at the next "
                                        f"check: {over_text}.",
             "new_phase": f"A new phase began after a drop of the learning rate "
@@ -487,12 +496,12 @@ class Advisor:
             "unconfirmed": f"Looks flat, to be confirmed at the next check: {plateau_text}.",
             "rising": f"Overfitting: {monitor} is rising since its best while training went "
                       f"on, and the rest of the budget is unlikely to improve it by more than "
-                      f"{worth}: {plateau_text}; keep the best checkpoint (step "
+                      f"{worth}: {plateau_text}; keep the best checkpoint ({self.unit} "
                       f"{best_step:g}).",
             "plateau": f"Plateau: training on{self._to_budget()} is unlikely to improve "
                        f"{monitor} by more than {worth}: {plateau_text}"
                        f"{'' if f.schedule.known else '; the learning-rate schedule is unknown'}"
-                       f"; best {base['best_value']:.4g} at step {best_step:g}.",
+                       f"; best {base['best_value']:.4g} at {self.unit} {best_step:g}.",
         }
         suggested = None
         if d.should_stop:
@@ -501,7 +510,7 @@ class Advisor:
                       suggested_stop_step=suggested, reason=reasons[d.why], **base)
 
     def _to_budget(self) -> str:
-        return "" if self.max_steps is None else f" to step {self.max_steps:g}"
+        return "" if self.max_steps is None else f" to {self.unit} {self.max_steps:g}"
 
     def _schedule(self, x: np.ndarray, y: np.ndarray, logged: np.ndarray, finite: np.ndarray,
                   tol: float) -> tuple[Any, PlanState | None]:
@@ -518,7 +527,7 @@ class Advisor:
         if self.lr_plan is None:
             return sched, None
         return sched, read_plan(self.lr_plan, x, y, tolerance=tol, max_steps=self.max_steps,
-                                logged_lr=logged_lr, min_checks=self.min_window)
+                                logged_lr=logged_lr, min_checks=self.min_window, unit=self.unit)
 
     def _forecast(self, x: np.ndarray, y: np.ndarray, noise: float):
         """The forecast at ``max_steps``, refitting only when the phase has grown enough."""

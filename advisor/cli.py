@@ -136,12 +136,12 @@ def _report(args: argparse.Namespace) -> int:
                               tracking_uri=client.tracking_uri, **settings)
         if args.log:
             report_run = log_report_run(client, experiment.experiment_id, folder,
-                                        f"**training-advisor report**: {report.summary_line()}. "
+                                        f"**training-advisor report**: {report.summary_line()} "
                                         "Open `index.html` in the artifacts.")
         if args.write_tags:
             for analysis in report.analysed:
                 write_advice_tags(client, analysis)
-    print(f"{report.summary_line()}; dashboard: {out / 'index.html'}")
+    print(f"{report.summary_line()}\ndashboard: {out / 'index.html'}")
     for skipped in report.skipped:
         print(f"skipped {skipped.run_name}: {skipped.skipped}", file=sys.stderr)
     if report_run is not None:

@@ -135,10 +135,11 @@ def replay(
 
 def advise_run(run: pd.DataFrame, step: str, metric_columns: list[str], monitor: str,
                mode: str, train_metric: str | None, advisor_kwargs: dict[str, Any],
-               max_steps: float | None = None) -> list[Advice]:
+               max_steps: float | None = None, unit: str | None = None) -> list[Advice]:
     """The advice at every check of one run (sorted by ``step``), up to the first stop.
 
-    The budget is ``max_steps`` (at least the run's last step), else the run's last step.
+    The budget is ``max_steps`` (at least the run's last step), else the run's last step. The
+    reasons count in ``unit`` (default: the x-axis column's name, ``epoch`` or ``step``).
     """
     steps = run[step].to_numpy(dtype=float)
     plan = None
@@ -151,8 +152,9 @@ def advise_run(run: pd.DataFrame, step: str, metric_columns: list[str], monitor:
     if plan is not None:  # the plan goes to the budget, beyond the steps that happened
         last = max(last, plan.steps[-1])
     budget = max(max_steps or 0.0, last)
+    settings = {"unit": unit or (step if step.isidentifier() else "step"), **advisor_kwargs}
     advisor = Advisor(monitor, mode, train_metric, max_steps=budget if budget > 0 else None,
-                      lr_plan=plan, **advisor_kwargs)
+                      lr_plan=plan, **settings)
     advices: list[Advice] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AdvisorWarning)

@@ -8,6 +8,7 @@ one is complete). The tags of ``--write-tags`` are written last.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -18,8 +19,17 @@ from typing import Any
 
 import pandas as pd
 
-from .dashboards import RunAnalysis, analyze_run, experiment_html, run_plot_png, run_report_html
-from .dashboards.experiment import run_report_path
+from .advice import Verdict
+from .dashboards import (
+    RunAnalysis,
+    advice_history_row,
+    analyze_run,
+    experiment_html,
+    run_plot_png,
+    run_report_html,
+    story,
+)
+from .dashboards.experiment import mlflow_run_url, run_report_path, summary_text
 from .dashboards.html import GENERATOR
 from .tracking import MissingMetricError, TrackingError, run_curves
 
@@ -48,28 +58,66 @@ def analyze_mlflow_run(client: Any, run: Any, monitor: str = "val_loss", mode: s
         budget = float(tags.get("advisor.budget") or "nan")
     budget = budget if budget == budget else None  # NaN: no budget tag
     step_column = "epoch" if "epoch" in curves.columns else "step"
-    return analyze_run(curves, monitor, mode, train_metric, step_column, run_id=info.run_id,
-                       run_name=name, unit=unit, budget=budget, experiment=experiment,
-                       **advisor_kwargs)
+    analysis = analyze_run(curves, monitor, mode, train_metric, step_column, run_id=info.run_id,
+                           run_name=name, unit=unit, budget=budget, experiment=experiment,
+                           **advisor_kwargs)
+    analysis = dataclasses.replace(analysis, running=info.status == "RUNNING",
+                                   **_checkpoint_facts(analysis, run, curves))
+    return _as_pruned(analysis, tags) if tags.get("advisor.pruned") == "true" else analysis
+
+
+def _checkpoint_facts(a: RunAnalysis, run: Any, curves: Any) -> dict[str, Any]:
+    """How the run's trainer numbers epochs, and the best checkpoint's file when the callback
+    named it for the same best check."""
+    facts: dict[str, Any] = {}
+    tags = run.data.tags
+    if a.unit == "epoch":
+        if "advisor/should_stop" in run.data.metrics:  # written by the Lightning callback
+            facts["origin"] = "Lightning's"
+        elif curves.attrs.get("epochs_from_zero"):
+            facts["origin"] = "logged as"
+    best = None if a.advice is None else a.advice.best_step
+    checkpoint = tags.get("advisor.best_checkpoint")
+    if checkpoint and best is not None and tags.get(f"advisor.best_{a.unit}") == f"{best:g}":
+        facts["checkpoint"] = checkpoint
+    return facts
+
+
+def _as_pruned(a: RunAnalysis, tags: dict[str, str]) -> RunAnalysis:
+    """A pruned run (tag ``advisor.pruned``) ends with the pruner's decision, as its trial
+    and its description say, not with what the advisor alone would say at that check."""
+    if a.advice is None or a.last_step is None:
+        return a
+    verdict = tags.get("advisor.verdict", "")
+    advice = dataclasses.replace(
+        a.advice, step=a.last_step, should_stop=True,
+        verdict=Verdict(verdict) if verdict in {v.value for v in Verdict} else a.advice.verdict,
+        reason=tags.get("advisor.reason") or a.advice.reason)
+    history = list(a.history)
+    row = advice_history_row(advice)
+    if history and history[-1]["step"] == advice.step:
+        history[-1] = row
+    else:
+        history.append(row)
+    return dataclasses.replace(a, advice=advice, history=tuple(history), pruned=True)
 
 
 def format_advice(a: RunAnalysis) -> str:
-    """The advice of one run for the terminal: verdict, reason, evidence, forecast."""
+    """The advice of one run for the terminal, in the words of the run's description and
+    report (:mod:`advisor.dashboards.story`): headline, reason, the checkpoint to keep, the
+    stop's saving or cost, forecast, evidence."""
     advice, unit = a.advice, a.unit
-    of = f" of {a.last_step:g}" if a.last_step is not None else ""
+    title = story.headline(advice, unit, a.budget, pruned=a.pruned, running=a.running)
+    keep = story.keep_text(advice, unit, origin=a.origin, checkpoint=a.checkpoint,
+                           missing=a.checkpoint_missing)
     lines = [f"run {a.run_id} ({a.run_name})" + (f" in {a.experiment}" if a.experiment else ""),
-             f"verdict:  {a.verdict.upper()} ({'stop' if advice.should_stop else 'keep training'}"
-             f" at {unit} {advice.step:g}{of})",
-             f"reason:   {advice.reason}"]
-    if advice.best_value is not None:
-        lines.append(f"best:     {a.monitor} {advice.best_value:.4g} at {unit} "
-                     f"{advice.best_step:g}")
-    if advice.suggested_stop_step is not None:
-        lines.append(f"paid off: until {unit} {advice.suggested_stop_step:g} (training after it "
-                     f"stopped paying off; keep the best checkpoint)")
-    if a.stopped_early:
-        lines.append(f"saved:    {a.saved_steps:g} {unit}(s) trained after the advisor would "
-                     f"have stopped")
+             f"verdict:  {title}", f"reason:   {advice.reason}", f"keep:     {keep}"]
+    paid = story.paid_off_text(advice, unit)
+    if paid is not None:
+        lines.append(f"paid off: {paid}")
+    cost = story.cost_sentence(a)
+    if cost is not None:
+        lines.append(f"{'cost:' if a.regret else 'saved:':<10}{cost[0].upper() + cost[1:]}")
     f = advice.forecast
     if f is not None:
         lines.append(f"forecast: {a.monitor} {f.value:.4g} at {unit} {f.step:g} "
@@ -151,14 +199,9 @@ class ExperimentReport:
         return [a for a in self.analyses if a.advice is None]
 
     def summary_line(self) -> str:
-        done = self.analysed
-        early = sum(a.stopped_early for a in done)
-        saved = sum(a.saved_steps for a in done)
-        units = {a.unit for a in done}
-        unit = f"{units.pop()}(s)" if len(units) == 1 else "epoch(s)/step(s)"
-        return (f"{len(done)} run(s) of {self.experiment!r} analysed, {early} went on after the "
-                f"advisor would have stopped ({saved:g} {unit} that could have been saved), "
-                f"{len(self.skipped)} skipped")
+        """The dashboard's summary (:func:`~advisor.dashboards.experiment.summary_text`): the
+        saving, and the cost where runs got better after the advisor's stop."""
+        return f"{self.experiment!r}: " + summary_text(self.analyses)
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame([a.summary() for a in self.analyses])
@@ -188,6 +231,11 @@ def build_report(client: Any, experiment: Any, runs: list[Any], folder: Path,
     for run in progress(runs):
         a = analyze_mlflow_run(client, run, experiment=name, **settings)
         if a.advice is not None:
+            links = [(f"all runs of {name}", "../index.html")]
+            in_mlflow = mlflow_run_url(tracking_uri, experiment.experiment_id, a.run_id)
+            if in_mlflow:
+                links.append(("this run in MLflow", in_mlflow))
+            a = dataclasses.replace(a, links=tuple(links))
             (folder / run_report_path(a.run_id)).write_text(_run_page(a), encoding="utf-8")
         analyses.append(a)
     report = ExperimentReport(name, experiment.experiment_id, tuple(analyses))
@@ -196,7 +244,8 @@ def build_report(client: Any, experiment: Any, runs: list[Any], folder: Path,
         present = sorted({m for r in runs for m in r.data.metrics if not m.startswith("advisor/")})
         raise TrackingError(f"no run of experiment {name!r} has the monitored metric "
                             f"{monitor!r}; metrics present: {', '.join(present) or 'none'}.")
-    (folder / "index.html").write_text(experiment_html(name, analyses, tracking_uri),
+    (folder / "index.html").write_text(experiment_html(name, analyses, tracking_uri,
+                                                       experiment_id=experiment.experiment_id),
                                        encoding="utf-8")
     report.frame().to_csv(folder / "summary.csv", index=False)
     return report

@@ -8,8 +8,9 @@ The x-axis of a run's curves: MLflow's metric ``step``, unless the run also logg
 metric at the steps of the monitored metric, one check per epoch (as Lightning's
 ``MLFlowLogger`` does: it logs the global step as ``step`` and the epoch as a metric); then the
 x-axis is epochs, counted from 1 (an ``epoch`` metric that starts at 0, as Lightning's does,
-is shifted by one), so a report's epochs are the callback's epochs. Runs written by the
-callback without a logger are logged at step = epoch and say so in their ``advisor.unit`` tag.
+is shifted by one), so a report's epochs are the callback's epochs, and its checkpoints name
+both numberings. Runs written by the callback without a logger are logged at step = epoch and
+say so in their ``advisor.unit`` tag.
 """
 
 from __future__ import annotations
@@ -342,7 +343,8 @@ def run_curves(client: Any, run: Any, monitor: str,
     plan = curves[curves["metric"] == "planned_lr"] if own_plan else curves.iloc[:0]
     curves, unit = epoch_axis(curves.drop(plan.index), monitor)
     if unit == "step" and run.data.tags.get("advisor.unit") == "epoch":
-        unit = "epoch"  # written by the callback at step = epoch
+        unit = "epoch"  # written by the callback at step = epoch: its steps are epochs
+        curves = curves.rename(columns={"step": "epoch"})  # one x column, the plan's too
     if not plan.empty and unit == run.data.tags.get("advisor.unit", unit):
         # the callback logs its plan at its own checks' steps (the epoch, or the global step)
         x_column = "epoch" if "epoch" in curves.columns else "step"
@@ -379,32 +381,35 @@ def epoch_axis(curves: pd.DataFrame, monitor: str) -> tuple[pd.DataFrame, str]:
     # a value logged between two epoch entries belongs to the epoch logged last before it
     merged = pd.merge_asof(rest, table, on="step", direction="backward")
     merged["epoch"] = merged["epoch"].fillna(epoch_at.iloc[0]) + offset
-    return merged[["epoch", "metric", "value"]].reset_index(drop=True), "epoch"
+    out = merged[["epoch", "metric", "value"]].reset_index(drop=True)
+    out.attrs["epochs_from_zero"] = bool(offset)  # the run's own numbering (Lightning's)
+    return out, "epoch"
 
 
 def write_advice_tags(client: Any, analysis: Any) -> None:
     """The callback's tags (``advisor.verdict``, ``advisor.reason``, ``advisor.best_<unit>``,
-    ``advisor.suggested_stop_<unit>``) on an analysed run; the run description too, unless
-    the run has one that is not the advisor's."""
+    ``advisor.suggested_stop_<unit>``, ...) on an analysed run; the run description too,
+    unless the run has one that is not the advisor's. Both tell the analysis's story: the
+    same headline, checkpoint and saving or cost as the report."""
     from mlflow.entities import RunTag
 
-    from .dashboards import advice_markdown
+    from .dashboards import advice_markdown, story
 
-    advice, unit = analysis.advice, analysis.unit
-    tags = {
-        "advisor.verdict": advice.verdict.value,
-        "advisor.reason": advice.reason,
-        f"advisor.best_{unit}": "" if advice.best_step is None else f"{advice.best_step:g}",
-        f"advisor.suggested_stop_{unit}": "" if advice.suggested_stop_step is None
-        else f"{advice.suggested_stop_step:g}",
-        "advisor.unit": unit,
-    }
-    with mlflow_errors(f"cannot write the tags of run {analysis.run_id}"):
-        note = client.get_run(analysis.run_id).data.tags.get("mlflow.note.content", "")
+    a = analysis
+    advice, unit = a.advice, a.unit
+    tags = story.summary_tags(advice, unit, pruned=a.pruned, checkpoint=a.checkpoint)
+    with mlflow_errors(f"cannot write the tags of run {a.run_id}"):
+        run_tags = client.get_run(a.run_id).data.tags
+        if f"advisor.suggested_stop_{unit}" not in tags and \
+                run_tags.get(f"advisor.suggested_stop_{unit}"):
+            tags[f"advisor.suggested_stop_{unit}"] = "none"
+        note = run_tags.get("mlflow.note.content", "")
         if not note or note.startswith("**training-advisor:"):
-            tags["mlflow.note.content"] = advice_markdown(advice, unit, analysis.budget)
-        client.log_batch(analysis.run_id, tags=[RunTag(k, str(v)[:_MAX_TAG_CHARS])
-                                                for k, v in tags.items()], synchronous=True)
+            tags["mlflow.note.content"] = advice_markdown(
+                advice, unit, a.budget, a.checkpoint, pruned=a.pruned, origin=a.origin,
+                missing=a.checkpoint_missing, analysis=a)
+        client.log_batch(a.run_id, tags=[RunTag(k, str(v)[:_MAX_TAG_CHARS])
+                                         for k, v in tags.items()], synchronous=True)
 
 
 def log_report_run(client: Any, experiment_id: str, directory: Path, summary: str) -> str:

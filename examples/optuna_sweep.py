@@ -79,7 +79,7 @@ def summary(study: optuna.Study) -> str:
         if t.state is TrialState.COMPLETE and not early:
             verdict = verdict or "(budget)"
         reason = attrs.get("advisor.reason", "") if (early or t.state is TrialState.PRUNED) \
-            else f"trained the full budget of {t.last_step} epochs"
+            else f"completed its budget of {t.last_step} epochs"
         reason = reason if len(reason) <= 90 else reason[:89] + "…"
         value = t.value if t.value is not None else (
             t.intermediate_values.get(t.last_step) if t.last_step is not None else None)
@@ -130,21 +130,29 @@ def main() -> None:
         states = [t.state for t in study.trials]
         mlflow.log_metrics({"pruned_trials": states.count(TrialState.PRUNED),
                             "complete_trials": states.count(TrialState.COMPLETE)})
+        best = None
         if any(s is TrialState.COMPLETE for s in states):
+            best = (f"Best trial {study.best_trial.number}: val_loss {study.best_value:.4f} "
+                    f"with {study.best_params}")
             mlflow.log_metric("best_val_loss", study.best_value)
             mlflow.set_tag("optuna.best_trial", str(study.best_trial.number))
+        pruned = states.count(TrialState.PRUNED)
+        early = sum(bool(t.user_attrs.get("advisor.finished_early")) for t in study.trials)
+        epochs = sum(t.last_step or 0 for t in study.trials)
+        totals = (f"{len(states)} trials: {pruned} pruned, {early} finished early; {epochs} "
+                  f"epochs trained of {len(states) * args.max_epochs} budgeted.")
+        # the study's run says it too, not only this terminal
+        mlflow.set_tag("mlflow.note.content", "\n\n".join(filter(None, [
+            f"**Optuna sweep {args.study_name}**: {totals}", best,
+            "One nested run per trial; `trials.txt` in the artifacts:",
+            "```\n" + table + "\n```"])))
 
     print()
     print(table)
     print()
-    if any(s is TrialState.COMPLETE for s in states):
-        print(f"Best trial {study.best_trial.number}: val_loss {study.best_value:.4f} with "
-              f"{study.best_params}")
-    pruned = states.count(TrialState.PRUNED)
-    early = sum(bool(t.user_attrs.get("advisor.finished_early")) for t in study.trials)
-    epochs = sum(t.last_step or 0 for t in study.trials)
-    print(f"{len(states)} trials: {pruned} pruned, {early} finished early; {epochs} epochs "
-          f"trained of {len(states) * args.max_epochs} budgeted.")
+    if best:
+        print(best)
+    print(totals)
     print()
     print("Open the sweep in the MLflow UI (one run per trial, nested under the study's run):")
     print(f"  .venv/bin/mlflow ui --backend-store-uri {args.tracking_uri} --port 5000")

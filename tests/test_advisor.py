@@ -428,6 +428,55 @@ def test_forecast_of_an_accuracy_is_in_accuracy_units():
     assert advice.best_value == pytest.approx(acc.max())
 
 
+def _decades_curve() -> np.ndarray:
+    """A loss from 10 down to 0.0135 in 20 epochs (the README picture's run)."""
+    e = np.arange(1, 21, dtype=float)
+    return 0.0135 + 12 * np.exp(-e / 1.9)
+
+
+def test_a_loss_observed_positive_gets_a_positive_forecast_and_interval():
+    # fitted on a linear scale, its forecast at epoch 60 was about -0.05 (interval -3.8 to 3.7)
+    advice = feed(Advisor(max_steps=60), _decades_curve())[-1]
+    f = advice.forecast
+    assert f is not None and 0 < f.low <= f.value <= f.high
+    assert all(m.startswith("log-") for m in f.models)
+    lo, hi = advice.expected_gain_interval
+    assert 0 <= lo <= advice.expected_gain <= hi < advice.best_value  # it cannot gain it all
+    assert f"interval {f.low:.4g} to {f.high:.4g}" in advice.evidence_for("forecast").summary
+
+
+def test_an_accuracy_observed_positive_keeps_a_positive_pessimistic_bound():
+    e = np.arange(1, 13, dtype=float)
+    acc = 0.02 + 0.9 * (1 - np.exp(-e / 2)) + np.random.default_rng(3).normal(0, 0.01, e.size)
+    f = feed(Advisor("val_acc", "max", max_steps=200), acc)[-1].forecast
+    assert f is not None and 0 < f.low <= f.value <= f.high
+
+
+def test_a_forecast_that_keeps_the_sign_is_the_linear_fit_unchanged():
+    e = np.arange(1, 41, dtype=float)
+    f = feed(Advisor(max_steps=100), 0.2 + e ** -0.7)[-1].forecast
+    assert f.low > 0 and not any(m.startswith("log-") for m in f.models)
+
+
+def test_a_curve_that_crosses_zero_has_no_log_fit():
+    from advisor.detectors import fit_learning_curve
+
+    e = np.arange(1, 21, dtype=float)
+    fit = fit_learning_curve(e, 2 * np.exp(-e / 3) - 0.5)  # a loss that is negative at the end
+    assert fit is not None and fit.log_fit is None
+
+
+def test_state_dict_round_trip_keeps_the_log_space_forecast():
+    curve = _decades_curve()
+    advisor = Advisor(max_steps=60)
+    feed(advisor, curve[:15])
+    resumed = Advisor(max_steps=60)
+    resumed.load_state_dict(json.loads(json.dumps(advisor.state_dict())))
+    a, b = feed(advisor, curve[15:], steps=range(16, 21)), feed(
+        resumed, curve[15:], steps=range(16, 21))
+    assert [x.forecast for x in a] == [y.forecast for y in b]
+
+
 # ---------------------------------------------------------------------------- state
 
 
@@ -552,6 +601,7 @@ def test_advice_property_is_the_latest_advice():
     ({"min_window": 10, "max_window": 5}, "10"),
     ({"decay": -1.0}, "-1.0"),
     ({"refit_growth": 1.0}, "1.0"),
+    ({"unit": "two words"}, "two words"),
 ])
 def test_constructor_rejects_bad_settings_naming_the_value(kwargs, shown):
     with pytest.raises(ValueError) as info:
@@ -605,6 +655,35 @@ def test_extreme_values_leak_no_numpy_warnings():
                 advisor = Advisor("val_loss", mode, train_metric="train_loss", max_steps=60)
                 feed(advisor, values, extra={"train_loss": values[::-1], "lr": np.abs(values)})
                 advisor.load_state_dict(advisor.state_dict())
+
+
+@pytest.mark.parametrize("curve", ["plateau", "overfitting"])
+def test_reasons_count_in_the_callers_unit(saturating_curve, curve):
+    """Tags and tables say "epoch": so do the reason and every piece of evidence."""
+    if curve == "plateau":
+        advisor, values, extra = Advisor(max_steps=60, unit="epoch"), saturating_curve, None
+    else:
+        _, values, train = _u_shaped_run()
+        advisor, extra = Advisor(train_metric="train_loss", max_steps=100, unit="epoch"), {
+            "train_loss": train}
+    stop = feed(advisor, values, extra=extra, stop=True)[-1]
+    assert stop.verdict.value == curve
+    texts = [stop.reason] + [e.summary for e in stop.evidence]
+    assert any(f"epoch {stop.best_step:g}" in t for t in texts)
+    for text in texts:
+        assert " step" not in text, text
+
+
+def test_a_planned_decay_is_named_in_the_callers_unit():
+    # flat from epoch 10 on, with a decay planned at epoch 60 of 80: wait for it, in epochs
+    e = np.arange(1, 41, dtype=float)
+    values = 0.5 + 0.5 * np.exp(-e / 3) + np.random.default_rng(2).normal(0, 0.002, e.size)
+    advisor = Advisor(max_steps=80, lr_plan={1: 0.1, 60: 0.01}, unit="epoch")
+    advices = feed(advisor, values)
+    assert not any(a.should_stop for a in advices)
+    texts = [a.reason for a in advices] + [e.summary for a in advices for e in a.evidence]
+    assert any("at epoch 60" in t for t in texts)
+    assert not [t for t in texts if " step" in t]
 
 
 def test_import_advisor_does_not_import_heavy_frameworks():

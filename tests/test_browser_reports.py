@@ -5,6 +5,7 @@ artifact view. Screenshots are kept in ``tests/output/`` (not committed).
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -99,7 +100,9 @@ def test_experiment_dashboard_sorts_and_shows_every_run(browser, report_dir, rep
         saved = rows.evaluate_all(f"rs => rs.map(r => parseFloat(r.cells[{column}].dataset.value))")
         assert saved == sorted(saved, reverse=True) and saved[0] > 0
         w.shot("experiment-dashboard.png")
-        # the run's name links to its own report
+        # the run's name links to its own report (the row also links to the run in MLflow)
+        expect(rows.first.locator("a.mlflow")).to_have_attribute(
+            "href", re.compile(r"^http://127\.0\.0\.1:\d+/#/experiments/\d+/runs/[0-9a-f]{32}$"))
         name = rows.first.locator("a").first.inner_text()
         rows.first.locator("a").first.click()
         expect(w.page.locator("h1")).to_have_text(name)

@@ -71,7 +71,10 @@ def artifact_text(client: MlflowClient, run_id: str, name: str, tmp_path: Path) 
 
 
 def assert_advice_in_run(client: MlflowClient, run_id: str, callback: AdvisorCallback,
-                         checks: int, tmp_path: Path) -> dict[str, str]:
+                         checks: int, tmp_path: Path,
+                         steps: list[int] | None = None) -> dict[str, str]:
+    """``steps``: where the advisor/* metrics are (default: 1..checks, the callback's own
+    axis, where it also logs the trainer's metrics)."""
     """The advice a user looks for in the run: tags, description, metrics, artifacts."""
     tags = client.get_run(run_id).data.tags
     verdict = tags["advisor.verdict"]
@@ -80,11 +83,13 @@ def assert_advice_in_run(client: MlflowClient, run_id: str, callback: AdvisorCal
     assert tags["advisor.reason"] == callback.advice.reason
     assert len(tags["advisor.reason"]) > 20 and callback.monitor in tags["advisor.reason"]
     assert tags["advisor.best_epoch"] == f"{callback.advice.best_step:g}"
-    assert "advisor.suggested_stop_epoch" in tags
+    # no empty chip: the suggested stop is there when the advice has one
+    stop = callback.advice.suggested_stop_step
+    assert tags.get("advisor.suggested_stop_epoch") == (None if stop is None else f"{stop:g}")
     assert verdict.upper() in tags["mlflow.note.content"].splitlines()[0]
-    # one value per validation check, at steps 1..checks, none lost and none twice
+    # one value per validation check, none lost and none twice
     for key in ("advisor/should_stop", "advisor/best_value"):
-        assert metric_steps(client, run_id, key) == list(range(1, checks + 1)), key
+        assert metric_steps(client, run_id, key) == (steps or list(range(1, checks + 1))), key
     best = client.get_metric_history(run_id, "advisor/best_value")
     assert max(best, key=lambda m: m.step).value == pytest.approx(callback.advice.best_value)
     advice = json.loads(artifact_text(client, run_id, "advice.json", tmp_path))
@@ -107,7 +112,17 @@ def test_mlflow_logger_run_gets_the_advice(mlflow_server, tmp_path):
         trainer = fit([callback], logger=logger, max_epochs=8)
     assert write_failures(caught) == []
     assert trainer.current_epoch == 8 and len(callback.history) == 8
-    assert_advice_in_run(client, logger.run_id, callback, checks=8, tmp_path=tmp_path)
+    # on the trainer's axis: the global steps at which the logger put val_loss, so the
+    # advisor's curves overlay it in MLflow's charts
+    val_steps = metric_steps(client, logger.run_id, "val_loss")
+    assert len(val_steps) == 8 and val_steps != list(range(1, 9))
+    tags = assert_advice_in_run(client, logger.run_id, callback, checks=8, tmp_path=tmp_path,
+                                steps=val_steps)
+    for key in ("advisor/forecast", "advisor/forecast_low", "advisor/forecast_high"):
+        assert set(metric_steps(client, logger.run_id, key)) <= set(val_steps), key
+    # it trained its whole budget: the description says so, not "keep training, epoch 8 of 8"
+    first_line = tags["mlflow.note.content"].splitlines()[0]
+    assert "(completed its budget of 8 epochs" in first_line and "keep training" not in first_line
     # the logger's run, not a second one
     runs = client.search_runs([logger.experiment_id])
     assert [r.info.run_id for r in runs] == [logger.run_id]
@@ -169,10 +184,14 @@ def test_active_run_gets_the_advice(fluent_tracking_uri, tmp_path):
     runs_before = (0 if default_before is None
                    else len(client.search_runs([default_before.experiment_id])))
     callback = AdvisorCallback(monitor="val_loss", train_metric="train_loss")
-    with mlflow.start_run() as run:
+    with mlflow.start_run(run_name="the-active-run") as run:
         trainer = fit([callback], max_epochs=6)
     assert_advice_in_run(client, run.info.run_id, callback, checks=trainer.current_epoch,
                          tmp_path=tmp_path)
+    # its report is titled by the run's name, as MLflow shows it, not by its id
+    assert callback.analysis().run_name == "the-active-run"
+    assert "<h1>the-active-run</h1>" in artifact_text(client, run.info.run_id,
+                                                      "advice_report.html", tmp_path)
     assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == [
         run.info.run_id]
     # and no stray run in the callback's default experiment
@@ -202,6 +221,12 @@ def test_stop_mode_stops_on_a_plateau_and_advise_mode_does_not(mlflow_server, tm
     assert tags["advisor.verdict"] in STOPPING
     assert tags["advisor.suggested_stop_epoch"] != ""
     assert "STOP" in tags["mlflow.note.content"].splitlines()[0].upper()
+    # no ModelCheckpoint kept the best epoch: the description says so and how to keep it
+    best = int(stopper.advice.best_step)
+    assert f"at epoch {best} (Lightning's epoch={best - 1})" in tags["mlflow.note.content"]
+    assert 'not saved: ModelCheckpoint(monitor="val\\_loss", mode="min"' in tags[
+        "mlflow.note.content"]
+    assert "advisor.best_checkpoint" not in tags
 
     adviser = AdvisorCallback(monitor="val_loss", train_metric="train_loss", action="advise",
                               tracking_uri=mlflow_server.url, experiment_name=name,
@@ -232,7 +257,7 @@ def test_stop_mode_waits_for_min_epochs():
 
 # ---------------------------------------------------------------------------- checkpoints
 @pytest.mark.parametrize("lr", [0.0, 0.05], ids=["best-early", "best-last"])
-def test_best_checkpoint_is_named_in_the_run(mlflow_server, tmp_path, lr):
+def test_best_checkpoint_is_named_in_the_run(mlflow_server, tmp_path, lr, capsys):
     client = MlflowClient(mlflow_server.url)
     name = unique("ckpt")
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_loss", mode="min")
@@ -247,6 +272,17 @@ def test_best_checkpoint_is_named_in_the_run(mlflow_server, tmp_path, lr):
     tags = run.data.tags
     assert tags.get("advisor.best_checkpoint") == checkpoint.best_model_path
     assert checkpoint.best_model_path in tags["mlflow.note.content"]
+    # the file is Lightning's epoch of the advisor's best epoch, and the callback names it
+    best = int(callback.advice.best_step)
+    assert Path(checkpoint.best_model_path).name.startswith(f"epoch={best - 1}-")
+    assert callback.best_checkpoint == checkpoint.best_model_path
+    assert callback.keep() == (f"epoch {best} (Lightning's epoch={best - 1}), val_loss "
+                               f"{callback.advice.best_value:.4g}: {checkpoint.best_model_path}")
+    # the stop is said once, with the file, even when the best check is the one that stopped
+    # (ModelCheckpoint saves it after the advisor's check)
+    out = capsys.readouterr().out
+    assert out.count("training-advisor stopped training at epoch") == 1
+    assert f"Keep {callback.keep()}" in out
     assert trainer.current_epoch == callback.stopped_step
 
 

@@ -3,6 +3,7 @@ dashboard, and escaping of everything a user controls."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 import subprocess
@@ -81,10 +82,112 @@ def test_overfitting_onset_is_the_best_epoch(analyses):
     assert 15 < a.stop_step < 40 and a.plateau_window is None
 
 
+def test_one_checkpoint_is_named_for_one_decision():
+    """The smoothed best (epoch 21) and the best check (epoch 22, a dip) differ: the checkpoint
+    to keep, the suggested stop and (for overfitting) the band all name the best check."""
+    from advisor.dashboards import advice_markdown
+    from advisor.report import format_advice
+
+    e = np.arange(1, 61)
+    val = np.where(e <= 20, 1.0 - 0.02 * e, 0.6 + 0.006 * (e - 20))
+    val = val + np.random.default_rng(0).normal(0, 0.002, e.size)
+    val[21] = 0.595  # epoch 22
+    a = analyze_run(pd.DataFrame({"epoch": e, "val_loss": val, "train_loss": 1 / np.sqrt(e)}),
+                    train_metric="train_loss")
+    advice = a.advice
+    # validation rises after epoch 20; main's policy may call the stop overfitting or plateau
+    assert advice.should_stop and advice.best_step == 22
+    assert advice.suggested_stop_step == 22 and "epoch 22" in advice.reason
+    if a.verdict == "overfitting":  # its band starts at the kept best
+        assert a.overfitting_onset == 22 and "after epoch 22, the best check" in run_report_html(a)
+    assert "around the best check at epoch 22" in advice.evidence_for("overfitting").summary
+    text = format_advice(a)
+    assert "keep:     epoch 22, val_loss 0.595" in text
+    assert "paid off: until epoch 22, the best check" in text
+    note = advice_markdown(advice, a.unit, a.budget)
+    assert "| best val\\_loss (keep this checkpoint) | 0.595 at epoch 22 |" in note
+    assert "| training paid off | until epoch 22, the best check |" in note
+    page = run_report_html(a)
+    assert "Keep: epoch 22, val_loss 0.595" in page
+    for other in ("epoch 21 ", "epoch 21)"):  # the smoothed best only in the evidence
+        assert other not in note and other not in text.split("evidence:")[0]
+
+
+def test_plateau_paid_off_before_the_best_check_says_both():
+    e = np.arange(1, 61)
+    a = analyze_run(pd.DataFrame({"epoch": e, "val_loss": 0.3 + np.exp(-e / 4)}))
+    advice = a.advice
+    assert a.verdict == "plateau"
+    assert advice.suggested_stop_step < advice.best_step == advice.step  # still creeping down
+    from advisor.report import format_advice
+
+    line = next(x for x in format_advice(a).splitlines() if x.startswith("paid off:"))
+    assert line.startswith(f"paid off: until epoch {advice.suggested_stop_step:g}: the epochs "
+                           f"after it gained less than the tolerance")
+    assert line.endswith(f"the best check (epoch {advice.best_step:g}) included")
+
+
+def _second_drop(n: int = 60) -> pd.DataFrame:
+    """Flat from about epoch 15 to 45, then a second fall (a schedule the history does not
+    show): the advisor stops on the plateau, and the run got much better after it."""
+    e = np.arange(1, n + 1)
+    val = np.where(e <= 45, 0.6 + 0.4 * np.exp(-e / 3), 0.33 + 0.27 * np.exp(-(e - 45) / 3))
+    return pd.DataFrame({"epoch": e, "val_loss": val + np.random.default_rng(0).normal(
+        0, 0.002, n)})
+
+
+def test_a_costly_stop_is_reported_with_its_cost_not_only_its_saving(analyses):
+    from advisor.dashboards import advice_markdown
+    from advisor.report import format_advice
+
+    a = analyze_run(_second_drop(), run_id="drop", run_name="second-drop")
+    assert a.advice.should_stop and a.stopped_early and a.stop_step < 45  # on the flat stretch
+    values = _second_drop()["val_loss"].to_numpy()
+    kept, final = values[: int(a.stop_step)].min(), values.min()
+    assert a.kept_value == pytest.approx(kept) and a.final_best == pytest.approx(final)
+    assert a.regret == pytest.approx(kept - final)
+    assert a.regret_share == pytest.approx((kept - final) / final) and a.regret_share > 0.4
+    share = f"{a.regret_share:.1%}"
+    cost = next(x for x in format_advice(a).splitlines() if x.startswith("cost:"))
+    assert f"({share}) worse than the" in cost and "saved" not in cost.split(":")[0]
+    for text in (run_report_html(a), advice_markdown(a.advice, a.unit, a.budget, analysis=a)):
+        assert f"({share}) worse than the" in text and "cost of the advisor" in text
+    # a stop that cost nothing says so
+    over = analyses["overfitting"]  # only worse after the stop
+    assert over.stopped_early and over.regret == 0
+    assert "at no cost" in format_advice(over)
+    # the dashboard sums the saving and names the worst cost; its table sorts on the cost
+    page = experiment_html("exp", [*analyses.values(), a])
+    summary = page[page.index('<p class="summary">'):]
+    summary = summary[:summary.index("</p>")]
+    assert "could have been saved" in summary
+    assert "got better after the stop" in summary and f"up to {share} worse" in summary
+    assert "second-drop" in summary
+    table = page[page.index('<table class="sortable"'):page.index("</table>")]
+    assert 'cost of the stop (% of the best)</th>' in table.replace(' data-type="number"', "")
+    assert f'data-value="{float(a.regret_share)!r}">{share}</td>' in table
+    assert f'data-value="{float(a.regret)!r}"' in table
+
+
 def test_improving_run_is_not_stopped(analyses):
     a = analyses["improving"]
     assert a.verdict == "improving" and not a.stopped_early and a.saved_steps == 0
     assert a.stop_step == a.last_step == 30
+
+
+def test_a_run_that_used_its_whole_budget_says_so_everywhere(analyses):
+    from advisor.dashboards import advice_markdown
+    from advisor.report import format_advice
+
+    a = analyses["improving"]  # 30 epochs of a budget of 30, never stopped
+    shown = {"description": advice_markdown(a.advice, a.unit, a.budget).splitlines()[0],
+             "report": run_report_html(a), "terminal": format_advice(a).splitlines()[1]}
+    for where, text in shown.items():
+        assert "completed its budget of 30 epochs" in text, where
+        assert "keep training" not in text, where
+    # while it runs, it is still to keep training
+    running = dataclasses.replace(a, running=True)
+    assert "keep training, epoch 30 of 30" in format_advice(running)
 
 
 def test_budget_sets_the_forecast_horizon():
@@ -228,6 +331,22 @@ def test_experiment_dashboard_table_grid_and_links(analyses):
     assert "Skipped" in page and "its metrics: loss." in page
     total = sum(a.saved_steps for a in analyses.values())
     assert f"{total:.4g} epochs could have been saved" in page
+
+
+def test_dashboard_and_run_pages_link_back_to_each_other_and_to_mlflow(analyses):
+    a = dataclasses.replace(analyses["saturating"], links=(
+        ("all runs of exp", "../index.html"),
+        ("this run in MLflow", "http://127.0.0.1:5000/#/experiments/3/runs/sat")))
+    page = run_report_html(a)
+    assert '<a href="../index.html">all runs of exp</a>' in page
+    assert '<a href="http://127.0.0.1:5000/#/experiments/3/runs/sat">this run in MLflow</a>' in page
+    dashboard = experiment_html("exp", list(analyses.values()), "http://127.0.0.1:5000/",
+                                experiment_id="3")
+    assert 'href="http://127.0.0.1:5000/#/experiments/3"' in dashboard
+    assert 'href="http://127.0.0.1:5000/#/experiments/3/runs/sat"' in dashboard
+    # a local store has no UI to link to
+    assert "#/experiments" not in experiment_html("exp", list(analyses.values()),
+                                                  "sqlite:///mlflow.db", experiment_id="3")
 
 
 def test_experiment_dashboard_labels_cells_when_units_differ(analyses):

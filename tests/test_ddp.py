@@ -157,16 +157,17 @@ def test_ddp_ranks_stop_together_with_identical_advice_and_rank0_alone_logs(tmp_
     assert run.data.tags["advisor.reason"] == r0["stop_reason"]
     assert run.data.tags["advisor.suggested_stop_epoch"]
     assert "PLATEAU" in run.data.tags["mlflow.note.content"]
-    for name in ("advisor/should_stop", "advisor/best_value"):
-        history = client.get_metric_history(run.info.run_id, name)
-        assert sorted(m.step for m in history) == list(range(1, checks + 1)), name
-    stops = {m.step: m.value for m in client.get_metric_history(run.info.run_id,
-                                                                 "advisor/should_stop")}
-    assert stops[checks] == 1.0
-    assert [stops[s] for s in range(1, checks + 1)] == [
-        float(row["should_stop"]) for row in r0["history"]]
     val_logged = client.get_metric_history(run.info.run_id, "val_loss")
     assert sorted(m.value for m in val_logged) == sorted(r0["local_val_loss"])
+    val_steps = sorted(m.step for m in val_logged)  # the logger's global steps, one per check
+    assert len(val_steps) == checks
+    for name in ("advisor/should_stop", "advisor/best_value"):  # on the same axis
+        history = client.get_metric_history(run.info.run_id, name)
+        assert sorted(m.step for m in history) == val_steps, name
+    stops = {m.step: m.value for m in client.get_metric_history(run.info.run_id,
+                                                                 "advisor/should_stop")}
+    assert stops[val_steps[-1]] == 1.0
+    assert [stops[s] for s in val_steps] == [float(row["should_stop"]) for row in r0["history"]]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"advice.json", "advice_history.csv"} <= artifacts
 

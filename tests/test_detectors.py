@@ -281,14 +281,23 @@ def test_forecast_interval_widens_with_its_level():
 
 
 def test_forecast_is_invariant_to_affine_rescaling_of_the_metric():
+    """Exactly, while the forecast keeps the curve's sign (then it is the linear fit's); and
+    always for a positive factor (the log-space fit shifts by its log)."""
     x = np.arange(1.0, 31.0)
     rng = np.random.default_rng(1)
-    y = _power_law(x) + rng.normal(0, 0.01, x.size)
+    y = _power_law(x) + 1.0 + rng.normal(0, 0.01, x.size)
     p = fit_learning_curve(x, y, noise=0.01).predict(80.0)
     q = fit_learning_curve(x, 3 * y + 7, noise=0.03).predict(80.0)
+    assert p.low > 0 and q.low > 0
     assert q.value == pytest.approx(3 * p.value + 7, rel=1e-9)
     assert q.low == pytest.approx(3 * p.low + 7, rel=1e-9)
     assert q.high == pytest.approx(3 * p.high + 7, rel=1e-9)
+    y = y - 1.0  # its linear forecast at 80 would reach below zero: the log-space one
+    p = fit_learning_curve(x, y, noise=0.01).predict(80.0)
+    q = fit_learning_curve(x, 3 * y, noise=0.03).predict(80.0)
+    assert p.models[0].startswith("log-") and p.low > 0
+    for a, b in ((q.value, p.value), (q.low, p.low), (q.high, p.high)):
+        assert a == pytest.approx(3 * b, rel=1e-9)
 
 
 def test_forecast_needs_five_points():

@@ -69,6 +69,11 @@ def test_a_trial_that_cannot_catch_up_is_pruned_early_with_its_reason():
     assert attrs["advisor.target"] == pytest.approx(study.best_value)
     assert attrs["advisor.predicted_final"] > study.best_value
     assert "chance" in attrs["advisor.reason"] and "best complete trial" in attrs["advisor.reason"]
+    # one chance: the one compared with the threshold, the attribute's
+    reason = attrs["advisor.reason"]
+    assert reason.count("chance") == 1, reason
+    assert f"is {attrs['advisor.probability']:.2g} (threshold 0.05)" in reason or (
+        attrs["advisor.probability"] < 0.001 and "is below 0.001 (threshold 0.05)" in reason)
 
 
 def test_a_competitive_trial_is_not_pruned():

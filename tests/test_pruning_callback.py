@@ -120,6 +120,9 @@ def test_a_hopeless_trial_raises_trial_pruned_from_fit_and_is_pruned_with_its_re
     assert attrs["advisor.pruned"] is True
     assert attrs["advisor.verdict"] == Verdict.UNPROMISING.value
     assert attrs["advisor.reason"].startswith("Unpromising")
+    # the trial's steps are epochs: the reason counts in epochs, as the tags do
+    assert f"after epoch {epochs}" in attrs["advisor.reason"]
+    assert " step" not in attrs["advisor.reason"]
     assert str(raised.value) == attrs["advisor.reason"] == pruning.prune_reason
     assert attrs["advisor.target"] == pytest.approx(study.best_value)
     assert pruning.pruned and pruning.stopped_step == epochs
@@ -181,8 +184,11 @@ def test_with_validation_twice_an_epoch_steps_are_global_steps_and_never_collide
 
 
 # ---------------------------------------------------------------------------- MLflow
-def test_a_pruned_trials_mlflow_run_is_killed_and_tagged_with_the_reason(mlflow_server):
+def test_a_pruned_trials_mlflow_run_is_killed_and_tagged_with_the_reason(mlflow_server,
+                                                                        tmp_path):
     from mlflow import MlflowClient
+
+    from advisor.cli import main
 
     client = MlflowClient(mlflow_server.url)
     experiment = f"pruning-{uuid.uuid4().hex[:8]}"
@@ -213,6 +219,25 @@ def test_a_pruned_trials_mlflow_run_is_killed_and_tagged_with_the_reason(mlflow_
     steps = sorted(m.step for m in client.get_metric_history(killed.info.run_id,
                                                              "advisor/best_value"))
     assert steps == sorted(hopeless.intermediate_values)  # every check, up to the pruned one
+    # the description tells the pruning too, with the whole reason; the run has its report
+    reason = hopeless.user_attrs["advisor.reason"]
+    note = tags["mlflow.note.content"]
+    assert note.splitlines()[0] == (f"**training-advisor: UNPROMISING (pruned at epoch "
+                                    f"{hopeless.last_step} of {MAX_EPOCHS})**")
+    assert "IMPROVING" not in note and "keep training" not in note
+    assert reason.replace("_", "\\_") in note
+    listed = {a.path for a in client.list_artifacts(killed.info.run_id)}
+    assert {"advice.json", "advice_history.csv", "advice_report.html", "advice_plot.png"} <= listed
+    page = Path(client.download_artifacts(killed.info.run_id, "advice_report.html",
+                                          str(tmp_path))).read_text()
+    assert 'class="badge verdict-unpromising"' in page and "pruned at epoch" in page
+    # and so does `advisor report` on the experiment, which replays the curves
+    out = tmp_path / "report"
+    assert main(["report", "--experiment", experiment, "--tracking-uri", mlflow_server.url,
+                 "--out", str(out), "--quiet"]) == 0
+    page = (out / "runs" / f"{killed.info.run_id}.html").read_text()
+    assert 'class="badge verdict-unpromising"' in page and "pruned at epoch" in page
+    assert "keep training" not in page
 
     finished = runs["trial-0"]
     assert finished.info.status == "FINISHED"
@@ -312,6 +337,10 @@ def check_mlflow_runs(tracking_uri: str, study: optuna.Study, study_name: str) -
     runs = client.search_runs([experiment.experiment_id])
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.run_name == study_name and parent.info.status == "FINISHED"
+    # the study's run has a description: what the sweep did, and its table of trials
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith(f"**Optuna sweep {study_name}**: ")
+    assert "epochs trained of" in note and "trial  state" in note
     children = {r.info.run_id: r for r in runs if r is not parent}
     assert {r.data.tags["mlflow.parentRunId"] for r in children.values()} == {parent.info.run_id}
     trials = study.get_trials(deepcopy=False)

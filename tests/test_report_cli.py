@@ -59,6 +59,11 @@ def test_report_writes_a_dashboard_and_one_page_per_run(report_experiment, dashb
     assert index.count('<svg class="spark"') == 4
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in index and "<script>alert" not in index
     assert leftovers(out.parent) == []
+    # each run's page links back to the dashboard and to the run in MLflow
+    page = (out / "runs" / f"{runs['saturating']}.html").read_text()
+    assert '<a href="../index.html">all runs of ' in page
+    assert (f'href="{report_experiment.url}/#/experiments/{report_experiment.experiment_id}/'
+            f'runs/{runs["saturating"]}"') in page
 
 
 def test_report_verdicts_of_runs_logged_without_the_callback(report_experiment, dashboard):
@@ -90,6 +95,9 @@ def test_report_agrees_with_the_callback_on_its_own_run(report_experiment, dashb
     assert row["best"] == callback.advice.best_step
     page = (Path(dashboard[0]) / "runs" / f"{report_experiment.runs['lightning']}.html")
     assert f"forecast at epoch {callback.budget:g}" in page.read_text()
+    # its checkpoint in both numberings, as the callback's description names it
+    best = int(callback.advice.best_step)
+    assert f"epoch {best} (Lightning&#x27;s epoch={best - 1})" in page.read_text()
 
 
 def test_report_log_and_write_tags(report_experiment, tmp_path):
@@ -169,7 +177,8 @@ def test_analyze_prints_verdict_reason_evidence_and_forecast(report_experiment, 
     assert f"run {run_id} (overfit) in {report_experiment.name}" in out
     assert "verdict:  OVERFITTING (stop at epoch" in out
     assert "reason:   Overfitting: val_loss is" in out
-    assert "paid off: until epoch 15 (training after it stopped paying off" in out
+    assert "keep:     epoch 15, val_loss 0.5" in out
+    assert "paid off: until epoch 15, the best check" in out
     assert "forecast: val_loss" in out and "at epoch 40" in out
     assert "  overfitting: val_loss is" in out
 

@@ -138,6 +138,7 @@ class MlflowWriter:
         self._caller_run_id = _active_run_id()
         self._client: Any = None
         self.run_id: str | None = None
+        self.run_name: str | None = None
         self.created_run = False
         self.last_error: str | None = None
         self._thread = threading.Thread(target=self._loop, name="advisor-mlflow", daemon=True)
@@ -259,6 +260,10 @@ class MlflowWriter:
     def _write_pending(self) -> None:
         if self._client is None:
             self._client, self.run_id, self.created_run = self._connect()
+            try:  # the name MLflow shows (given, or made up by MLflow), for the report's title
+                self.run_name = self._client.get_run(self.run_id).info.run_name
+            except Exception:  # a title is not worth a retry
+                self.run_name = None
         else:
             _check_reachable(getattr(self._client, "tracking_uri", None))
         from mlflow.entities import Metric, RunTag

@@ -174,7 +174,8 @@ class AdvisorPruner(BasePruner):
         p = min(p_forecast, p_peers)
         unpromising = p < self.threshold and max(p_forecast, p_peers) < 0.5
         ev = _explain.promise_evidence(p, p_forecast, p_peers, peers, target, self.threshold,
-                                       self.n_best, f)
+                                       self.n_best, f, self.advisors.advisor_kwargs.get(
+                                           "unit", "step"))
         if not unpromising:
             return dataclasses.replace(advice, evidence=advice.evidence + (ev,))
         return dataclasses.replace(advice, verdict=Verdict.UNPROMISING, should_stop=True,

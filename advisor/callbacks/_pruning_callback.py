@@ -8,6 +8,7 @@ from typing import Any
 import optuna
 
 from ..advice import Advice, Verdict
+from ._pruner import AdvisorPruner
 from ._trials import ATTR_PREFIX, advice_attrs
 from .lightning import AdvisorCallback
 
@@ -65,6 +66,14 @@ class AdvisorPruningCallback(AdvisorCallback):
         self.pruned = False
         self.prune_reason: str | None = None
 
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        pruner = self.trial.study.pruner
+        if stage == "fit" and isinstance(pruner, AdvisorPruner):
+            # the trial's steps are this callback's epochs (or global steps): the pruner's
+            # reasons count in them too, unless it was given a unit
+            pruner.advisors.advisor_kwargs.setdefault("unit", self.unit)
+
     @property
     def best_value(self) -> float | None:
         """The best value of the monitored metric: what the objective should return."""
@@ -97,14 +106,15 @@ class AdvisorPruningCallback(AdvisorCallback):
             if verdict in {v.value for v in Verdict}:  # what the trial records, here too
                 self._record(dataclasses.replace(advice, verdict=Verdict(verdict),
                                                  should_stop=True, reason=reason))
-            if self._writer is not None:
-                self._writer.submit(tags={self._name(ATTR_PREFIX + "verdict"): verdict,
-                                          self._name(ATTR_PREFIX + "reason"): reason,
-                                          self._name(ATTR_PREFIX + "pruned"): "true"})
-            self._stop(trainer, advice.step, reason)
+            if self._writer is not None:  # the run's tags and description tell the pruning
+                self._writer.submit(tags=self._tags(trainer, self.advice))
+            # Optuna logs "Trial N pruned. <reason>" itself at its default verbosity
+            self._stop(trainer, advice.step, reason,
+                       announce=optuna.logging.get_verbosity() > optuna.logging.INFO)
             return
         super()._act(trainer, metrics, advice)
         if self.stop_reason is not None and trainer.is_global_zero:  # converged: finish early
+            # its best checkpoint is named when the fit ends (advisor.best_checkpoint)
             for key, value in advice_attrs(advice, {"finished_early": True}).items():
                 self.trial.set_user_attr(key, value)
 
@@ -121,9 +131,26 @@ class AdvisorPruningCallback(AdvisorCallback):
             self.trial.set_user_attr(key, value)
         return advice.verdict.value, reason
 
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        super().on_fit_end(trainer, pl_module)
+        checkpoint = self.best_checkpoint
+        if (self.stop_reason is not None and not self.pruned and checkpoint
+                and trainer.is_global_zero):  # saved after the check that finished the trial
+            self.trial.set_user_attr(ATTR_PREFIX + "best_checkpoint", checkpoint)
+
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         if isinstance(exception, optuna.TrialPruned) and self._writer is not None:
-            self._writer.close(timeout=10.0, status="KILLED")
-            self._writer = None
+            # a pruned trial's run ends with its advice, report and plot, as a finished one
+            self._end_fit(trainer)
+            try:
+                self._write_final(trainer)
+            except Exception as exc:
+                if self.strict:
+                    raise
+                self._warn_once("final", f"training-advisor could not write its final advice: "
+                                         f"{exc}")
+            if self is self._group[-1]:  # the last callback sharing the run closes it
+                self._writer.close(timeout=30.0, status="KILLED")
+                self._forget_writers()
             return
         super().on_exception(trainer, pl_module, exception)

@@ -17,6 +17,7 @@ from ..dashboards import (
     advice_markdown,
     run_plot_png,
     run_report_html,
+    story,
 )
 from ..detectors.plan import LrPlan, PlateauRule
 from ..history import AdvisorWarning
@@ -26,6 +27,15 @@ from ._mlflow import MlflowWriter, mark_training_experiment, resolve_run
 __all__ = ["PLOT_ARTIFACT", "REPORT_ARTIFACT", "AdvisorCallback"]
 
 REPORT_ARTIFACT, PLOT_ARTIFACT = "advice_report.html", "advice_plot.png"
+
+
+def _logger_step(trainer: Any) -> int:
+    """The step Lightning's loggers give the metrics logged now (``val_loss`` at validation):
+    the count of batches that stepped the optimizer, one less than ``global_step`` during
+    validation inside an epoch."""
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    step = getattr(loop, "_batches_that_stepped", None)
+    return step if isinstance(step, int) else int(trainer.global_step)
 
 
 def _callback_bases() -> tuple[type, ...]:
@@ -120,15 +130,18 @@ class AdvisorCallback(*_callback_bases()):
         self.history: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
         self.stopped_step: float | None = None
+        self.pruned = False  # AdvisorPruningCallback: the trial was pruned (advice says why)
         self.unit = "epoch"
         self.budget: float | None = None
         self._writer: MlflowWriter | None = None
         self.run_id: str | None = None  # the MLflow run written to, once known
         self._tracking_uri: str | None = None
         self._logger_run_name: str | None = None
+        self._run_name_seen: str | None = None
         self._rank_zero = True
         self._log_trainer_metrics = False
         self._warned: set[str] = set()
+        self._stop_tag_written = False
         self._pending_state: dict[str, Any] | None = None
         self._fitting = False  # between this fit's setup and its end
         self._read: dict[str, Any] = {}  # callback_metrics as read at the last check
@@ -136,8 +149,13 @@ class AdvisorCallback(*_callback_bases()):
         self._prefix = ""  # their names' namespace when several share the run
         self._lr: float | None = None
         self._check_pending = False  # validation ran this epoch; judged at the epoch's end
+        self._logged_step: int | None = None  # where Lightning's loggers put this check
         self._trainer: Any = None
         self._planned_for: tuple[int, ...] | None = None  # the schedulers the plan was read from
+        self._fit_trainer: Any = None  # the trainer of the fit under way (its checkpoints)
+        self._fitting = False
+        self._kept: tuple[str | None, bool] = (None, False)  # after the fit: file, none kept
+        self._announce = False  # print the stop when the fit ends
 
     @property
     def state_key(self) -> str:
@@ -155,11 +173,11 @@ class AdvisorCallback(*_callback_bases()):
         # per step, estimated_stepping_batches needs the dataloaders: set at the first check
         self.budget = float(max_epochs) if per_epoch and max_epochs not in (None, -1) else None
         self.advisor = Advisor(self.monitor, self.mode, self.train_metric,
-                               max_steps=self.budget, **self.advisor_kwargs)
+                               max_steps=self.budget, **{"unit": self.unit, **self.advisor_kwargs})
         if self._pending_state is not None:
             self._restore(self._pending_state)
         self._rank_zero = trainer.is_global_zero
-        self._fitting = True
+        self._fit_trainer, self._fitting = trainer, True
         if self.log_to_mlflow and trainer.is_global_zero:
             self._join_run(trainer)
 
@@ -171,6 +189,8 @@ class AdvisorCallback(*_callback_bases()):
         self._check_pending, self._trainer, self._log_trainer_metrics = False, None, False
         self._warned, self._planned_for, self._read = set(), None, {}
         self._group, self._prefix = [self], ""
+        self._stop_tag_written, self._run_name_seen = False, None
+        self._kept, self._logged_step, self._announce = (None, False), None, False
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._fitting = False
@@ -191,9 +211,11 @@ class AdvisorCallback(*_callback_bases()):
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or self.advisor is None:
             return
+        self._logged_step = _logger_step(trainer)
         if self.unit == "epoch":
             # judged at the end of the epoch, once Lightning has averaged the epoch's training
-            # metrics and a ModelCheckpoint on the same metric has saved this epoch
+            # metrics (a ModelCheckpoint saves after this callback's epoch end: the file of a
+            # best check is named in the messages and tags written when the fit ends)
             self._check_pending = True
             self._trainer = trainer  # a checkpoint saved before the epoch ends reads it
             return
@@ -271,12 +293,13 @@ class AdvisorCallback(*_callback_bases()):
         self._writer.submit(tags={"advisor.lr_plan": text})
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        self._fitting = False
+        self._end_fit(trainer)
         if self._writer is not None and self is self._group[-1]:  # the last to share it
             self._writer.close(timeout=10.0, status="FAILED")
             self._forget_writers()
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        self._end_fit(trainer)
         if self._writer is None:
             return
         try:
@@ -287,7 +310,8 @@ class AdvisorCallback(*_callback_bases()):
             self._warn_once("final", f"training-advisor could not write its final advice: {exc}")
         if self is not self._group[-1]:  # the last callback sharing the run closes it
             return
-        unwritten = self._writer.close(timeout=30.0, status="FINISHED")
+        unwritten = self._writer.close(timeout=30.0,
+                                       status="KILLED" if self.pruned else "FINISHED")
         if unwritten:
             run = self._writer.run_id
             self._warn_once("unwritten", (
@@ -350,12 +374,53 @@ class AdvisorCallback(*_callback_bases()):
         if self.action == "stop" and advice.should_stop and self._can_stop(trainer):
             self._stop(trainer, advice.step, advice.reason)
 
-    def _stop(self, trainer: Any, step: float, reason: str) -> None:
+    def _stop(self, trainer: Any, step: float, reason: str, announce: bool = True) -> None:
         self.stop_reason = reason
         self.stopped_step = step
         trainer.should_stop = True
-        if trainer.is_global_zero:
-            print(f"training-advisor stopped training at {self.unit} {step:g}: {reason}")
+        # said when the fit ends: a ModelCheckpoint saves this epoch after this callback's
+        # check, so only then can the message name the file of a best check that is this one
+        self._announce = trainer.is_global_zero and announce
+
+    def keep(self, trainer: Any = None) -> str:
+        """The checkpoint to keep, in words: the best check in the advisor's and Lightning's
+        numbering, its value and the file a ``ModelCheckpoint`` on the monitored metric saved
+        (else how to keep it): ``epoch 40 (Lightning's epoch=39), val_loss 0.0767:
+        checkpoints/epoch=39-step=400.ckpt``."""
+        if self.advice is None:
+            raise RuntimeError("no advice yet: nothing to keep before the first check.")
+        checkpoint, missing = self._checkpoint_state(trainer)
+        return story.keep_text(self.advice, self.unit, origin=self._origin(),
+                               checkpoint=checkpoint, missing=missing)
+
+    @property
+    def best_checkpoint(self) -> str | None:
+        """The file a ``ModelCheckpoint`` on the monitored metric saved at the best check
+        (``None`` if none did): the checkpoint to load."""
+        return self._checkpoint_state()[0]
+
+    def _checkpoint_state(self, trainer: Any = None) -> tuple[str | None, bool]:
+        """The best check's file (or ``None``) and whether the trainer is known to keep none:
+        read from the trainer while it fits, remembered once the fit has ended."""
+        trainer = trainer if trainer is not None else self._fit_trainer
+        if trainer is None or self.advice is None:
+            return self._kept
+        checkpoint = self._best_checkpoint(trainer, self.advice)
+        return checkpoint, checkpoint is None and not self._watching(trainer)
+
+    def _end_fit(self, trainer: Any) -> None:
+        """Remember the checkpoint to keep, and let go of the trainer (and its model)."""
+        self._fitting = False
+        self._kept = self._checkpoint_state(trainer)
+        self._fit_trainer = None
+        if self._announce and self.stopped_step is not None and self.advice is not None:
+            self._announce = False
+            where = story.at(self.stopped_step, self.unit, self._origin())
+            if self.pruned:
+                print(f"training-advisor pruned the trial at {where}: {self.stop_reason}")
+            else:
+                print(f"training-advisor stopped training at {where}: {self.stop_reason}\n"
+                      f"Keep {self.keep()}")
 
     def _record(self, advice: Advice) -> None:
         self.advice = advice
@@ -418,11 +483,19 @@ class AdvisorCallback(*_callback_bases()):
                 return f"advisor{sep}{self._prefix}{sep}{key[len('advisor') + 1:]}"
         return f"{self._prefix}/{key}"
 
-    def _note(self, trainer: Any) -> str:
-        """The run description: this callback's advice, or every sharing callback's."""
-        return "\n\n".join(
-            advice_markdown(cb.advice, cb.unit, cb.budget, cb._best_checkpoint(trainer, cb.advice))
-            for cb in self._group if cb.advice is not None)
+    def _note(self, trainer: Any, final: bool = False) -> str:
+        """The run description: this callback's advice, or every sharing callback's
+        (``final``: with what each one's stop saved or cost)."""
+        notes = []
+        for cb in self._group:
+            if cb.advice is None:
+                continue
+            checkpoint = cb._best_checkpoint(trainer, cb.advice)
+            notes.append(advice_markdown(
+                cb.advice, cb.unit, cb.budget, checkpoint, pruned=cb.pruned,
+                origin=cb._origin(), missing=checkpoint is None and not cb._watching(trainer),
+                analysis=cb.analysis() if final else None))
+        return "\n\n".join(notes)
 
     def _start_writer(self, trainer: Any) -> None:
         logger = self._mlflow_logger(trainer)
@@ -448,26 +521,43 @@ class AdvisorCallback(*_callback_bases()):
         return None
 
     def _log(self, trainer: Any, metrics: dict[str, float], advice: Advice) -> None:
-        step = int(advice.step)
+        # on the trainer's axis: the step its logger gave this check's validation metrics, so
+        # advisor/* overlays val_loss in MLflow's charts; a run the callback writes the
+        # trainer's metrics to itself is on the callback's axis (epochs or global steps)
+        own_axis = self._group[0]._log_trainer_metrics or self._logged_step is None
+        step = int(advice.step) if own_axis else self._logged_step
         values = {self._name(f"advisor/{k}"): v for k, v in self._advice_metrics(advice).items()
                   if v is not None and math.isfinite(v)}
         if self._log_trainer_metrics:  # the run's own values: written once, by the first
             values.update({k: v for k, v in metrics.items() if math.isfinite(v)})
         elif self._lr is not None and math.isfinite(self._lr) and self is self._group[0]:
             values["advisor/lr"] = self._lr  # the rate the check saw, for `advisor report`
+        self._writer.submit(values, step=step, tags=self._tags(trainer, advice))
+
+    def _tags(self, trainer: Any, advice: Advice, final: bool = False) -> dict[str, str]:
+        """The run's ``advisor.*`` tags and description for ``advice``: one story for both
+        (:mod:`advisor.dashboards.story`); ``final``: with the stop's saving or cost."""
         checkpoint = self._best_checkpoint(trainer, advice)
-        tags = {self._name(k): v for k, v in {
-            "advisor.verdict": advice.verdict.value,
-            "advisor.reason": advice.reason,
-            f"advisor.best_{self.unit}": f"{advice.best_step:g}" if advice.best_step else "",
-            f"advisor.suggested_stop_{self.unit}": "" if advice.suggested_stop_step is None
-            else f"{advice.suggested_stop_step:g}",
-        }.items()}
-        tags.update({"mlflow.note.content": self._note(trainer), "advisor.unit": self.unit,
-                     "advisor.budget": "" if self.budget is None else f"{self.budget:g}"})
-        if checkpoint:
-            tags[self._name("advisor.best_checkpoint")] = checkpoint
-        self._writer.submit(values, step=step, tags=tags)
+        own = story.summary_tags(advice, self.unit, pruned=self.pruned, checkpoint=checkpoint)
+        stop_tag = f"advisor.suggested_stop_{self.unit}"
+        if stop_tag in own:
+            self._stop_tag_written = True
+        elif self._stop_tag_written:  # no longer one: say so rather than keep a stale one
+            own[stop_tag] = "none"
+        tags = {self._name(k): v for k, v in own.items() if k != "advisor.unit"}
+        tags.update({"mlflow.note.content": self._note(trainer, final), "advisor.unit": self.unit})
+        if self.budget is not None:
+            tags["advisor.budget"] = f"{self.budget:g}"
+        return tags
+
+    def _origin(self) -> str | None:
+        """Lightning counts epochs from 0 (``epoch=54-step=550.ckpt`` is this epoch 55)."""
+        return "Lightning's" if self.unit == "epoch" else None
+
+    def _watching(self, trainer: Any) -> list[Any]:
+        """The checkpoint callbacks that keep the best of the monitored metric."""
+        return [cb for cb in getattr(trainer, "checkpoint_callbacks", [])
+                if getattr(cb, "monitor", None) == self.monitor]
 
     def _advice_metrics(self, advice: Advice) -> dict[str, float | None]:
         row = self.history[-1]  # this check's row, recorded just before
@@ -493,15 +583,11 @@ class AdvisorCallback(*_callback_bases()):
             return
         # checkpoints of the last epoch are saved after the last check: name the best one now
         checkpoint = self._best_checkpoint(trainer, self.advice)
-        watching = [cb for cb in getattr(trainer, "checkpoint_callbacks", [])
-                    if getattr(cb, "monitor", None) == self.monitor]
+        watching = self._watching(trainer)
         if watching and checkpoint is None:
             self._warn_once("checkpoint", f"the best {self.unit} ({self.advice.best_step:g}) was "
                                           f"never checkpointed by {type(watching[0]).__name__}.")
-        tags = {"mlflow.note.content": self._note(trainer)}
-        if checkpoint:
-            tags[self._name("advisor.best_checkpoint")] = checkpoint
-        self._writer.submit(tags=tags)
+        self._writer.submit(tags=self._tags(trainer, self.advice, final=True))
         final = self.advice.to_dict()
         final["stopped"] = self.stop_reason is not None
         final["unit"] = self.unit
@@ -532,14 +618,18 @@ class AdvisorCallback(*_callback_bases()):
         history = self.advisor.history
         run_id = self.run_id or (self._writer.run_id if self._writer is not None else None)
         train = None if self.train_metric is None else history.values(self.train_metric)
+        checkpoint, missing = self._checkpoint_state()
         return RunAnalysis(
             run_id=run_id or "",
-            run_name=self._logger_run_name or self.run_name or run_id or "this run",
+            run_name=(self._logger_run_name or self.run_name or self._shown_run_name()
+                      or run_id or "this run"),
             monitor=self.monitor, mode=self.mode, train_metric=self.train_metric,
             unit=self.unit, steps=tuple(float(s) for s in history.steps),
             values=tuple(float(v) for v in history.values(self.monitor)),
             train_values=None if train is None else tuple(float(v) for v in train),
-            advice=self.advice, history=tuple(self.history), budget=self.budget)
+            advice=self.advice, history=tuple(self.history), budget=self.budget,
+            pruned=self.pruned, running=self._fitting,
+            origin=self._origin(), checkpoint=checkpoint, checkpoint_missing=missing)
 
     def _render_report(self) -> tuple[str, bytes]:
         analysis = self.analysis()
@@ -575,11 +665,17 @@ class AdvisorCallback(*_callback_bases()):
             (Path(folder) / REPORT_ARTIFACT).write_text(html, encoding="utf-8")
             client.log_artifacts(self.run_id, folder, self._prefix or None)
 
+    def _shown_run_name(self) -> str | None:
+        """The run's name in MLflow, as the writer read it (a nested run, a made-up name)."""
+        writer_name = None if self._writer is None else self._writer.run_name
+        return writer_name or self._run_name_seen
+
     def _forget_writers(self) -> None:
-        """Every sharing callback keeps where the writer wrote (for :meth:`log_report`), then
-        drops it."""
+        """Every sharing callback keeps where the writer wrote (for :meth:`log_report`) and the
+        run's name, then drops it."""
         for cb in self._group:
             if cb._writer is not None:
+                cb._run_name_seen = cb._writer.run_name or cb._run_name_seen
                 cb.run_id = cb._writer.run_id or cb.run_id
                 cb._tracking_uri = cb._writer.tracking_uri or cb._tracking_uri
                 cb._writer = None

@@ -84,6 +84,13 @@ class RunAnalysis:
         budget: the run's budget in ``unit`` (the forecast's horizon), if known.
         experiment: the experiment's name, if any.
         skipped: why the run could not be analysed (then ``advice`` is ``None``).
+        pruned: the run was pruned (by an Optuna pruner): ``advice`` is the pruning decision.
+        running: the run has not ended (a run at its budget has then not "completed" it).
+        origin: where the trainer counts epochs from 0 (Lightning), the name of that numbering
+            (``"Lightning's"``, ``"logged as"``), so checkpoints are named in both.
+        checkpoint: the file a checkpoint callback saved at the best check, if known;
+            ``checkpoint_missing``: the trainer is known to have saved none of it.
+        links: ``(label, url)`` pairs shown on the run's report (the dashboard, MLflow).
     """
 
     run_id: str
@@ -100,6 +107,12 @@ class RunAnalysis:
     budget: float | None = None
     experiment: str | None = None
     skipped: str | None = None
+    pruned: bool = False
+    running: bool = False
+    origin: str | None = None
+    checkpoint: str | None = None
+    checkpoint_missing: bool = False
+    links: tuple[tuple[str, str], ...] = ()
 
     @property
     def last_step(self) -> float | None:
@@ -121,8 +134,54 @@ class RunAnalysis:
 
     @property
     def stopped_early(self) -> bool:
-        """Whether the advisor said stop before the run's last check."""
+        """Whether the advisor said stop before the run's last check (the run went on)."""
         return self.saved_steps > 0
+
+    def _best(self, until: float | None = None) -> tuple[float, float] | None:
+        """The best (step, value) of the monitored metric, up to ``until`` (inclusive)."""
+        sign = 1.0 if self.mode == "min" else -1.0
+        best = None
+        for s, v in zip(self.steps, self.values, strict=True):
+            if until is not None and s > until:
+                break
+            if math.isfinite(v) and (best is None or sign * v < sign * best[1]):
+                best = (s, v)
+        return best
+
+    @property
+    def kept_value(self) -> float | None:
+        """The best value by the advisor's stop: what stopping there would have kept."""
+        best = self._best(self.stop_step)
+        return None if best is None else best[1]
+
+    @property
+    def final_best(self) -> float | None:
+        """The best value of the whole run, after the advisor's stop included."""
+        best = self._best()
+        return None if best is None else best[1]
+
+    @property
+    def final_best_step(self) -> float | None:
+        best = self._best()
+        return None if best is None else best[0]
+
+    @property
+    def regret(self) -> float | None:
+        """What the advisor's stop would have cost, in the metric's units (0: nothing): how
+        much better the run's best got after the stop. ``None`` without values."""
+        kept, final = self.kept_value, self.final_best
+        if kept is None or final is None:
+            return None
+        return max(kept - final if self.mode == "min" else final - kept, 0.0)
+
+    @property
+    def regret_share(self) -> float | None:
+        """:attr:`regret` as a share of the run's best value (as the stopping benchmark
+        measures it)."""
+        regret, final = self.regret, self.final_best
+        if regret is None or final is None:
+            return None
+        return regret / max(abs(final), 1e-12)
 
     @property
     def verdict(self) -> str:
@@ -161,6 +220,9 @@ class RunAnalysis:
             "saved": self.saved_steps, "best": None if a is None else a.best_step,
             "best_value": None if a is None else a.best_value,
             "suggested_stop": None if a is None else a.suggested_stop_step,
+            "regret": None if a is None else self.regret,
+            "regret_share": None if a is None else self.regret_share,
+            "pruned": self.pruned, "checkpoint": self.checkpoint,
             "reason": self.skipped if a is None else a.reason,
         }
 
@@ -196,7 +258,7 @@ def analyze_run(
                          f"{wide['run_id'].nunique()} run_ids.")
     wide = wide.sort_values(step)
     advices = advise_run(wide, step, metric_columns, monitor, mode, train_metric, advisor_kwargs,
-                         max_steps=budget)
+                         max_steps=budget, unit=unit)
     steps = wide[step].to_numpy(dtype=float)
     last = float(steps[-1]) if steps.size else None
     return RunAnalysis(

@@ -1,7 +1,8 @@
 """One run's advice as a self-contained HTML page: verdict, reason, plot, evidence, timeline.
 
 Self-contained: the plot is a PNG inside the page (a ``data:`` URI), styles are inline, there
-are no scripts and no links to fetch, so the page opens offline, from a file, an e-mail or the
+are no scripts and nothing is fetched (the links back to the dashboard and to the run in MLflow
+are plain anchors), so the page opens offline, from a file, an e-mail or the
 MLflow artifact view. Every user-controlled string (run name, metric names, reasons, tags) goes
 through :func:`html.escape`.
 """
@@ -14,6 +15,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from . import story
 from .analysis import RunAnalysis
 from .plots import VERDICT_COLORS
 
@@ -84,29 +86,15 @@ def table(header: Iterable[str | tuple[str, str]], rows: Iterable[Iterable[str]]
 
 def _facts(a: RunAnalysis) -> str:
     advice, unit = a.advice, a.unit
-    rows = [("best " + esc(a.monitor),
-             f"{num(advice.best_value)} at {unit} {num(advice.best_step)}")]
-    if advice.suggested_stop_step is not None:
-        rows.append(("suggested stop (keep this checkpoint)",
-                     f"{unit} {num(advice.suggested_stop_step)}"))
-    rows.append(("advisor's stop", f"{unit} {num(a.stop_step)} of {num(a.last_step)} logged"
-                 + (f" (budget {num(a.budget)})" if a.budget else "")))
-    rows.append((f"{unit}s that could have been saved", num(a.saved_steps)))
+    rows = story.facts(advice, unit, a.budget, origin=a.origin, checkpoint=a.checkpoint,
+                       missing=a.checkpoint_missing, analysis=a)
     window = a.plateau_window
     if window is not None:
-        rows.append(("plateau window", f"{unit}s {num(window[0])} to {num(window[1])}"))
+        rows.insert(-1 if advice.forecast is not None else len(rows),
+                    ("plateau window", f"{unit}s {window[0]:g} to {window[1]:g}"))
     if a.overfitting_onset is not None:
-        rows.append(("overfitting onset", f"after {unit} {num(a.overfitting_onset)}"))
-    f = advice.forecast
-    if f is not None:
-        rows.append((f"forecast at {unit} {num(f.step)}",
-                     f"{num(f.value)} ({f.level:.0%} interval {num(f.low)} to {num(f.high)}; "
-                     f"{esc(' + '.join(f.models))})"))
-    if advice.expected_gain is not None and advice.expected_gain_interval is not None:
-        lo, hi = advice.expected_gain_interval
-        rows.append(("expected gain from training on",
-                     f"{num(advice.expected_gain)} ({num(lo)} to {num(hi)})"))
-    return table(["", ""], ([f"<th>{k}</th>", f"<td>{v}</td>"] for k, v in rows),
+        rows.append(("overfitting onset", f"after {unit} {a.overfitting_onset:g}, the best check"))
+    return table(["", ""], ([f"<th>{esc(k)}</th>", f"<td>{esc(v)}</td>"] for k, v in rows),
                  ' class="facts"')
 
 
@@ -162,16 +150,25 @@ def run_report_html(analysis: RunAnalysis, plot_png: bytes | None = None,
         a.experiment and f"experiment {a.experiment}", a.run_id and f"run {a.run_id}",
         f"{a.monitor} ({a.mode})", a.train_metric and f"train metric {a.train_metric}") if p)
     parts = [f"<h1>{esc(a.run_name)}</h1>", f'<p class="meta">{where}</p>']
+    if a.links:
+        parts.append('<p class="links">' + " · ".join(
+            f'<a href="{esc(url)}">{esc(label)}</a>' for label, url in a.links) + "</p>")
     if a.advice is None:
         parts.append(f'<section class="verdict">{verdict_badge("skipped")}'
                      f"<p class=\"reason\">{esc(a.skipped)}</p></section>")
         return page(f"{a.run_name} - training-advisor", "\n".join(parts))
     advice = a.advice
-    action = "stop" if advice.should_stop else "keep training"
+    action = story.action(advice, a.unit, a.budget, pruned=a.pruned, running=a.running)
     color = VERDICT_COLORS.get(a.verdict, "#9e9e9e")
+    keep = story.keep_text(advice, a.unit, origin=a.origin, checkpoint=a.checkpoint,
+                           missing=a.checkpoint_missing)
+    cost = story.cost_sentence(a)
     parts.append(f'<section class="verdict" style="border-color:{color}">'
-                 f"{verdict_badge(a.verdict)} <strong>{action}</strong> at {a.unit} "
-                 f"{num(advice.step)}<p class=\"reason\">{esc(advice.reason)}</p></section>")
+                 f'{verdict_badge(a.verdict)} <strong class="action">{esc(action)}</strong>'
+                 f'<p class="reason">{esc(advice.reason)}</p>'
+                 f'<p class="keep">Keep: {esc(keep)}</p>'
+                 + ("" if cost is None else f'<p class="cost">{esc(cost[0].upper() + cost[1:])}'
+                    "</p>") + "</section>")
     notes = a.value_notes
     if notes:
         items = "".join(f"<li>{esc(n)}</li>" for n in notes)

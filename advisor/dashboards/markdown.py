@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..advice import Advice
+from . import story
 
 __all__ = ["advice_history_row", "advice_markdown"]
 
@@ -20,34 +21,23 @@ def _escape(text: str) -> str:
 
 
 def advice_markdown(advice: Advice, unit: str = "epoch", budget: float | None = None,
-                    checkpoint: str | None = None) -> str:
-    """A short summary for the run description: the verdict on the first line, then the facts."""
-    verdict = advice.verdict.value
-    action = "stop" if advice.should_stop else "keep training"
-    of_budget = f" of {budget:g}" if budget else ""
-    lines = [
-        f"**training-advisor: {verdict.upper()}** ({action}, "
-        f"{unit} {advice.step:g}{of_budget})",
-        "",
-        _escape(advice.reason),
-        "",
-        "| | |",
-        "|---|---|",
-        f"| best {_escape(advice.monitor)} | {_num(advice.best_value)} at {unit} "
-        f"{_num(advice.best_step)} |",
-    ]
-    if advice.suggested_stop_step is not None:
-        lines.append(f"| suggested stop | {unit} {advice.suggested_stop_step:g} |")
-    if checkpoint:
-        lines.append(f"| best checkpoint | `{checkpoint}` |")
-    f = advice.forecast
-    if f is not None:
-        lines.append(f"| forecast at {unit} {f.step:g} | {_num(f.value)} ({f.level:.0%} interval "
-                     f"{_num(f.low)} to {_num(f.high)}) |")
-    if advice.expected_gain is not None and advice.expected_gain_interval is not None:
-        lo, hi = advice.expected_gain_interval
-        lines.append(f"| expected gain from training on | {_num(advice.expected_gain)} "
-                     f"({_num(lo)} to {_num(hi)}) |")
+                    checkpoint: str | None = None, *, pruned: bool = False,
+                    origin: str | None = None, missing: bool = False,
+                    analysis: Any = None) -> str:
+    """A short summary for the run description: the headline on the first line (the verdict
+    and what it means for the run), the reason, then the facts (:func:`story.facts`): the
+    checkpoint to keep, where training stopped paying off, the stop's saving or cost (with
+    ``analysis``), the forecast."""
+    lines = [f"**training-advisor: {story.headline(advice, unit, budget, pruned=pruned)}**", "",
+             _escape(advice.reason)]
+    if analysis is not None and (cost := story.cost_sentence(analysis)) is not None:
+        lines += ["", _escape(cost[0].upper() + cost[1:])]
+    lines += ["", "| | |", "|---|---|"]
+    for label, text in story.facts(advice, unit, budget, origin=origin, checkpoint=checkpoint,
+                                   missing=missing, analysis=analysis):
+        shown = f"`{text}`" if label == "best checkpoint" and text == checkpoint else \
+            _escape(text)
+        lines.append(f"| {_escape(label)} | {shown} |")
     lines += ["", f"_Updated at {unit} {advice.step:g}; evidence in the `advisor/` metrics and "
                   "`advice.json`._"]
     return "\n".join(lines)

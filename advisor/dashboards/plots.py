@@ -11,13 +11,14 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from . import story
 from .analysis import PLOT_LIMIT, RunAnalysis, plottable
 
 __all__ = ["VERDICT_COLORS", "run_plot_png"]
 
 VERDICT_COLORS = {
     "improving": "#2e7d32", "undecided": "#9e9e9e", "plateau": "#f9a825",
-    "overfitting": "#c62828", "diverged": "#6a1b9a",
+    "overfitting": "#c62828", "diverged": "#6a1b9a", "unpromising": "#6d4c41",
 }
 _MONITOR, _TRAIN, _FORECAST = "#1565c0", "#ef6c00", "#5e35b1"
 
@@ -43,7 +44,10 @@ def run_plot_png(analysis: RunAnalysis, width: float = 10.0, height: float = 6.0
     ax, strip = fig.subplots(2, 1, sharex=True, height_ratios=(6, 1))
     _draw_curves(ax, analysis)
     _draw_timeline(strip, analysis)
-    fig.suptitle(f"{analysis.run_name} — {analysis.verdict}", parse_math=False, fontsize=12)
+    a = analysis
+    title = a.verdict if a.advice is None else story.headline(
+        a.advice, a.unit, a.budget, pruned=a.pruned, running=a.running)
+    fig.suptitle(f"{a.run_name} — {title}", parse_math=False, fontsize=12)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
@@ -63,8 +67,12 @@ def _draw_curves(ax: Any, a: RunAnalysis) -> None:
     ax.plot(x[:cut], y[:cut], color=_MONITOR, lw=1.8, marker=marker, ms=3,
             label=f"monitored: {_label(a.monitor)} ({a.mode})")
     if cut < len(x):
+        regret = a.regret
+        after = ("after the advisor's stop" + (
+            f": it got {regret:.3g} ({a.regret_share:.1%}) better" if regret else
+            ": no better"))
         ax.plot(x[max(cut - 1, 0):], y[max(cut - 1, 0):], color=_MONITOR, lw=1.4, alpha=0.35,
-                marker=marker, ms=2, label="after the advisor's stop")
+                marker=marker, ms=2, label=_label(after))
     if advice is not None:
         window = a.plateau_window
         if window is not None:
@@ -73,13 +81,13 @@ def _draw_curves(ax: Any, a: RunAnalysis) -> None:
         onset = a.overfitting_onset
         if onset is not None:
             ax.axvspan(onset, advice.step, color=VERDICT_COLORS["overfitting"], alpha=0.12,
-                       label=f"overfitting from {unit} {onset:g}")
+                       label=f"overfitting after the best ({unit} {onset:g})")
             ax.axvline(onset, color=VERDICT_COLORS["overfitting"], lw=1.2, ls=":")
         if advice.best_step is not None and advice.best_value is not None \
                 and plottable(advice.best_value):
             ax.plot([advice.best_step], [advice.best_value], marker="*", ms=16, color="#212121",
-                    ls="none", label=f"best {advice.best_value:.4g} at {unit} "
-                                     f"{advice.best_step:g}")
+                    ls="none", label=f"keep: best {advice.best_value:.4g} at "
+                                     f"{story.at(advice.best_step, unit, a.origin)}")
         if stop is not None:
             ax.axvline(stop, color="#212121", lw=1.4, ls="--",
                        label=f"advisor: stop at {unit} {stop:g}")
@@ -89,7 +97,9 @@ def _draw_curves(ax: Any, a: RunAnalysis) -> None:
     _set_ylim(ax, y + yt, advice.forecast if advice is not None else None)
     ax.set_ylabel(_label(a.monitor))
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8, framealpha=0.85)
+    # beside the plot, never over the curve, the best point or the stop line
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
+              borderaxespad=0.0)
 
 
 def _set_ylim(ax: Any, values: list[float], forecast: Any) -> None:
@@ -141,4 +151,5 @@ def _draw_timeline(ax: Any, a: RunAnalysis) -> None:
         from matplotlib.patches import Patch
 
         ax.legend(handles=[Patch(color=VERDICT_COLORS.get(v, "#bdbdbd"), label=v) for v in seen],
-                  loc="upper left", bbox_to_anchor=(1.0, 1.15), fontsize=8, frameon=False)
+                  loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
+                  borderaxespad=0.0, ncols=2)

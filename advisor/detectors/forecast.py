@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +63,13 @@ class CurveFit:
 
     Steps are mapped to ``t = (step - origin) / span_x`` and values to
     ``z = (value - y_ref) / span_y``, so the fit is the same for any affine rescaling of the metric.
+
+    A curve observed with one sign throughout (a loss is positive; so is an accuracy, which the
+    advisor sees negated) also gets ``log_fit``: the same families fitted to ``log(|value|)``
+    (``log_sign`` is the sign). :meth:`predict` uses it when the fit above would forecast a
+    value or an interval of the other sign, which the metric cannot take (a loss forecast at
+    -0.05 with an interval from -3.8 to 3.7): the log-space forecast keeps the sign, and its
+    interval narrows towards zero as multiplicative noise does.
     """
 
     members: tuple[_Member, ...]
@@ -71,6 +79,8 @@ class CurveFit:
     span_y: float
     noise: float
     n: int
+    log_fit: CurveFit | None = None
+    log_sign: float = 0.0
 
     def predict(self, step: float, level: float = 0.9, extrapolation: float = 0.3,
                 exponent: float = 0.8) -> Forecast:
@@ -83,6 +93,20 @@ class CurveFit:
         curves the error grows with the horizon ratio ``r = (step - last) / (last - origin)`` as
         about ``extrapolation * r ** exponent`` curve ranges (standard deviation).
         """
+        forecast = self._predict(step, level, extrapolation, exponent)
+        sign, log_fit = self.log_sign, self.log_fit
+        if log_fit is None or min(sign * forecast.value, sign * forecast.low,
+                                  sign * forecast.high) > 0:
+            return forecast
+        g = log_fit._predict(step, level, extrapolation, exponent)
+        with np.errstate(over="ignore"):
+            value, a, b = (float(sign * np.exp(sign * v)) for v in (g.value, g.low, g.high))
+        low, high = sorted((a, b))
+        return Forecast(float(step), value, low, high, level,
+                        tuple(f"log-{m}" for m in g.models), g.weights)
+
+    def _predict(self, step: float, level: float, extrapolation: float,
+                 exponent: float) -> Forecast:
         t = max((step - self.origin) / self.span_x, 1e-9)
         bics = np.array([m.bic for m in self.members])
         w = np.exp(-0.5 * (bics - bics.min()))
@@ -175,6 +199,19 @@ def fit_learning_curve(
     n = x.size
     if n < 5:
         return None
+    fit = _fit_curve(x, y, max_points, noise)
+    sign = 1.0 if np.all(y > 0) else -1.0 if np.all(y < 0) else 0.0
+    if fit is None or not sign:
+        return fit
+    # the same curve in log space, for forecasts that would leave the curve's sign (one noise
+    # scale of the values near the end is about noise / level in log units)
+    level = median(np.abs(y[-3:]))
+    log_fit = _fit_curve(x, sign * np.log(sign * y), max_points, noise / level)
+    return fit if log_fit is None else dataclasses.replace(fit, log_fit=log_fit, log_sign=sign)
+
+
+def _fit_curve(x: np.ndarray, y: np.ndarray, max_points: int, noise: float) -> CurveFit | None:
+    n = x.size
     if n > max_points:
         idx = np.unique(np.linspace(0, n - 1, max_points).round().astype(int))
         x, y = x[idx], y[idx]
@@ -218,13 +255,19 @@ def curve_fit_to_dict(fit: CurveFit) -> dict:
         "origin": _json_float(fit.origin), "span_x": _json_float(fit.span_x),
         "y_ref": _json_float(fit.y_ref), "span_y": _json_float(fit.span_y),
         "noise": _json_float(fit.noise), "n": fit.n,
+        "log_fit": None if fit.log_fit is None else curve_fit_to_dict(fit.log_fit),
+        "log_sign": fit.log_sign,
     }
 
 
 def curve_fit_from_dict(data: dict) -> CurveFit:
-    """The inverse of :func:`curve_fit_to_dict`."""
+    """The inverse of :func:`curve_fit_to_dict` (a fit saved before ``log_fit`` existed loads
+    without it)."""
     members = tuple(_Member(m["name"], np.asarray(m["params"], dtype=float),
                             np.asarray(m["cov"], dtype=float), float(m["bic"]))
                     for m in data["members"])
+    log_fit = data.get("log_fit")
     return CurveFit(members, float(data["origin"]), float(data["span_x"]), float(data["y_ref"]),
-                    float(data["span_y"]), float(data["noise"]), int(data["n"]))
+                    float(data["span_y"]), float(data["noise"]), int(data["n"]),
+                    None if log_fit is None else curve_fit_from_dict(log_fit),
+                    float(data.get("log_sign", 0.0)))

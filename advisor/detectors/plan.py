@@ -187,8 +187,10 @@ def read_plan(
     logged_lr: np.ndarray | None = None,
     pending_ratio: float = 0.5,
     min_checks: int = 6,
+    unit: str = "step",
 ) -> PlanState:
     """Is a decay of the learning rate that matters still ahead of the latest check ``x[-1]``?
+    (The sentence names the steps in ``unit``: ``"epoch"`` where they are epochs.)
 
     Algorithm. A decay *ahead* is a planned rate, before the budget ``max_steps``, at most
     ``pending_ratio`` times the current one (the rate at least halves). It *matters* unless
@@ -220,7 +222,7 @@ def read_plan(
     end = math.inf if max_steps is None else float(max_steps)
     if isinstance(plan, PlateauRule):
         return _read_rule(plan, x, y, tolerance=tolerance, end=end, logged_lr=logged_lr,
-                          k=min_checks)
+                          k=min_checks, unit=unit)
 
     rates = plan.rates_at(x)
     current = float(rates[-1])
@@ -241,7 +243,7 @@ def read_plan(
     next_step, next_rate = float(s[low[0]]), float(r[low[0]])
     factor = next_rate / current
     lowers = (f"the schedule lowers the rate from {current:.3g} to {next_rate:.3g} "
-              f"(x{factor:.2g}) at step {next_step:g}")
+              f"(x{factor:.2g}) at {unit} {next_step:g}")
     details.update(next_step=next_step, next_rate=next_rate)
     high = np.flatnonzero(rates[: max(0, x.size - min_checks)] >= current / pending_ratio)
     if not high.size:
@@ -252,10 +254,10 @@ def read_plan(
     details.update(last_decay_step=last, last_decay_gain=gain, tolerance=tolerance)
     if gain >= tolerance:
         return PlanState(True, current, next_step, next_rate, last, gain,
-                         f"{lowers}, and the last decay of this size (after step {last:g}) "
+                         f"{lowers}, and the last decay of this size (after {unit} {last:g}) "
                          f"brought {gain:.3g}", details)
     return PlanState(False, current, next_step, next_rate, last, gain,
-                     f"{lowers}, but the last decay of this size (after step {last:g}) brought "
+                     f"{lowers}, but the last decay of this size (after {unit} {last:g}) brought "
                      f"only {gain:.3g}, less than the {tolerance:.3g} worth training for", details)
 
 
@@ -285,7 +287,7 @@ def _read_restart(x: np.ndarray, y: np.ndarray, rates: np.ndarray, at: float, to
 
 
 def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: float, end: float,
-               logged_lr: np.ndarray | None, k: int) -> PlanState:
+               logged_lr: np.ndarray | None, k: int, unit: str = "step") -> PlanState:
     details: dict[str, Any] = {"source": rule.source, "factor": rule.factor,
                                "patience": rule.patience, "min_lr": rule.min_lr}
     lr = None if logged_lr is None else np.asarray(logged_lr, dtype=float)
@@ -319,11 +321,11 @@ def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: fl
     details.update(last_decay_step=last, last_decay_gain=gain, checks_since=since,
                    tolerance=tolerance)
     if since < rule.patience + 1 or gain >= tolerance:
-        said = (f"the last reduction (after step {last:g}) brought {gain:.3g}"
+        said = (f"the last reduction (after {unit} {last:g}) brought {gain:.3g}"
                 if gain >= tolerance else
-                f"the last reduction (after step {last:g}) has had only {since} check(s)")
+                f"the last reduction (after {unit} {last:g}) has had only {since} check(s)")
         return PlanState(True, current, None, None, last, gain, f"{lowers}, and {said}", details)
     return PlanState(False, current, None, None, last, gain,
-                     f"{lowers}, but the last reduction (after step {last:g}) brought only "
+                     f"{lowers}, but the last reduction (after {unit} {last:g}) brought only "
                      f"{gain:.3g} in {since} checks, less than the {tolerance:.3g} worth "
                      f"training for: reductions have stopped paying", details)
