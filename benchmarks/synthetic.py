@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from advisor import Advisor, LrPlan
+from benchmarks.false_stops import patience_stop
 
 FAMILIES = ("exponential", "log_linear", "power", "accuracy", "overfitting")
 IMPROVING = ("exponential", "log_linear", "power", "accuracy")
@@ -100,15 +101,8 @@ def make_run(family: str, n: int, noise: float, seed: int) -> dict[str, Any]:
 
 
 def _stop_es(values: np.ndarray, mode: str, patience: int) -> int:
-    best, wait = None, 0
-    for i, v in enumerate(values):
-        if best is None or (v < best if mode == "min" else v > best):
-            best, wait = v, 0
-        else:
-            wait += 1
-            if wait >= patience:
-                return i + 1
-    return values.size
+    """Where EarlyStopping(patience, min_delta=0) stops (1-based), in either mode."""
+    return patience_stop(values if mode == "min" else -values, patience)
 
 
 def _true_cost(run: dict[str, Any], stop: int) -> float:

@@ -233,7 +233,7 @@ def read_plan(
     rise = np.flatnonzero(ahead & (r >= current / pending_ratio))
     if rise.size and current > 0:  # a warm restart (or a warm-up) is ahead: a new anneal
         return _read_restart(x, y, rates, float(s[rise[0]]), float(r[rise[0]]), current,
-                             tolerance, pending_ratio, min_checks, details)
+                             tolerance, pending_ratio, min_checks, details, unit)
     if not low.size or current <= 0:
         rest = r[ahead]
         details["min_ahead"] = float(rest.min()) if rest.size else None
@@ -249,24 +249,31 @@ def read_plan(
     if not high.size:
         return PlanState(True, current, next_step, next_rate, None, None,
                          f"{lowers}, the first decay of this size in the run", details)
-    last = float(x[high[-1]])
+    return _paid(x, y, float(x[high[-1]]), current, next_step, next_rate, tolerance, min_checks,
+                 details, lowers, f"the last decay of this size (after {unit}")
+
+
+def _paid(x: np.ndarray, y: np.ndarray, last: float, current: float, at: float, to: float,
+          tolerance: float, min_checks: int, details: dict[str, Any], ahead: str,
+          what: str) -> PlanState:
+    """Pending if the level of ``y`` fell by the tolerance since ``last`` (the check before the
+    last decay or restart of the size ahead): the change ahead is expected to pay as it did."""
     gain = _gain_after(x, y, last, min_checks)
     details.update(last_decay_step=last, last_decay_gain=gain, tolerance=tolerance)
     if gain >= tolerance:
-        return PlanState(True, current, next_step, next_rate, last, gain,
-                         f"{lowers}, and the last decay of this size (after {unit} {last:g}) "
-                         f"brought {gain:.3g}", details)
-    return PlanState(False, current, next_step, next_rate, last, gain,
-                     f"{lowers}, but the last decay of this size (after {unit} {last:g}) brought "
-                     f"only {gain:.3g}, less than the {tolerance:.3g} worth training for", details)
+        return PlanState(True, current, at, to, last, gain,
+                         f"{ahead}, and {what} {last:g}) brought {gain:.3g}", details)
+    return PlanState(False, current, at, to, last, gain,
+                     f"{ahead}, but {what} {last:g}) brought only {gain:.3g}, less than the "
+                     f"{tolerance:.3g} worth training for", details)
 
 
 def _read_restart(x: np.ndarray, y: np.ndarray, rates: np.ndarray, at: float, to: float,
                   current: float, tolerance: float, pending_ratio: float, min_checks: int,
-                  details: dict[str, Any]) -> PlanState:
+                  details: dict[str, Any], unit: str = "step") -> PlanState:
     """A rise of the rate ahead (warm restarts, a cyclic schedule, a warm-up still going): the
     anneal after it is the decay that matters, and the last restart says whether one pays."""
-    raises = (f"the schedule raises the rate from {current:.3g} to {to:.3g} at step {at:g} "
+    raises = (f"the schedule raises the rate from {current:.3g} to {to:.3g} at {unit} {at:g} "
               f"and anneals it again")
     details.update(next_step=at, next_rate=to, restart=True)
     up = np.flatnonzero(rates[1:] >= rates[:-1] / pending_ratio)
@@ -274,16 +281,9 @@ def _read_restart(x: np.ndarray, y: np.ndarray, rates: np.ndarray, at: float, to
     if not up.size:
         return PlanState(True, current, at, to, None, None,
                          f"{raises}; no restart has been seen yet", details)
-    last = float(x[up[-1]])  # the last check before the latest restart
-    gain = _gain_after(x, y, last, min_checks)
-    details.update(last_decay_step=last, last_decay_gain=gain, tolerance=tolerance)
-    if gain >= tolerance:
-        return PlanState(True, current, at, to, last, gain,
-                         f"{raises}, and the last restart (after step {last:g}) brought "
-                         f"{gain:.3g}", details)
-    return PlanState(False, current, at, to, last, gain,
-                     f"{raises}, but the last restart (after step {last:g}) brought only "
-                     f"{gain:.3g}, less than the {tolerance:.3g} worth training for", details)
+    # the last check before the latest restart
+    return _paid(x, y, float(x[up[-1]]), current, at, to, tolerance, min_checks, details,
+                 raises, f"the last restart (after {unit}")
 
 
 def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: float, end: float,
