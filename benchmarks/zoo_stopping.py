@@ -184,13 +184,6 @@ def jobs_for(runs: list[Run]) -> list[tuple[int, str, str, str | None]]:
 
 def _init(runs: list[Run], config: str, kwargs: dict[str, Any]) -> None:
     _STATE.update(runs=runs, config=config, advisor_kwargs=kwargs)
-    stall = os.environ.get("ZOO_STALL")  # an experiment: the plateau test's old stall rule
-    if stall:
-        import functools
-
-        import advisor.advisor as core
-
-        core.detect_plateau = functools.partial(core.detect_plateau, stall_points=int(stall))
 
 
 def summarize(df: pd.DataFrame) -> dict[str, dict[str, float]]:
