@@ -28,9 +28,11 @@ def plateau_evidence(r: PlateauResult, monitor: str, sign: float, confidence: fl
     summary = (
         f"over the last {t.n} checks ({unit}s {r.window_start:g}-{r.window_end:g}) {monitor} "
         f"moved {sign * t.slope:+.3g} per {unit} ({100 * confidence:.4g}% interval {lo:+.3g} to "
-        f"{hi:+.3g}, Mann-Kendall p={t.pvalue:.2g}); the budget left is worth about "
-        f"{r.projected_gain:.3g} more (at most {r.projected_gain_high:.3g}) against "
-        f"{r.tolerance:.3g} worth training for"
+        f"{hi:+.3g}, Mann-Kendall p={t.pvalue:.2g}"
+        + (f"; it moves in steps of {r.resolution:.3g}, so up to one step per window may be "
+           f"hidden" if r.resolution > 0 else "")
+        + f"); the budget left is worth about {r.projected_gain:.3g} more (at most "
+        f"{r.projected_gain_high:.3g}) against {r.tolerance:.3g} worth training for"
     )
     return Evidence(
         "plateau", summary, statistic=t.statistic, pvalue=t.pvalue, interval=(lo, hi),
@@ -38,7 +40,7 @@ def plateau_evidence(r: PlateauResult, monitor: str, sign: float, confidence: fl
         details={"state": r.state.value, "slope": sign * t.slope, "n": t.n,
                  "autocorrelation": t.autocorrelation, "horizon_steps": r.horizon,
                  "projected_gain": r.projected_gain, "projected_gain_high": r.projected_gain_high,
-                 "tolerance": r.tolerance},
+                 "tolerance": r.tolerance, "resolution": r.resolution},
     )
 
 

@@ -22,7 +22,12 @@ from .detectors._stats import median, noise_estimate
 from .detectors.forecast import CurveFit, curve_fit_from_dict, curve_fit_to_dict
 from .detectors.overfitting import OverfittingResult
 from .detectors.plan import LrPlan, PlanState, PlateauRule, plan_from_dict, plan_to_dict, read_plan
-from .detectors.plateau import adaptive_window, remaining_gain_horizon, window_rate_ratio
+from .detectors.plateau import (
+    adaptive_window,
+    metric_resolution,
+    remaining_gain_horizon,
+    window_rate_ratio,
+)
 from .detectors.schedule import ScheduleState
 from .history import MetricHistory, positive_number
 from .policy import Decision, Findings, decide
@@ -324,13 +329,17 @@ class Advisor:
         base.update(best_step=best_step, best_value=sign * best)
         # the noise of the recent half of the run: the early fall bends too fast for any
         # detrending of a short history, and would read as noise and autocorrelation
-        noise, phi = noise_estimate(y[-min(4 * self.max_window, max(12, n - n // 2)):])
+        recent = y[-min(4 * self.max_window, max(12, n - n // 2)):]
+        noise, phi = noise_estimate(recent)
         # improvement so far, from a reference robust to initialisation transients
         span = max(median(y[: max(3, n // 4)]) - best, 0.0)
         tol = self.tolerance(sign * best, noise)
         self._span = span
 
-        div = detect_divergence(y_all[-3:], scale=max(span, 4.0 * noise), best=best)
+        # a blow-up is large in the metric's own terms: beyond the improvement so far, the
+        # noise, and ten times the tolerance (a slow drift early in a run, at a scale read from
+        # a few checks, is not a divergence)
+        div = detect_divergence(y_all[-3:], scale=max(span, 4.0 * noise, 10.0 * tol), best=best)
         evidence: list[Evidence] = []
         if div.diverged:
             evidence.append(_explain.divergence_evidence(div, monitor, sign * float(y_all[-1]),
@@ -371,15 +380,19 @@ class Advisor:
             # At least the window's own length: a curve still gaining the tolerance per window
             # is not a plateau just because the budget is nearly used up. The window's slope is
             # its average rate; the horizon is scaled to the rate at its end.
-            horizon = max(remaining_gain_horizon(step, self.max_steps, origin, self.decay),
-                          float(xp[w][-1] - xp[w][0])) * window_rate_ratio(
-                              float(xp[w][0]), step, origin, self.decay)
+            ratio = window_rate_ratio(float(xp[w][0]), step, origin, self.decay)
+            remaining = remaining_gain_horizon(step, self.max_steps, origin, self.decay)
+            horizon = max(remaining, float(xp[w][-1] - xp[w][0])) * ratio
             before = yp[: w[0]]
             confidence = self._look_confidence(step, spacing)
             plateau = detect_plateau(xp[w], yp[w], tolerance=tol, horizon=horizon, noise=noise,
                                      prior_best=float(before.min()) if before.size else None,
                                      confidence=confidence, alpha=self.alpha,
-                                     autocorrelation=phi)
+                                     autocorrelation=phi,
+                                     resolution=metric_resolution(recent) or
+                                     metric_resolution(y), resolution_horizon=remaining * ratio,
+                                     steps_left=None if self.max_steps is None
+                                     else max(self.max_steps - step, 0.0))
             evidence.append(_explain.plateau_evidence(plateau, monitor, sign, confidence,
                                                       self.unit))
         f = self._findings(n, div, over, plateau, sched, plan,

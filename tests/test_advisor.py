@@ -180,6 +180,47 @@ def test_single_spike_does_not_stop_a_run():
     assert not advices[21].should_stop
 
 
+def test_a_curve_still_falling_significantly_is_not_a_plateau_on_the_deceleration_model():
+    # a steady fall of 0.15% of the value per epoch in a 30-epoch budget: the deceleration model
+    # expects less than the 1% tolerance from the rest well before the end, but the curve shows
+    # no sign of slowing; it may stop only once even its straight continuation to the budget
+    # gains less than the tolerance
+    rng = np.random.default_rng(3)
+    y = 1.0 - 0.0015 * np.arange(1, 31) + rng.normal(0, 1e-5, 30)
+    advices = feed(Advisor(max_steps=30, lr_plan={1: 1e-3}), y, extra={"lr": np.full(30, 1e-3)})
+    stop = first_stop(advices)
+    if stop is not None:
+        assert 0.0015 * (30 - stop.step) < 0.01 * y[int(stop.step) - 1]
+
+
+def test_a_slow_early_drift_is_not_a_divergence_but_an_explosion_is():
+    # validation loss creeping up 1% over the first checks (an SGD run that has not started to
+    # learn) is far from blown up in the metric's own terms, however small its early noise
+    y = 1.0964 + 0.0027 * np.arange(12) ** 1.2
+    advices = feed(Advisor(max_steps=300, min_checks=3), y)
+    assert all(a.verdict is not Verdict.DIVERGED for a in advices)
+    exploded = feed(Advisor(max_steps=300, min_checks=3), [*y[:10], 50.0, 400.0], stop=True)
+    assert exploded[-1].verdict is Verdict.DIVERGED and exploded[-1].step == 12
+
+
+def test_accuracy_on_a_small_validation_set_is_not_stopped_on_a_short_tie():
+    # 36 validation samples: accuracy moves in steps of 1/36, bigger than the 1% tolerance; a
+    # few tied checks early in the budget hide any slope below one sample per window
+    correct = np.array([20, 24, 27, 29, 30, 31, 32, 32, 32, 32, 32, 32, 32, 32])
+    acc = correct / 36.0
+    advisor = Advisor("val_acc", "max", max_steps=100, lr_plan={1: 1e-3})
+    advices = feed(advisor, acc, extra={"lr": np.full(acc.size, 1e-3)})
+    assert first_stop(advices) is None
+    plateau = advices[-1].evidence_for("plateau")
+    assert plateau is not None and plateau.details["resolution"] == pytest.approx(1 / 36)
+    # the same tie held to near the end of the budget is a plateau
+    long = np.concatenate([acc, np.full(100 - acc.size, 32 / 36)])
+    advices = feed(Advisor("val_acc", "max", max_steps=100, lr_plan={1: 1e-3}), long,
+                   extra={"lr": np.full(long.size, 1e-3)})
+    stop = first_stop(advices)
+    assert stop is not None and stop.verdict is Verdict.PLATEAU and stop.step < 100
+
+
 # ---------------------------------------------------------------------------- missing monitor
 
 

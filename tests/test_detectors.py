@@ -394,3 +394,23 @@ def test_missing_learning_rate_checks_are_skipped():
     lr = np.r_[np.full(5, 0.1), np.nan, np.full(5, 0.01)]
     s = read_schedule(lr)
     assert s.phase_start == 6  # index of the first check logged after the drop
+
+
+def test_metric_resolution_reads_the_quantum_of_a_quantized_metric_only():
+    from advisor.detectors import metric_resolution
+
+    acc = np.array([20, 24, 27, 29, 30, 30, 31, 31]) / 36.0
+    assert metric_resolution(acc) == pytest.approx(1 / 36)
+    loss = 1.0 / np.sqrt(np.arange(1.0, 30.0))  # a float loss never repeats exactly
+    assert metric_resolution(loss) == 0.0
+    assert metric_resolution(np.full(10, 0.5)) == 0.0  # one level: no quantum seen
+
+
+def test_a_tied_window_of_a_quantized_metric_is_not_flat_by_its_interval_alone():
+    x = np.arange(1.0, 9.0)
+    y = np.full(8, -32 / 36)
+    tied = detect_plateau(x, y, tolerance=0.009, horizon=40)
+    assert tied.state is PlateauState.PLATEAU  # a continuous metric this flat is flat
+    quantized = detect_plateau(x, y, tolerance=0.009, horizon=40, resolution=1 / 36)
+    assert quantized.state is not PlateauState.PLATEAU
+    assert quantized.projected_gain_high == pytest.approx(1 / 36 / 7 * 40)

@@ -44,8 +44,10 @@ def detect_divergence(
     Algorithm: the latest check is non-finite (NaN, +inf, or -inf: a loss does not legitimately
     reach -inf) → diverged at once, since training rarely recovers from NaN weights. Otherwise a
     blow-up is the latest ``confirm`` finite checks all above ``best + blowup * scale``, where
-    ``scale`` is the run's own robust scale (its improvement so far, floored by its noise), so a
-    single spike on a noisy curve is not a divergence. Wrong when a run legitimately spikes for
+    ``scale`` is the run's own robust scale (the :class:`~advisor.Advisor` passes its improvement
+    so far, floored by four noise scales and by ten times the tolerance), so a single spike on a
+    noisy curve, or a slow drift early in a run whose noise was read from a few checks, is not a
+    divergence. Wrong when a run legitimately spikes for
     several checks and recovers (restarts, warm-up of a new phase): raise ``blowup`` or ``confirm``.
     """
     v = np.asarray(values, dtype=float)

@@ -11,7 +11,7 @@ import numpy as np
 from ._stats import TrendResult, noise_scale, trend_test
 
 __all__ = ["PlateauResult", "PlateauState", "adaptive_window", "detect_plateau",
-           "remaining_gain_horizon"]
+           "metric_resolution", "remaining_gain_horizon"]
 
 
 class PlateauState(StrEnum):
@@ -35,6 +35,9 @@ class PlateauResult:
         tolerance: the smallest gain worth training for.
         stalled: the plateau rests on the stall rule (no downward trend, no new best) rather
             than on the slope interval.
+        resolution: the metric's quantum when it is quantized (accuracy on a small validation
+            set moves in steps of one sample), else 0; the slope interval's optimistic end was
+            widened by one quantum over the window.
     """
 
     state: PlateauState
@@ -47,6 +50,7 @@ class PlateauResult:
     projected_gain_high: float
     tolerance: float
     stalled: bool = False
+    resolution: float = 0.0
 
 
 def adaptive_window(n: int, fraction: float, min_points: int, max_points: int) -> np.ndarray:
@@ -102,6 +106,9 @@ def detect_plateau(
     confidence: float = 0.9,
     alpha: float = 0.05,
     autocorrelation: float | None = None,
+    resolution: float = 0.0,
+    resolution_horizon: float | None = None,
+    steps_left: float | None = None,
 ) -> PlateauResult:
     """Test whether a loss-like curve (lower is better) has stopped improving by a useful margin.
 
@@ -110,13 +117,21 @@ def detect_plateau(
     smooth). The gain still to come is the slope times ``horizon`` (see
     :func:`remaining_gain_horizon`). Improving: a downward trend (significant, or a slope interval
     below zero) whose projected gain reaches ``tolerance``. Plateau: even the optimistic end of the
-    slope interval projects less than ``tolerance``; with ``stall_points``, also when the curve has
-    stalled: no downward trend at all (Theil-Sen slope >= 0) over a window of at least
+    slope interval projects less than ``tolerance``; when the interval lies wholly below zero
+    and ``steps_left`` is given, the projection is linear over ``steps_left`` (a curve still
+    falling significantly is not called flat on the strength of the deceleration model alone:
+    its deceleration is an assumption, its fall is data); with ``stall_points``, also when the
+    curve has stalled: no downward trend at all (Theil-Sen slope >= 0) over a window of at least
     ``stall_points`` checks, and the window's best is not ``tolerance`` better than ``prior_best``,
     the best before the window (a rule without error control: under noise, a window with no downward
     trend is common on a curve that still improves; off by default). Undecided otherwise. ``noise``
     (reported as evidence) is measured on the window unless given, and so is the noise's lag-1
-    ``autocorrelation`` the trend test corrects for. Assumes finite values and increasing steps.
+    ``autocorrelation`` the trend test corrects for. A quantized metric (``resolution`` > 0, see
+    :func:`metric_resolution`) hides any slope below one quantum per window: a window of tied
+    values says the slope is small, not zero, so the optimistic gain adds that hidden slope
+    (``resolution`` over the window's length) times ``resolution_horizon`` (default
+    ``horizon``; the caller may pass the budget's own horizon where ``horizon`` is floored by
+    the window's length for the slope it saw). Assumes finite values and increasing steps.
 
     Wrong when: the curve is about to drop (a learning-rate decay, grokking, double descent);
     the callers pass the schedule so a plateau at a high learning rate is not a stop.
@@ -126,7 +141,10 @@ def detect_plateau(
     trend = trend_test(x, y, confidence, autocorrelation)
     noise = noise_scale(y) if noise is None else noise
     gain = max(0.0, -trend.slope) * horizon
-    gain_high = max(0.0, -trend.low_slope) * horizon
+    hidden = resolution / max(float(x[-1] - x[0]), 1e-12) if x.size > 1 else 0.0
+    falling = trend.high_slope < 0 and steps_left is not None
+    gain_high = max(0.0, -trend.low_slope) * (steps_left if falling else horizon) + hidden * (
+        horizon if resolution_horizon is None else resolution_horizon)
     stalled = False
     if (trend.pvalue_decreasing < alpha or trend.high_slope < 0) and gain >= tolerance:
         state = PlateauState.IMPROVING
@@ -139,4 +157,26 @@ def detect_plateau(
     else:
         state = PlateauState.UNDECIDED
     return PlateauResult(state, trend, float(x[0]), float(x[-1]), noise, horizon, gain, gain_high,
-                         tolerance, stalled)
+                         tolerance, stalled, resolution)
+
+
+def metric_resolution(values: np.ndarray) -> float:
+    """The quantum of a quantized metric, or 0 for a continuous one.
+
+    A metric is read as quantized when its values repeat exactly (a float loss practically never
+    does; accuracy on ``n`` validation samples moves in steps of ``1 / n``); its quantum is then
+    the smallest gap between distinct values seen (relative to the largest value, rounded to 9
+    digits, so float noise in the division does not split one level in two). Wrong when a
+    continuous metric is logged rounded to a few digits: that is quantized too, and treated so.
+    """
+    y = np.asarray(values, dtype=float)
+    y = y[np.isfinite(y)]
+    if y.size < 3:
+        return 0.0
+    size = float(np.abs(y).max())
+    if size == 0.0:
+        return 0.0
+    levels = np.unique(np.round(y / size, 9))
+    if levels.size == y.size or levels.size < 2:
+        return 0.0
+    return float(np.diff(levels).min() * size)
