@@ -88,7 +88,12 @@ class Evidence:
 @dataclass(frozen=True)
 class Forecast:
     """The predicted value of the monitored metric at ``step``, with a ``level`` prediction
-    interval, from the learning-curve ``models`` weighted by ``weights`` (BIC)."""
+    interval, from the learning-curve ``models`` weighted by ``weights`` (BIC). ``scale`` is
+    the change the interval is measured in (see
+    :func:`~advisor.detectors.forecast.conformal_interval`; NaN where not computed) and
+    ``calibrated`` says whether the interval is the conformal one or the models' own, and
+    ``ahead`` what the schedule still holds before ``step`` (``"none"``, ``"decay"`` or
+    ``"restart"``), the table the calibration used."""
 
     step: float
     value: float
@@ -97,6 +102,9 @@ class Forecast:
     level: float
     models: tuple[str, ...]
     weights: tuple[float, ...] = ()
+    scale: float = math.nan
+    calibrated: bool = False
+    ahead: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _json_safe(getattr(self, f.name)) for f in fields(self)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,14 @@ from .detectors import (
     read_schedule,
 )
 from .detectors._stats import median, noise_estimate
-from .detectors.forecast import CurveFit, curve_fit_from_dict, curve_fit_to_dict
+from .detectors.forecast import (
+    CONFORMAL_LEVEL,
+    CurveFit,
+    conformal_interval,
+    curve_fit_from_dict,
+    curve_fit_to_dict,
+    forecast_scale,
+)
 from .detectors.overfitting import OverfittingResult
 from .detectors.plan import LrPlan, PlanState, PlateauRule, plan_from_dict, plan_to_dict, read_plan
 from .detectors.plateau import (
@@ -111,6 +119,10 @@ class Advisor:
         forecast_level: coverage of the forecast's prediction interval.
         forecast_extrapolation: extrapolation error of the forecast, in curve ranges per unit of
             horizon ratio (calibrated on real curves; see ``CurveFit.predict``).
+        forecast_calibration: at ``forecast_level=0.9``, replace the models' own interval by the
+            conformal one calibrated on the zoo's tune families (see
+            :func:`~advisor.detectors.forecast.conformal_interval`); ``False`` keeps the
+            models' interval.
         refit_growth: refit the learning-curve forecast when the phase has grown by this factor.
         unit: what a step counts (``"epoch"`` when steps are epochs), so the reasons say
             "epoch 40" where the tags and tables say epoch.
@@ -141,6 +153,7 @@ class Advisor:
         decay: float = 0.5,
         forecast_level: float = 0.9,
         forecast_extrapolation: float = 0.3,
+        forecast_calibration: bool = True,
         refit_growth: float = 1.25,
         unit: str = "step",
     ) -> None:
@@ -198,6 +211,7 @@ class Advisor:
         self.min_progress_without_lr = float(min_progress_without_lr)
         self.decay = float(decay)
         self.forecast_level = float(forecast_level)
+        self.forecast_calibration = bool(forecast_calibration)
         self.forecast_extrapolation = float(forecast_extrapolation)
         self.refit_growth = float(refit_growth)
         self._sign = 1.0 if mode == "min" else -1.0
@@ -352,7 +366,9 @@ class Advisor:
         evidence.append(_explain.schedule_evidence(sched, plan))
         phase = np.arange(n) >= sched.phase_start
         xp, yp = x[phase], y[phase]
-        forecast = self._forecast(xp, yp, noise)
+        forecast = self._forecast(xp, yp, noise, best, self._ahead(x[-1], sched, plan))
+        if forecast is not None:
+            forecast = _explain.to_forecast(forecast, sign)
         gain = gain_iv = None
         if forecast is not None:
             gain = max(0.0, best - sign * forecast.value)
@@ -390,7 +406,8 @@ class Advisor:
                                      confidence=confidence, alpha=self.alpha,
                                      autocorrelation=phi,
                                      resolution=metric_resolution(recent) or
-                                     metric_resolution(y), resolution_horizon=remaining * ratio,
+                                     metric_resolution(y[-2000:]),
+                                     resolution_horizon=remaining * ratio,
                                      steps_left=None if self.max_steps is None
                                      else max(self.max_steps - step, 0.0))
             evidence.append(_explain.plateau_evidence(plateau, monitor, sign, confidence,
@@ -542,8 +559,18 @@ class Advisor:
         return sched, read_plan(self.lr_plan, x, y, tolerance=tol, max_steps=self.max_steps,
                                 logged_lr=logged_lr, min_checks=self.min_window, unit=self.unit)
 
-    def _forecast(self, x: np.ndarray, y: np.ndarray, noise: float):
-        """The forecast at ``max_steps``, refitting only when the phase has grown enough."""
+    def _ahead(self, step: float, sched: ScheduleState, plan: PlanState | None) -> str:
+        """What the schedule still holds, for the forecast's calibration: from the plan's rates,
+        else whether a decay is pending (ReduceLROnPlateau's rule, or the logged rate)."""
+        if isinstance(self.lr_plan, LrPlan):
+            return self.lr_plan.ahead(step, self.max_steps)
+        pending = plan.pending if plan is not None else sched.decay_pending
+        return "decay" if pending else "none"
+
+    def _forecast(self, x: np.ndarray, y: np.ndarray, noise: float, best: float,
+                  ahead: str):
+        """The forecast at ``max_steps`` (loss-like), refitting only when the phase has grown
+        enough, with its calibrated interval (see :func:`conformal_interval`)."""
         if self.max_steps is None or y.size < 5:
             return None
         key = (float(x[0]), int(y.size))
@@ -554,12 +581,20 @@ class Advisor:
         if self._fit is None:
             return None
         target = max(self.max_steps, float(x[-1]))
-        if self._prediction is not None and self._prediction[0] == (id(self._fit), target):
-            return self._prediction[1]
-        result = self._fit.predict(target, self.forecast_level,
-                                   self.forecast_extrapolation)
-        forecast = None
-        if all(math.isfinite(v) for v in (result.value, result.low, result.high)):
-            forecast = _explain.to_forecast(result, self._sign)
-        self._prediction = ((id(self._fit), target), forecast)
-        return forecast
+        if self._prediction is None or self._prediction[0] != (id(self._fit), target):
+            result = self._fit.predict(target, self.forecast_level,
+                                       self.forecast_extrapolation)
+            ok = all(math.isfinite(v) for v in (result.value, result.low, result.high))
+            self._prediction = ((id(self._fit), target), result if ok else None)
+        result = self._prediction[1]
+        if result is None:
+            return None
+        scale = forecast_scale(result.value, median(y[-3:]), best, noise)
+        interval = None
+        if self.forecast_calibration and self.forecast_level == CONFORMAL_LEVEL:
+            interval = conformal_interval(result.value, scale, float(x[-1]) / self.max_steps,
+                                          ahead)
+        if interval is None:
+            return replace(result, scale=scale, ahead=ahead)
+        return replace(result, low=interval[0], high=interval[1], scale=scale, calibrated=True,
+                       ahead=ahead)

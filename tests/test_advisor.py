@@ -453,6 +453,23 @@ def test_forecast_with_a_budget_is_ordered_and_expected_gain_non_negative():
         assert 0 <= lo <= a.expected_gain <= hi
 
 
+def test_the_forecast_interval_is_the_calibrated_one_unless_switched_off(saturating_curve):
+    from advisor.detectors.forecast import conformal_interval
+
+    y = saturating_curve[:40]
+    plan = {1: 0.1, 60: 0.01}
+    advice = feed(Advisor(max_steps=100, lr_plan=plan), y)[-1]
+    f = advice.forecast
+    assert f.calibrated and f.ahead == "decay" and f.scale > 0
+    assert (f.low, f.high) == pytest.approx(conformal_interval(f.value, f.scale, 0.4, "decay"))
+    raw = feed(Advisor(max_steps=100, lr_plan=plan, forecast_calibration=False), y)[-1].forecast
+    assert not raw.calibrated and raw.value == pytest.approx(f.value)
+    assert (raw.low, raw.high) != pytest.approx((f.low, f.high))
+    # another level than the calibrated 90% keeps the models' interval
+    other = feed(Advisor(max_steps=100, lr_plan=plan, forecast_level=0.8), y)[-1].forecast
+    assert not other.calibrated
+
+
 def test_no_forecast_without_a_budget():
     e = np.arange(1, 41, dtype=float)
     advices = feed(Advisor(), 0.2 + e ** -0.7)
@@ -482,7 +499,7 @@ def test_a_loss_observed_positive_gets_a_positive_forecast_and_interval():
     assert f is not None and 0 < f.low <= f.value <= f.high
     assert all(m.startswith("log-") for m in f.models)
     lo, hi = advice.expected_gain_interval
-    assert 0 <= lo <= advice.expected_gain <= hi < advice.best_value  # it cannot gain it all
+    assert 0 <= lo <= advice.expected_gain <= hi <= advice.best_value  # never more than all
     assert f"interval {f.low:.4g} to {f.high:.4g}" in advice.evidence_for("forecast").summary
 
 

@@ -414,3 +414,45 @@ def test_a_tied_window_of_a_quantized_metric_is_not_flat_by_its_interval_alone()
     quantized = detect_plateau(x, y, tolerance=0.009, horizon=40, resolution=1 / 36)
     assert quantized.state is not PlateauState.PLATEAU
     assert quantized.projected_gain_high == pytest.approx(1 / 36 / 7 * 40)
+
+
+def test_conformal_interval_is_the_forecast_moved_by_the_calibrated_score_quantiles():
+    from advisor.detectors.forecast import (
+        CONFORMAL_QUANTILES,
+        conformal_interval,
+        conformal_score,
+    )
+
+    value, scale = 0.30, 0.05
+    for ahead in ("none", "decay", "restart"):
+        share, q_low, q_high = CONFORMAL_QUANTILES[ahead][4]
+        low, high = conformal_interval(value, scale, share, ahead)
+        assert 0 < low < value < high  # a positive loss keeps a positive interval
+        # the bounds are exactly the truths that score at the quantiles
+        assert conformal_score(low, value, scale) == pytest.approx(q_low)
+        assert conformal_score(high, value, scale) == pytest.approx(q_high)
+    # between calibrated shares the quantiles are interpolated, beyond them held
+    a = conformal_interval(value, scale, 0.45, "decay")
+    b, c = conformal_interval(value, scale, 0.4, "decay"), conformal_interval(value, scale, 0.5,
+                                                                              "decay")
+    assert min(b[0], c[0]) <= a[0] <= max(b[0], c[0])
+    assert conformal_interval(value, scale, 0.99, "none") == conformal_interval(value, scale,
+                                                                               0.9, "none")
+    # an accuracy in the loss-like orientation (negative values) keeps its sign too
+    low, high = conformal_interval(-0.8, 0.05, 0.5, "none")
+    assert low < -0.8 < high < 0
+    assert conformal_interval(0.3, 0.0, 0.5) is None  # no scale, no interval
+    assert math.isnan(conformal_score(0.3, 0.3, 0.0))
+
+
+def test_a_plan_says_what_it_still_holds():
+    from advisor import LrPlan
+
+    step = LrPlan.from_mapping({1: 0.1, 50: 0.01})
+    assert step.ahead(10, 100) == "decay" and step.ahead(60, 100) == "none"
+    assert step.ahead(10, 40) == "none"  # the drop lies beyond the budget
+    restarts = LrPlan.from_mapping({1: 0.1, 20: 0.001, 21: 0.1, 40: 0.001})
+    assert restarts.ahead(5, 50) == "restart" and restarts.ahead(25, 50) == "decay"
+    cosine_to_zero = LrPlan.from_mapping({float(e): 0.05 * (1 + np.cos(np.pi * e / 50))
+                                          for e in range(1, 51)})
+    assert cosine_to_zero.ahead(10, 50) == "decay"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,8 +15,8 @@ from scipy.special import ndtri
 from ..advice import Forecast
 from ._stats import median
 
-__all__ = ["CurveFit", "curve_fit_from_dict", "curve_fit_to_dict",
-           "fit_learning_curve"]
+__all__ = ["CONFORMAL_QUANTILES", "CurveFit", "conformal_interval", "conformal_score",
+           "curve_fit_from_dict", "curve_fit_to_dict", "fit_learning_curve", "forecast_scale"]
 
 
 def _grid(*axes: np.ndarray) -> np.ndarray:
@@ -271,3 +272,121 @@ def curve_fit_from_dict(data: dict) -> CurveFit:
                     float(data["span_y"]), float(data["noise"]), int(data["n"]),
                     None if log_fit is None else curve_fit_from_dict(log_fit),
                     float(data.get("log_sign", 0.0)))
+
+
+# ---------------------------------------------------------------------------- conformal interval
+#: The 5% and 95% quantiles of :func:`conformal_score` by the share of the budget used, for each
+#: kind of schedule still ahead (``"none"``, ``"decay"``: the planned rate at least halves,
+#: ``"restart"``: it at least doubles again). Split conformal calibration on the zoo's tune
+#: families (``python -m benchmarks.zoo_forecast --calibrate``, callback configuration: plan,
+#: train metric and rate given); never fitted on the holdout families.
+CONFORMAL_QUANTILES: dict[str, tuple[tuple[float, float, float], ...]] = {
+    'decay': (
+        (0.1, -5.7691, 3.1398),
+        (0.2, -3.2836, 1.9612),
+        (0.3, -2.3567, 1.5505),
+        (0.4, -2.251, 1.1722),
+        (0.5, -1.7344, 1.0444),
+        (0.6, -1.2737, 1.0157),
+        (0.7, -1.0185, 0.881),
+        (0.8, -0.8649, 0.9421),
+        (0.9, -0.8038, 0.8742),
+    ),
+    'none': (
+        (0.1, -11.5029, 5.2343),
+        (0.2, -4.0199, 3.9949),
+        (0.3, -2.896, 3.2105),
+        (0.4, -4.0224, 3.0243),
+        (0.5, -2.9974, 2.5621),
+        (0.6, -2.1615, 2.0209),
+        (0.7, -2.0902, 1.803),
+        (0.8, -1.5146, 1.4023),
+        (0.9, -1.1076, 0.9878),
+    ),
+    'restart': (
+        (0.1, -58.7786, 5.2838),
+        (0.2, -19.764, 3.3841),
+        (0.3, -29.9926, 8.4125),
+        (0.4, -4.2216, 2.7385),
+        (0.5, -6.4655, 3.8387),
+        (0.6, -3.5101, 1.6945),
+        (0.7, -2.4266, 1.6163),
+        (0.8, -6.393, 11.424),
+        (0.9, -2.0378, 3.866),
+    ),
+}
+CONFORMAL_LEVEL = 0.9
+_SCALE_FLOOR = 0.01  # the scale is at least 1% of the best value's size
+
+
+@functools.cache
+def _conformal_arrays(ahead: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    table = CONFORMAL_QUANTILES.get(ahead)
+    if not table:
+        return None
+    shares, lows, highs = (np.array(c, dtype=float) for c in zip(*table, strict=True))
+    return shares, lows, highs
+
+
+def forecast_scale(value: float, level: float, best: float, noise: float) -> float:
+    """The change a forecast's interval is measured in: the change the forecast still expects
+    (``value`` against the current ``level``), plus one noise scale, plus 1% of the best value's
+    size (so a flat, quiet curve still gets an interval)."""
+    return abs(value - level) + noise + _SCALE_FLOOR * abs(best)
+
+
+def _log_space(value: float, scale: float) -> tuple[float, float] | None:
+    """(sign, scale relative to the value) when the forecast is read in log space: values of one
+    sign, so the interval keeps that sign; ``None`` at zero."""
+    if value == 0.0 or not math.isfinite(value):
+        return None
+    return math.copysign(1.0, value), scale / abs(value)
+
+
+def conformal_score(truth: float, value: float, scale: float) -> float:
+    """How far ``truth`` landed from the forecast ``value``, in units of ``scale`` (loss-like:
+    positive means worse than forecast; NaN without a positive scale). Nonzero values are
+    compared in log space (relative errors: a loss that falls tenfold is as surprising at 1.0 as
+    at 0.01), so the interval built from the score keeps the sign of the values."""
+    if not scale > 0 or not math.isfinite(scale):
+        return math.nan  # nothing to measure the error in
+    logs = _log_space(value, scale)
+    if logs is None:
+        return (truth - value) / scale
+    sign, rel = logs
+    ratio = sign * truth / abs(value)
+    if ratio <= 0:  # the truth changed sign: as far as the score can say
+        return -math.inf if truth < value else math.inf
+    return sign * math.log(ratio) / rel
+
+
+def conformal_interval(value: float, scale: float, progress: float,
+                       ahead: str = "none") -> tuple[float, float] | None:
+    """The calibrated 90% interval for the value at the budget's end (loss-like values).
+
+    Algorithm: split conformal prediction, normalised by ``scale`` (:func:`forecast_scale`) and
+    conditioned on the share of the budget used (``progress``, the quantiles interpolated
+    between the calibrated shares) and on what the schedule still holds (``ahead``: ``"none"``,
+    ``"decay"`` or ``"restart"``; Mondrian conformal, one table each): the interval is the
+    forecast moved by the 5% and 95% quantiles of the scores the tune families' forecasts had at
+    that point. Returns ``None`` when there is no table.
+
+    Wrong when: a run is unlike every tune family (the coverage is guaranteed only for runs
+    exchangeable with those), or the schedule changes against its plan.
+    """
+    table = _conformal_arrays(ahead) or _conformal_arrays("none")
+    if not table or not (math.isfinite(value) and math.isfinite(scale) and scale > 0):
+        return None
+    shares, lows, highs = table
+    bounds = []
+    for qs in (lows, highs):
+        q = float(np.interp(progress, shares, qs))
+        logs = _log_space(value, scale)
+        if logs is None:
+            bounds.append(value + q * scale)
+        else:
+            sign, rel = logs
+            with np.errstate(over="ignore"):
+                bounds.append(float(sign * abs(value) * np.exp(sign * q * rel)))
+    low, high = sorted(bounds)
+    return (low, high) if math.isfinite(low) and math.isfinite(high) else None

@@ -75,6 +75,24 @@ class LrPlan:
     def rate_at(self, step: float) -> float:
         return float(self.rates_at([step])[0])
 
+    def ahead(self, step: float, end: float | None) -> str:
+        """What the plan holds after ``step`` up to ``end``: ``"restart"`` (the rate at least
+        doubles over its lowest point on the way, a warm restart or a warm-up), ``"decay"`` (it
+        at least halves) or ``"none"``.
+
+        Example:
+            >>> LrPlan.from_mapping({1: 0.1, 50: 0.01}).ahead(10, 100)
+            'decay'
+        """
+        now = self.rate_at(step)
+        s = np.asarray(self.steps)
+        later = s[(s > step) & (s <= (np.inf if end is None else end))]
+        rates = np.concatenate([[now], self.rates_at(later)])
+        low = np.minimum.accumulate(rates)
+        if np.any((rates >= 2.0 * low) & (rates > low)):
+            return "restart"
+        return "decay" if rates.min() <= 0.5 * now else "none"
+
     def merged(self, later: LrPlan) -> LrPlan:
         """This plan up to where ``later`` starts, then ``later`` (a plan made again mid-run:
         after a resume or when the schedule was changed)."""
