@@ -151,6 +151,30 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flush(args: argparse.Namespace) -> int:
+    from .callbacks._mlflow import flush_unwritten
+
+    files = []
+    for name in args.paths:
+        path = Path(name)
+        if path.is_dir():
+            files += sorted(path.glob("*.json"))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ValueError(f"{name}: no such file or folder.")
+    if not files:
+        print(f"nothing to write: no kept advice in {', '.join(args.paths)}")
+        return 0
+    for path in files:
+        done = flush_unwritten(path)
+        ended = f"; run ended as {done.status}" if done.status else ""
+        print(f"{path}: wrote {done.metrics} metric value(s), {done.tags} tag(s) and "
+              f"{len(done.artifacts)} artifact(s) to run {done.run_id} at "
+              f"{done.tracking_uri}{ended}")
+    return 0
+
+
 def _advice_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--monitor", default="val_loss", help="metric to judge (default: val_loss)")
     p.add_argument("--mode", choices=("min", "max"), default="min",
@@ -213,6 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "analysed run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_report)
+
+    p = commands.add_parser("flush", help="write advice kept on disk during an outage",
+                            description="Write what the callback could not write to MLflow "
+                                        "before its run ended (kept in advisor_unwritten/ under "
+                                        "the trainer's root folder) and end the run it created; "
+                                        "each file is deleted once written.")
+    p.add_argument("paths", nargs="+", help="kept files, or folders of them")
+    p.set_defaults(func=_flush)
     return parser
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -381,6 +383,51 @@ def test_server_outage_mid_run_loses_nothing(mlflow_server, tmp_path):
     (run,) = client.search_runs([client.get_experiment_by_name(name).experiment_id])
     assert_advice_in_run(client, run.info.run_id, callback, checks=12, tmp_path=tmp_path)
     assert metric_steps(client, run.info.run_id, "val_loss") == list(range(1, 13))
+
+
+class ServerGone(pl.Callback):
+    """Stops the real server after epoch ``down_at`` (once it holds the checks so far) and
+    leaves it down until the run has ended."""
+
+    def __init__(self, outage: ServerOutage) -> None:
+        self.outage = outage
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch + 1 == self.outage.down_at:
+            self.outage._wait_until_written(self.outage.down_at)
+            self.outage.server.stop()
+
+
+def test_a_run_cut_off_by_an_outage_is_kept_on_disk_and_flushed_when_the_server_is_back(
+        mlflow_server, tmp_path):
+    client = MlflowClient(mlflow_server.url)
+    name = unique("cut-off")
+    callback = AdvisorCallback(monitor="val_loss", train_metric="train_loss",
+                               tracking_uri=mlflow_server.url, experiment_name=name)
+    gone = ServerGone(ServerOutage(mlflow_server, name, down_at=3, up_at=0, wait_at=0,
+                                   callback=callback))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit([callback, gone], max_epochs=8, default_root_dir=tmp_path)
+    finally:
+        mlflow_server.start()
+    (unwritten,) = [m for m in write_failures(caught) if "not written" in m]
+    kept = sorted((tmp_path / "advisor_unwritten").glob("*.json"))
+    assert len(kept) == 1 and str(kept[0]) in unwritten and "advisor flush" in unwritten
+    (run,) = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    assert run.info.status == "RUNNING"  # the server was down when the run ended
+    out = subprocess.run([sys.executable, "-m", "advisor.cli", "flush", str(kept[0].parent)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert run.info.run_id in out.stdout and "ended as FINISHED" in out.stdout
+    assert not kept[0].exists()  # written, so no longer kept
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    # nothing lost: every check's advice, the tags and the artifacts, as if never cut off
+    assert_advice_in_run(client, run.info.run_id, callback, checks=8, tmp_path=tmp_path)
+    again = subprocess.run([sys.executable, "-m", "advisor.cli", "flush", str(kept[0].parent)],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "nothing to write" in again.stdout
 
 
 def test_unreachable_server_does_not_stop_training(tmp_path):

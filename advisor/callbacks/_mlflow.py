@@ -18,6 +18,9 @@ once it has waited that long, and ``close`` names the server that did not answer
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import sys
 import tempfile
 import threading
@@ -32,7 +35,8 @@ from ..history import AdvisorWarning
 from ..tracking import answer_timeout
 from ..tracking import check_reachable as _check_reachable
 
-__all__ = ["MlflowWriter", "Unwritten", "mark_training_experiment", "resolve_run"]
+__all__ = ["Flushed", "MlflowWriter", "Unwritten", "flush_unwritten", "mark_training_experiment",
+           "resolve_run"]
 
 _MAX_METRICS, _MAX_TAGS, _MAX_TAG_CHARS = 1000, 100, 8000
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -206,6 +210,33 @@ class MlflowWriter:
                 self.last_error = self._no_answer() or self.last_error
             return Unwritten(len(self._metrics), len(self._tags), sorted(self._artifacts))
 
+    def save_unwritten(self, folder: Path, experiment_name: str | None = None,
+                       run_name: str | None = None) -> Path | None:
+        """After :meth:`close` gave up, keep what was not written in a JSON file in ``folder``
+        (``None`` when everything was written), for :func:`flush_unwritten` (``advisor flush``)
+        to write once the server answers: the run, its final status, and every metric value
+        (with its own timestamp and step), tag and artifact. ``experiment_name`` and
+        ``run_name`` say where to create the run if it was never created."""
+        with self._lock:
+            if not (self._metrics or self._tags or self._artifacts):
+                return None
+            record = {
+                "version": 1, "tracking_uri": self.tracking_uri or self._server,
+                "run_id": self.run_id, "created_run": self.created_run or self.run_id is None,
+                "final_status": self._final_status, "experiment_name": experiment_name,
+                "run_name": run_name, "metrics": [list(m) for m in self._metrics],
+                "tags": dict(self._tags),
+                "artifacts": {name: ({"base64": base64.b64encode(c).decode("ascii")}
+                                     if isinstance(c, bytes) else {"text": c})
+                              for name, c in self._artifacts.items()}}
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = folder / f"{self.run_id or 'new-run'}-{stamp}-{os.getpid()}.json"
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_text(json.dumps(record), encoding="utf-8")
+        tmp.replace(path)
+        return path
+
     # ------------------------------------------------------------------ background thread
     def _loop(self) -> None:
         _caller.run_id = self._caller_run_id
@@ -296,3 +327,70 @@ class MlflowWriter:
                 with self._lock:
                     if self._artifacts.get(name) is content:
                         del self._artifacts[name]
+
+
+@dataclass
+class Flushed:
+    """What :func:`flush_unwritten` wrote."""
+
+    path: Path
+    tracking_uri: str | None
+    run_id: str
+    metrics: int
+    tags: int
+    artifacts: list[str]
+    status: str | None
+
+
+def flush_unwritten(path: str | Path) -> Flushed:
+    """Write what :meth:`MlflowWriter.save_unwritten` kept, then end the run with its final
+    status when the callback had created it (it stayed "Running" while the server was down),
+    and delete the file. Every request is bounded (see :func:`~advisor.tracking.bounded_requests`
+    for a process of its own); a server that does not answer raises and keeps the file.
+
+    Raises:
+        ValueError: the file is not one the writer saved.
+        mlflow.exceptions.MlflowException, OSError: the server refused or did not answer.
+    """
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, RunTag
+
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("version") != 1:
+            raise ValueError(f"version {record.get('version')!r}")
+        metrics = [Metric(str(k), float(v), int(ts), int(step))
+                   for k, v, ts, step in record["metrics"]]
+        tags = [RunTag(str(k), str(v)) for k, v in record["tags"].items()]
+        artifacts = record["artifacts"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a file of advice kept by training-advisor "
+                         f"({exc}).") from exc
+    uri = record.get("tracking_uri")
+    run_id = record.get("run_id")
+    if run_id is None:  # never created: create it now, where the callback would have
+        client, run_id, _ = resolve_run(uri, record.get("experiment_name") or "Default",
+                                        record.get("run_name"))
+    else:
+        _check_reachable(uri)
+        client = MlflowClient(uri)
+    for i in range(0, len(metrics), _MAX_METRICS):  # within MLflow's batch limits
+        client.log_batch(run_id, metrics=metrics[i:i + _MAX_METRICS], synchronous=True)
+    for i in range(0, len(tags), _MAX_TAGS):
+        client.log_batch(run_id, tags=tags[i:i + _MAX_TAGS], synchronous=True)
+    for name, content in artifacts.items():
+        if "base64" in content:
+            folder_name, _, file_name = name.rpartition("/")
+            with tempfile.TemporaryDirectory() as folder:
+                file = Path(folder) / file_name
+                file.write_bytes(base64.b64decode(content["base64"]))
+                client.log_artifact(run_id, str(file), folder_name or None)
+        else:
+            client.log_text(run_id, content["text"], name)
+    status = record.get("final_status") if record.get("created_run") else None
+    if status:
+        client.set_terminated(run_id, status)
+    path.unlink()
+    return Flushed(path, getattr(client, "tracking_uri", uri), run_id, len(metrics), len(tags),
+                   sorted(artifacts), status)

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import warnings
+from pathlib import Path
 from typing import Any
 
 from ..advice import Advice
@@ -295,7 +296,8 @@ class AdvisorCallback(*_callback_bases()):
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self._end_fit(trainer)
         if self._writer is not None and self is self._group[-1]:  # the last to share it
-            self._writer.close(timeout=10.0, status="FAILED")
+            if self._writer.close(timeout=10.0, status="FAILED"):
+                self._keep_unwritten(trainer)
             self._forget_writers()
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
@@ -314,13 +316,29 @@ class AdvisorCallback(*_callback_bases()):
                                        status="KILLED" if self.pruned else "FINISHED")
         if unwritten:
             run = self._writer.run_id
+            kept = self._keep_unwritten(trainer)
             self._warn_once("unwritten", (
                 f"training-advisor could not write to MLflow "
                 f"{f'run {run}' if run else 'at ' + self._writer.server}: "
                 f"{unwritten.metrics} metric value(s), {unwritten.tags} tag(s) and artifacts "
-                f"{unwritten.artifacts} are not written ({self._writer.last_error}). The final "
-                f"advice is in callback.advice and callback.history."))
+                f"{unwritten.artifacts} are not written ({self._writer.last_error}). "
+                + (f"They are kept in {kept}: `advisor flush {kept}` writes them (and ends the "
+                   f"run) once the server answers. " if kept else "")
+                + "The final advice is in callback.advice and callback.history."))
         self._forget_writers()
+
+    def _keep_unwritten(self, trainer: Any) -> Path | None:
+        """Save what the writer could not write under the trainer's ``default_root_dir``
+        (``advisor_unwritten/``), for ``advisor flush``; ``None`` if that failed too."""
+        try:
+            folder = Path(getattr(trainer, "default_root_dir", None) or ".") / "advisor_unwritten"
+            return self._writer.save_unwritten(folder, self.experiment_name, self.run_name)
+        except Exception as exc:  # a full disk must not end the fit with a traceback
+            if self.strict:
+                raise
+            self._warn_once("keep", f"training-advisor could not keep the unwritten advice on "
+                                    f"disk either: {exc}")
+            return None
 
     def state_dict(self) -> dict[str, Any]:
         pending = None
