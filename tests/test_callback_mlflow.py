@@ -13,6 +13,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -43,6 +44,9 @@ pytestmark = pytest.mark.filterwarnings(
 def fit(callbacks: list, *, lr: float = 0.05, max_epochs: int = 12, logger=False,
         epoch_sleep: float = 0.0, **trainer_kwargs) -> pl.Trainer:
     torch.manual_seed(0)
+    # Lightning's root folder is the working directory by default: keep what a fit leaves
+    # there (advice kept during an outage) out of the checkout
+    trainer_kwargs.setdefault("default_root_dir", tempfile.mkdtemp(prefix="advisor-fit-"))
     trainer = pl.Trainer(max_epochs=max_epochs, logger=logger, callbacks=callbacks,
                          enable_progress_bar=False, enable_model_summary=False,
                          enable_checkpointing=any(isinstance(c, ModelCheckpoint)
@@ -440,7 +444,7 @@ def test_unreachable_server_does_not_stop_training(tmp_path):
     start = time.monotonic()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer = fit([callback], lr=0.0, max_epochs=30)
+        trainer = fit([callback], lr=0.0, max_epochs=30, default_root_dir=tmp_path)
     elapsed = time.monotonic() - start
     assert callback.stop_reason is not None and trainer.current_epoch < 30
     assert callback.advice.verdict.value in STOPPING  # the advice is there, in Python
@@ -455,6 +459,14 @@ def test_unreachable_server_does_not_stop_training(tmp_path):
         assert url.split("//")[1] in message and "refused" in message, message
     assert "metric value(s)" in unwritten[0] and "advice.json" in unwritten[0]
     assert "callback.advice" in unwritten[0]
+    # nothing is lost: all of it is kept on disk, for `advisor flush` when a server answers
+    (kept,) = (tmp_path / "advisor_unwritten").glob("*.json")
+    assert str(kept) in unwritten[0]
+    record = json.loads(kept.read_text())
+    assert record["run_id"] is None and record["experiment_name"] == "never"
+    checks = len(callback.history)
+    assert sum(m[0] == "advisor/should_stop" for m in record["metrics"]) == checks
+    assert "advice.json" in record["artifacts"]
     assert not any("reached MLflow again" in str(w.message) for w in caught)
     # the writer gives up once the run has ended: no thread left retrying (and warning) later
     deadline = time.monotonic() + 15
