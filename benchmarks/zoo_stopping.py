@@ -22,6 +22,8 @@ Results per split (tune / holdout families, see the zoo's split rule) and schedu
 Targets (issue 12 and 11): on every schedule family, the advisor's harmful share is no more than
 patience 20's; the advisor dominates patience 20 (harmful <=, mean regret <=, saved >=); with a
 known plan it saves at least patience 10's share; no stop before the last decay that paid.
+A second table places the advisor against the patience frontier (patience 30, 40 and 60 in the
+same run): the most any patience in 10-60 saves with no more harm than the advisor's.
 
 Usage::
 
@@ -64,7 +66,8 @@ from benchmarks._rules import (  # noqa: E402
     relative_regret,
 )
 
-RULES = ("advisor", "es_p10", "es_p20", "oracle@1%")
+PATIENCES = (10, 20, 30, 40, 60)
+RULES = ("advisor", *(f"es_p{p}" for p in PATIENCES), "oracle@1%")
 HARMFUL = 0.01
 _STATE: dict[str, Any] = {}
 
@@ -124,7 +127,7 @@ def replay_one(job: tuple[int, str, str, str | None]) -> dict[str, Any]:
     budget = float(run.config["budget"])
     plan = plan_of(run) if config == "callback" else None
     adv = Advisor(metric, mode, train_metric, max_steps=budget, lr_plan=plan, **kwargs)
-    anchors = {f"es_p{p}": LightningEarlyStopping(metric, mode, p) for p in (10, 20)}
+    anchors = {f"es_p{p}": LightningEarlyStopping(metric, mode, p) for p in PATIENCES}
     stops: dict[str, int] = {}
     verdict = reason = ""
     t0 = time.perf_counter()
@@ -147,7 +150,7 @@ def replay_one(job: tuple[int, str, str, str | None]) -> dict[str, Any]:
                 if advice.should_stop:
                     stops["advisor"] = k + 1
                     verdict, reason = advice.verdict.value, advice.reason
-            if len(stops) == 3:
+            if len(stops) == len(anchors) + 1:
                 break
     seconds = time.perf_counter() - t0
     for name in ("advisor", *anchors):
@@ -201,14 +204,17 @@ def _pct(x: float) -> str:
     return "n/a" if x != x else f"{100 * x:.1f}"
 
 
+def _scopes(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    return [("all", df)] + [(s, g) for s, g in df.groupby("schedule", sort=True)] + \
+        [(f"monitor {m}", g) for m, g in df.groupby("monitor", sort=True)]
+
+
 def table(df: pd.DataFrame) -> tuple[str, list[dict[str, Any]]]:
     header = ("| scope | n | advisor saved / regret / harmful % | p10 | p20 | oracle@1% saved | "
               "stops before a paying decay | dominates p20 | harm <= p20 |")
     lines = [header, "|" + "---|" * 9]
     records = []
-    scopes = [("all", df)] + [(s, g) for s, g in df.groupby("schedule", sort=True)] + \
-        [(f"monitor {m}", g) for m, g in df.groupby("monitor", sort=True)]
-    for name, g in scopes:
+    for name, g in _scopes(df):
         s = summarize(g)
         a, p10, p20 = s["advisor"], s["es_p10"], s["es_p20"]
         harm_ok = a["harmful"] <= p20["harmful"]
@@ -223,6 +229,30 @@ def table(df: pd.DataFrame) -> tuple[str, list[dict[str, Any]]]:
                      f"{'yes' if dominates else 'no'} | {'yes' if harm_ok else 'no'} |")
         records.append({"scope": name, "n": len(g), **{k: v for k, v in s.items()},
                         "dominates_p20": dominates, "harm_le_p20": harm_ok})
+    return "\n".join(lines), records
+
+
+def frontier_table(df: pd.DataFrame) -> tuple[str, list[dict[str, Any]]]:
+    """The advisor against the patience frontier: for each scope, the patience rules' saved /
+    harmful share, and the most that any of them saves with no more harm than the advisor."""
+    cols = " | ".join(f"p{p}" for p in PATIENCES[2:])
+    lines = [f"| scope | advisor saved / harmful % | {cols} | most a patience saves at <= the "
+             f"advisor's harm | advisor saves more |", "|" + "---|" * (len(PATIENCES) + 2)]
+    records = []
+    for name, g in _scopes(df):
+        s = summarize(g)
+        a = s["advisor"]
+        within = [(s[f"es_p{p}"]["saved"], p) for p in PATIENCES
+                  if s[f"es_p{p}"]["harmful"] <= a["harmful"]]
+        best, best_p = max(within) if within else (math.nan, None)
+        cells = " | ".join(f"{_pct(s[f'es_p{p}']['saved'])} / {_pct(s[f'es_p{p}']['harmful'])}"
+                           for p in PATIENCES[2:])
+        more = "yes" if best_p is None or a["saved"] >= best else "no"
+        most = "none is as safe" if best_p is None else f"{_pct(best)} (p{best_p})"
+        lines.append(f"| {name} | {_pct(a['saved'])} / {_pct(a['harmful'])} | {cells} | {most} | "
+                     f"{more} |")
+        records.append({"scope": name, "advisor": a, "patience_at_advisor_harm": best_p,
+                        "patience_saved": best, "advisor_saves_more": more})
     return "\n".join(lines), records
 
 
@@ -252,8 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     text, records = table(df)
     title = (f"Zoo stopping benchmark: {args.split} split, {args.config} configuration "
              f"({len(runs)} runs, {len(df)} run x monitor replays, {time.time() - t0:.0f} s)")
+    front, front_records = frontier_table(df)
     print(title)
     print(text)
+    print(front)
     verdicts = df.loc[df["advisor_regret"] > HARMFUL, "adv_verdict"].value_counts().to_dict()
     print(f"verdicts of the advisor's harmful stops: {verdicts}")
     out = Path(args.out)
@@ -261,11 +293,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     stem = f"zoo_stopping_{args.split}_{args.config}"
     meta = {"split": args.split, "config": args.config, "advisor_kwargs": args.advisor_kwargs,
             "runs": len(runs), "replays": len(df), "harmful_verdicts": verdicts}
-    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "scopes": records}, indent=2,
-                                                 default=float))
+    (out / f"{stem}.json").write_text(json.dumps(
+        {"meta": meta, "scopes": records, "patience_frontier": front_records}, indent=2,
+        default=float))
     (out / f"{stem}.md").write_text(f"# {title}\n\nsaved / mean regret / harmful, in % "
                                     f"(harmful: regret > 1%)\n\n{text}\n\nverdicts of the "
-                                    f"advisor's harmful stops: {verdicts}\n")
+                                    f"advisor's harmful stops: {verdicts}\n\n"
+                                    f"## Against the patience frontier (saved / harmful %)\n\n"
+                                    f"{front}\n")
     return 0
 
 
