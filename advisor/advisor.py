@@ -519,6 +519,11 @@ class Advisor:
             "forecast_expects_more": f"Flat for now, but the learning-curve forecast expects at "
                                      f"least {f.forecast_gain_low or 0:.3g} more: "
                                      f"{plateau_text}.",
+            "worse_before_learning": f"{monitor} is worse than at its first checks while "
+                                     f"training goes on, but at {f.progress or 0:.0%} of the "
+                                     f"budget it has not improved by more than {worth} yet: a run "
+                                     f"that has learned nothing has nothing to overfit, and many "
+                                     f"start slowly ({over_text}).",
             "not_learning_yet": f"Flat at {f.progress or 0:.0%} of the budget, but {monitor} has "
                                 f"not improved by more than {worth} since its first checks: "
                                 f"many runs sit at their initial level before they learn "
@@ -561,9 +566,12 @@ class Advisor:
 
     def _ahead(self, step: float, sched: ScheduleState, plan: PlanState | None) -> str:
         """What the schedule still holds, for the forecast's calibration: from the plan's rates,
-        else whether a decay is pending (ReduceLROnPlateau's rule, or the logged rate)."""
+        else whether a decay is pending (ReduceLROnPlateau's rule, or a logged rate that has
+        changed); ``"unknown"`` without a plan or a rate to read."""
         if isinstance(self.lr_plan, LrPlan):
             return self.lr_plan.ahead(step, self.max_steps)
+        if plan is None and not sched.known:
+            return "unknown"
         pending = plan.pending if plan is not None else sched.decay_pending
         return "decay" if pending else "none"
 

@@ -31,7 +31,8 @@ class Findings:
         schedule: the schedule read from the plan's or the logged rates.
         plan: with a learning-rate plan, whether a decay that matters is ahead; else ``None``.
         progress: share of the budget used (``None`` without a budget).
-        min_progress_without_lr: before this share, an unknown schedule holds a plateau back.
+        min_progress_without_lr: before this share, an unknown schedule holds a plateau back,
+            and a run that has not learned yet holds back a plateau or overfitting.
         forecast_gain_low: the low end of the forecast's gain interval (``None``: no forecast).
         tolerance: the smallest gain worth the rest of the budget, in metric units.
         rising: validation's trend since its best is significantly upward while training is
@@ -74,7 +75,10 @@ def decide(f: Findings) -> Decision:
     1. A diverged metric stops at once.
     2. Too few checks: undecided.
     3. Overfitting (validation rising significantly by more than the tolerance while training
-       is not getting worse) stops once confirmed over ``confirm`` checks.
+       is not getting worse) stops once confirmed over ``confirm`` checks; but not early in the
+       budget in a run that has not improved by the tolerance yet (it has learned nothing it
+       could overfit: validation worse than its first checks is a slow start, and many such
+       runs learn later).
     4. While the current phase (since the last drop of the rate) is too short: undecided.
     5. Improving, or a window that says neither: no stop.
     6. Flat, but a decay of the rate that matters is still ahead (the plan, or a decay read from
@@ -89,6 +93,8 @@ def decide(f: Findings) -> Decision:
     if f.checks < f.min_checks:
         return Decision(Verdict.UNDECIDED, False, "too_early")
     if f.overfitting.overfitting:
+        if not f.learned and f.progress is not None and f.progress < f.min_progress_without_lr:
+            return Decision(Verdict.UNDECIDED, False, "worse_before_learning")
         if f.overfitting_run >= f.confirm:
             return Decision(Verdict.OVERFITTING, True, "overfitting")
         return Decision(Verdict.UNDECIDED, False, "overfitting_unconfirmed")

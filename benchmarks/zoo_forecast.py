@@ -119,7 +119,7 @@ def scores(df: pd.DataFrame) -> np.ndarray:
                      zip(df["truth"], df["value"], df["scale"], strict=True)])
 
 
-def calibration_table(df: pd.DataFrame) -> dict[str, tuple[tuple[float, float, float], ...]]:
+def calibration_table(df: pd.DataFrame) -> dict[str, tuple[tuple[float, ...], ...]]:
     """Split conformal quantiles per schedule ahead and share of the budget (finite-sample
     corrected: the ``ceil((n + 1) q) / n`` order statistic)."""
     df = df.assign(score=scores(df)).dropna(subset=["score"])
@@ -132,7 +132,7 @@ def calibration_table(df: pd.DataFrame) -> dict[str, tuple[tuple[float, float, f
             lo = s[max(int(np.floor((n + 1) * (1 - LEVEL) / 2)) - 1, 0)]
             hi = s[min(int(np.ceil((n + 1) * (1 + LEVEL) / 2)) - 1, n - 1)]
             rows.append((float(share), round(float(lo), 4), round(float(hi), 4)))
-        table[str(ahead)] = tuple(rows)
+        table[str(ahead)] = tuple(zip(*rows, strict=True))  # shares, lows, highs
     return table
 
 
@@ -189,14 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         tune = replay([r for r in runs if r.config["split"] == "tune"], CALIBRATION, args.workers)
         table = calibration_table(tune)
         print(f"# {len(tune)} tune forecasts, {time.time() - t0:.0f} s")
-        print("CONFORMAL_QUANTILES: dict[str, tuple[tuple[float, float, float], ...]] = {")
-        for ahead, rows in table.items():
-            print(f"    {ahead!r}: (")
-            for row in rows:
-                print(f"        {row!r},")
-            print("    ),")
+        print("CONFORMAL_QUANTILES: dict[str, tuple[tuple[float, ...], ...]] = {")
+        for ahead, (shares, lows, highs) in table.items():
+            print(f"    {ahead!r}: ({shares!r},\n        {lows!r},\n        {highs!r}),")
         print("}")
-        same = {k: tuple(tuple(r) for r in v) for k, v in CONFORMAL_QUANTILES.items()} == table
+        same = table == CONFORMAL_QUANTILES
         print(f"the table in advisor/detectors/forecast.py is this one: {'yes' if same else 'no'}")
         return 0
     out = Path(args.out)

@@ -193,6 +193,22 @@ def test_a_curve_still_falling_significantly_is_not_a_plateau_on_the_deceleratio
         assert 0.0015 * (30 - stop.step) < 0.01 * y[int(stop.step) - 1]
 
 
+def test_validation_worse_than_its_start_before_any_learning_is_not_overfitting_early():
+    # an SGD run whose validation loss creeps up from the first check while training falls: it
+    # has learned nothing yet (many such runs learn later), so no overfitting stop in the
+    # first half of the budget; if it is still so in the second half, it is stopped
+    e = np.arange(1, 81, dtype=float)
+    val = 1.0964 + 0.0004 * e
+    train = 1.09 - 0.0005 * e
+    advices = feed(Advisor(train_metric="train_loss", max_steps=100, lr_plan={1: 1e-3}), val,
+                   extra={"train_loss": train, "lr": np.full(e.size, 1e-3)})
+    early = advices[:49]
+    assert not any(a.should_stop for a in early)
+    assert any("has not improved by more than" in a.reason for a in early)
+    stop = first_stop(advices)
+    assert stop is not None and stop.verdict is Verdict.OVERFITTING and stop.step >= 50
+
+
 def test_a_slow_early_drift_is_not_a_divergence_but_an_explosion_is():
     # validation loss creeping up 1% over the first checks (an SGD run that has not started to
     # learn) is far from blown up in the metric's own terms, however small its early noise
@@ -468,6 +484,10 @@ def test_the_forecast_interval_is_the_calibrated_one_unless_switched_off(saturat
     # another level than the calibrated 90% keeps the models' interval
     other = feed(Advisor(max_steps=100, lr_plan=plan, forecast_level=0.8), y)[-1].forecast
     assert not other.calibrated
+    # so does a schedule nothing says anything about (no plan, no rate logged): the tables were
+    # calibrated knowing it
+    unknown = feed(Advisor(max_steps=100), y)[-1].forecast
+    assert unknown.ahead == "unknown" and not unknown.calibrated
 
 
 def test_no_forecast_without_a_budget():

@@ -425,7 +425,7 @@ def test_conformal_interval_is_the_forecast_moved_by_the_calibrated_score_quanti
 
     value, scale = 0.30, 0.05
     for ahead in ("none", "decay", "restart"):
-        share, q_low, q_high = CONFORMAL_QUANTILES[ahead][4]
+        share, q_low, q_high = (column[4] for column in CONFORMAL_QUANTILES[ahead])
         low, high = conformal_interval(value, scale, share, ahead)
         assert 0 < low < value < high  # a positive loss keeps a positive interval
         # the bounds are exactly the truths that score at the quantiles

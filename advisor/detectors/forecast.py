@@ -275,45 +275,21 @@ def curve_fit_from_dict(data: dict) -> CurveFit:
 
 
 # ---------------------------------------------------------------------------- conformal interval
-#: The 5% and 95% quantiles of :func:`conformal_score` by the share of the budget used, for each
-#: kind of schedule still ahead (``"none"``, ``"decay"``: the planned rate at least halves,
-#: ``"restart"``: it at least doubles again). Split conformal calibration on the zoo's tune
-#: families (``python -m benchmarks.zoo_forecast --calibrate``, callback configuration: plan,
-#: train metric and rate given); never fitted on the holdout families.
-CONFORMAL_QUANTILES: dict[str, tuple[tuple[float, float, float], ...]] = {
-    'decay': (
-        (0.1, -5.7691, 3.1398),
-        (0.2, -3.2836, 1.9612),
-        (0.3, -2.3567, 1.5505),
-        (0.4, -2.251, 1.1722),
-        (0.5, -1.7344, 1.0444),
-        (0.6, -1.2737, 1.0157),
-        (0.7, -1.0185, 0.881),
-        (0.8, -0.8649, 0.9421),
-        (0.9, -0.8038, 0.8742),
-    ),
-    'none': (
-        (0.1, -11.5029, 5.2343),
-        (0.2, -4.0199, 3.9949),
-        (0.3, -2.896, 3.2105),
-        (0.4, -4.0224, 3.0243),
-        (0.5, -2.9974, 2.5621),
-        (0.6, -2.1615, 2.0209),
-        (0.7, -2.0902, 1.803),
-        (0.8, -1.5146, 1.4023),
-        (0.9, -1.1076, 0.9878),
-    ),
-    'restart': (
-        (0.1, -58.7786, 5.2838),
-        (0.2, -19.764, 3.3841),
-        (0.3, -29.9926, 8.4125),
-        (0.4, -4.2216, 2.7385),
-        (0.5, -6.4655, 3.8387),
-        (0.6, -3.5101, 1.6945),
-        (0.7, -2.4266, 1.6163),
-        (0.8, -6.393, 11.424),
-        (0.9, -2.0378, 3.866),
-    ),
+#: The shares of the budget used, and the 5% and 95% quantiles of :func:`conformal_score` at
+#: each (three tuples), for each kind of schedule still ahead (``"none"``; ``"decay"``: the
+#: planned rate at least halves; ``"restart"``: it at least doubles again). Split conformal
+#: calibration on the zoo's tune families (``python -m benchmarks.zoo_forecast --calibrate``,
+#: callback configuration: plan, train metric and rate given); never fitted on the holdout.
+CONFORMAL_QUANTILES: dict[str, tuple[tuple[float, ...], ...]] = {
+    'decay': ((0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+        (-5.7691, -3.2836, -2.3567, -2.251, -1.7344, -1.2737, -1.0185, -0.8649, -0.8038),
+        (3.1398, 1.9612, 1.5505, 1.1722, 1.0444, 1.0157, 0.881, 0.9421, 0.8742)),
+    'none': ((0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+        (-11.5029, -4.0199, -2.896, -4.0224, -2.9974, -2.1615, -2.0902, -1.5146, -1.1076),
+        (5.2343, 3.9949, 3.2105, 3.0243, 2.5621, 2.0209, 1.803, 1.4023, 0.9878)),
+    'restart': ((0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+        (-58.7786, -19.764, -29.9926, -4.2216, -6.4655, -3.5101, -2.4266, -6.393, -2.0378),
+        (5.2838, 3.3841, 8.4125, 2.7385, 3.8387, 1.6945, 1.6163, 11.424, 3.866)),
 }
 CONFORMAL_LEVEL = 0.9
 _SCALE_FLOOR = 0.01  # the scale is at least 1% of the best value's size
@@ -324,7 +300,7 @@ def _conformal_arrays(ahead: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] |
     table = CONFORMAL_QUANTILES.get(ahead)
     if not table:
         return None
-    shares, lows, highs = (np.array(c, dtype=float) for c in zip(*table, strict=True))
+    shares, lows, highs = (np.array(c, dtype=float) for c in table)
     return shares, lows, highs
 
 
@@ -369,12 +345,14 @@ def conformal_interval(value: float, scale: float, progress: float,
     between the calibrated shares) and on what the schedule still holds (``ahead``: ``"none"``,
     ``"decay"`` or ``"restart"``; Mondrian conformal, one table each): the interval is the
     forecast moved by the 5% and 95% quantiles of the scores the tune families' forecasts had at
-    that point. Returns ``None`` when there is no table.
+    that point. Returns ``None`` when there is no table (``"unknown"``: no plan and no rate to
+    read; the tables were calibrated knowing the schedule, and on curves whose decays the
+    forecast cannot see, such as AlgoPerf's without their rate, they cover only 59-86%).
 
     Wrong when: a run is unlike every tune family (the coverage is guaranteed only for runs
     exchangeable with those), or the schedule changes against its plan.
     """
-    table = _conformal_arrays(ahead) or _conformal_arrays("none")
+    table = _conformal_arrays(ahead)
     if not table or not (math.isfinite(value) and math.isfinite(scale) and scale > 0):
         return None
     shares, lows, highs = table
