@@ -434,6 +434,25 @@ def test_a_run_cut_off_by_an_outage_is_kept_on_disk_and_flushed_when_the_server_
     assert again.returncode == 0 and "nothing to write" in again.stdout
 
 
+def test_flush_of_a_bad_file_or_to_an_unreachable_server_is_one_line_and_keeps_the_file(
+        tmp_path):
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    kept = tmp_path / "kept.json"
+    kept.write_text(json.dumps({
+        "version": 1, "tracking_uri": url, "run_id": "0123", "created_run": True,
+        "final_status": "FINISHED", "experiment_name": "x", "run_name": None,
+        "metrics": [["val_loss", 0.5, 1, 1]], "tags": {}, "artifacts": {}}))
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"version": 1}')
+    for path, said in ((kept, url.split("//")[1]), (bad, "not a file of advice kept")):
+        out = subprocess.run([sys.executable, "-m", "advisor.cli", "flush", str(path)],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 1 and said in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1 and path.exists()
+
+
 def test_unreachable_server_does_not_stop_training(tmp_path):
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
