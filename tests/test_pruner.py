@@ -10,7 +10,7 @@ import pytest
 from optuna.pruners import ThresholdPruner
 from optuna.trial import TrialState
 
-from advisor import AdvisorPruner, Verdict, advise_trial
+from advisor import Advisor, AdvisorPruner, Verdict, advise_trial
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 EPOCHS = 50
@@ -149,9 +149,9 @@ def test_wrapped_pruner_prunes_too_and_is_named():
 
 def test_advise_trial_finishes_a_converged_trial_complete_with_its_best():
     study = study_with(AdvisorPruner(max_steps=EPOCHS * 4 - 1, n_startup_trials=3))
-    # noise well below the 1% tolerance (at 3% of the value, 200 steps cannot show a gain under
-    # 1% is all that is left at the confidence the repeated looks need)
-    values = curve(0.15, tau=4.0, noise=0.0005, seed=3, n=EPOCHS * 4)
+    # noise well below the sweep's 0.1% tolerance (at 0.3% of the value, 200 steps cannot show
+    # that a gain under 0.1% is all that is left at the confidence the repeated looks need)
+    values = curve(0.15, tau=4.0, noise=0.00005, seed=3, n=EPOCHS * 4)
     trial = run_trial(study, values, finish_early=True)
     assert trial.state is TrialState.COMPLETE
     # flat after ~30 steps; with no learning rate logged a plateau waits for half the budget
@@ -160,6 +160,22 @@ def test_advise_trial_finishes_a_converged_trial_complete_with_its_best():
     assert trial.user_attrs["advisor.verdict"] == Verdict.PLATEAU.value
     assert trial.user_attrs["advisor.finished_early"] is True
     assert trial.user_attrs["advisor.best_value"] == pytest.approx(trial.value)
+
+
+def test_a_trial_still_gaining_half_a_percent_is_not_finished_early_in_a_sweep():
+    # a curve still falling by 0.005% of its value per step: the rest of the budget is worth
+    # well under the single run's 1%, but in a sweep half a percent can decide the winner
+    rng = np.random.default_rng(4)
+    t = np.arange(200)
+    values = list(1.0 + 0.3 * np.exp(-t / 5) - 5e-5 * t + 1e-6 * rng.standard_normal(200))
+    study = study_with(AdvisorPruner(max_steps=199, n_startup_trials=3), good=4,
+                       floors=[1.0, 1.01, 1.02, 1.03])  # it is the study's best
+    trial = run_trial(study, values, finish_early=True)
+    assert trial.state is TrialState.COMPLETE and trial.last_step >= 170
+    # the same curve judged as a single run (1%) stops much earlier
+    single = Advisor("value", max_steps=199, lr_plan={0: 1e-3})
+    stops = [k for k, v in enumerate(values) if single.update(k, {"value": v}).should_stop]
+    assert stops and stops[0] < 150
 
 
 def test_advise_trial_without_an_advisor_pruner_uses_the_given_budget():
@@ -264,7 +280,7 @@ def test_the_pruner_travels_to_other_processes_without_its_cache():
     study = study_with(pruner, good=4)
     copy = pickle.loads(pickle.dumps(pruner))
     assert (copy.threshold, copy.n_startup_trials, copy.advisors.advisor_kwargs) == (
-        0.05, 3, {"min_checks": 8})
+        0.05, 3, {"min_improvement": 0.001, "min_checks": 8})
     trial = study.trials[-1]
     assert copy.advise(study, trial).to_dict() == pruner.advise(study, trial).to_dict()
 
