@@ -362,7 +362,11 @@ class Advisor:
             f = self._findings(n, div, None, None, None, None, None, None, tol, again)
             return self._word(decide(f), f, evidence, base, noise=noise)
 
-        sched, plan = self._schedule(x, y, logged, finite, tol)
+        # a quantized metric (accuracy on a small validation set) moves in steps: its quantum
+        resolution = metric_resolution(recent) or metric_resolution(y[-2000:])
+        # a check's error: the noise, and the rounding of a quantized value (variance q^2 / 12)
+        check_error = math.hypot(noise, resolution / math.sqrt(12.0))
+        sched, plan = self._schedule(x, y, logged, finite, tol, check_error)
         evidence.append(_explain.schedule_evidence(sched, plan))
         phase = np.arange(n) >= sched.phase_start
         xp, yp = x[phase], y[phase]
@@ -405,8 +409,7 @@ class Advisor:
                                      prior_best=float(before.min()) if before.size else None,
                                      confidence=confidence, alpha=self.alpha,
                                      autocorrelation=phi,
-                                     resolution=metric_resolution(recent) or
-                                     metric_resolution(y[-2000:]),
+                                     resolution=resolution,
                                      resolution_horizon=remaining * ratio,
                                      steps_left=None if self.max_steps is None
                                      else max(self.max_steps - step, 0.0))
@@ -548,7 +551,7 @@ class Advisor:
         return "" if self.max_steps is None else f" to {self.unit} {self.max_steps:g}"
 
     def _schedule(self, x: np.ndarray, y: np.ndarray, logged: np.ndarray, finite: np.ndarray,
-                  tol: float) -> tuple[Any, PlanState | None]:
+                  tol: float, noise: float) -> tuple[Any, PlanState | None]:
         """The schedule's reading (phases, from the plan's rates when there is a fixed plan,
         else from the logged rate) and, with a plan, whether a decay that matters is ahead."""
         lr_name = self._lr_name()
@@ -562,7 +565,8 @@ class Advisor:
         if self.lr_plan is None:
             return sched, None
         return sched, read_plan(self.lr_plan, x, y, tolerance=tol, max_steps=self.max_steps,
-                                logged_lr=logged_lr, min_checks=self.min_window, unit=self.unit)
+                                logged_lr=logged_lr, min_checks=self.min_window, unit=self.unit,
+                                noise=noise)
 
     def _ahead(self, step: float, sched: ScheduleState, plan: PlanState | None) -> str:
         """What the schedule still holds, for the forecast's calibration: from the plan's rates,

@@ -199,6 +199,26 @@ def test_decays_that_stop_paying_end_the_wait():
     assert _run(Advisor("val_loss", max_steps=150, lr_plan=plan), paid)[0] > 120
 
 
+def test_a_decay_whose_gain_is_within_the_noise_of_the_tolerance_still_matters():
+    """A drop that brought 0.004 against a 0.005 tolerance, on checks whose noise makes two
+    medians of six differ by that much by chance, has not shown that it stopped paying."""
+    plan = LrPlan.from_mapping({1: 0.1, 41: 0.01, 121: 0.001}, "MultiStepLR")
+    e = np.arange(1.0, 61.0)
+    y = np.where(e > 40, 0.496, 0.5)
+    quiet = read_plan(plan, e, y, tolerance=0.005, max_steps=150, noise=0.0001)
+    assert not quiet.pending and "even with its noise" in quiet.reason
+    noisy = read_plan(plan, e, y, tolerance=0.005, max_steps=150, noise=0.002)
+    assert noisy.pending and "within the noise" in noisy.reason
+    assert noisy.details["gain_margin"] == pytest.approx(1.645 * 0.002 * np.sqrt(np.pi / 6))
+    # ReduceLROnPlateau's reductions are read the same way
+    rule = PlateauRule(factor=0.1, patience=5)
+    lr = np.where(e > 40, 0.01, 0.1)
+    assert not read_plan(rule, e, y, tolerance=0.005, max_steps=150, logged_lr=lr,
+                         noise=0.0001).pending
+    assert read_plan(rule, e, y, tolerance=0.005, max_steps=150, logged_lr=lr,
+                     noise=0.002).pending
+
+
 def test_read_plan_without_a_decay_ahead():
     plan = LrPlan.from_mapping({1: 0.1})  # constant to the end
     state = read_plan(plan, np.arange(1, 31), np.ones(30), tolerance=0.01, max_steps=100)

@@ -206,6 +206,7 @@ def read_plan(
     pending_ratio: float = 0.5,
     min_checks: int = 6,
     unit: str = "step",
+    noise: float = 0.0,
 ) -> PlanState:
     """Is a decay of the learning rate that matters still ahead of the latest check ``x[-1]``?
     (The sentence names the steps in ``unit``: ``"epoch"`` where they are epochs.)
@@ -216,7 +217,10 @@ def read_plan(
     ago whose rate was ``1 / pending_ratio`` times the current one or more marks the last
     decay; if the level of ``y`` (lower is better; the median of ``min_checks`` checks) fell by
     less than ``tolerance`` from before it to now, the next decay of that size is not expected
-    to bring more either. A run whose rate has
+    to bring more either. "Less" is read with the noise: two medians of ``k`` checks differ by
+    chance with a standard error of about ``noise * sqrt(pi / k)``, so a decay has stopped
+    paying only when its gain plus 1.645 such errors (one-sided 95%) is below ``tolerance``; on a
+    noisy curve a decay that paid is not mistaken for one that did not. A run whose rate has
     not decayed yet (constant so far, warm-up) has shown nothing, so a decay ahead matters.
 
     For a :class:`PlateauRule` (``ReduceLROnPlateau``) the decay ahead is the reduction a
@@ -240,7 +244,7 @@ def read_plan(
     end = math.inf if max_steps is None else float(max_steps)
     if isinstance(plan, PlateauRule):
         return _read_rule(plan, x, y, tolerance=tolerance, end=end, logged_lr=logged_lr,
-                          k=min_checks, unit=unit)
+                          k=min_checks, unit=unit, noise=noise)
 
     rates = plan.rates_at(x)
     current = float(rates[-1])
@@ -251,7 +255,7 @@ def read_plan(
     rise = np.flatnonzero(ahead & (r >= current / pending_ratio))
     if rise.size and current > 0:  # a warm restart (or a warm-up) is ahead: a new anneal
         return _read_restart(x, y, rates, float(s[rise[0]]), float(r[rise[0]]), current,
-                             tolerance, pending_ratio, min_checks, details, unit)
+                             tolerance, pending_ratio, min_checks, details, unit, noise)
     if not low.size or current <= 0:
         rest = r[ahead]
         details["min_ahead"] = float(rest.min()) if rest.size else None
@@ -268,27 +272,40 @@ def read_plan(
         return PlanState(True, current, next_step, next_rate, None, None,
                          f"{lowers}, the first decay of this size in the run", details)
     return _paid(x, y, float(x[high[-1]]), current, next_step, next_rate, tolerance, min_checks,
-                 details, lowers, f"the last decay of this size (after {unit}")
+                 details, lowers, f"the last decay of this size (after {unit}", noise)
+
+
+def _margin(noise: float, k: int) -> float:
+    """One-sided 95% error of a difference of two medians of ``k`` checks (noise ``noise``)."""
+    return 1.645 * noise * math.sqrt(math.pi / max(k, 1))
 
 
 def _paid(x: np.ndarray, y: np.ndarray, last: float, current: float, at: float, to: float,
           tolerance: float, min_checks: int, details: dict[str, Any], ahead: str,
-          what: str) -> PlanState:
-    """Pending if the level of ``y`` fell by the tolerance since ``last`` (the check before the
-    last decay or restart of the size ahead): the change ahead is expected to pay as it did."""
+          what: str, noise: float = 0.0) -> PlanState:
+    """Pending unless the level of ``y`` fell by significantly less than the tolerance since
+    ``last`` (the check before the last decay or restart of the size ahead): the change ahead is
+    expected to pay as it did."""
     gain = _gain_after(x, y, last, min_checks)
-    details.update(last_decay_step=last, last_decay_gain=gain, tolerance=tolerance)
+    margin = _margin(noise, min_checks)
+    details.update(last_decay_step=last, last_decay_gain=gain, tolerance=tolerance,
+                   gain_margin=margin)
     if gain >= tolerance:
         return PlanState(True, current, at, to, last, gain,
                          f"{ahead}, and {what} {last:g}) brought {gain:.3g}", details)
+    if not gain + margin < tolerance:  # NaN (no checks to compare) waits too
+        return PlanState(True, current, at, to, last, gain,
+                         f"{ahead}, and {what} {last:g}) brought {gain:.3g}, within the noise "
+                         f"(+-{margin:.3g}) of the {tolerance:.3g} worth training for", details)
     return PlanState(False, current, at, to, last, gain,
                      f"{ahead}, but {what} {last:g}) brought only {gain:.3g}, less than the "
-                     f"{tolerance:.3g} worth training for", details)
+                     f"{tolerance:.3g} worth training for even with its noise (+-{margin:.3g})",
+                     details)
 
 
 def _read_restart(x: np.ndarray, y: np.ndarray, rates: np.ndarray, at: float, to: float,
                   current: float, tolerance: float, pending_ratio: float, min_checks: int,
-                  details: dict[str, Any], unit: str = "step") -> PlanState:
+                  details: dict[str, Any], unit: str = "step", noise: float = 0.0) -> PlanState:
     """A rise of the rate ahead (warm restarts, a cyclic schedule, a warm-up still going): the
     anneal after it is the decay that matters, and the last restart says whether one pays."""
     raises = (f"the schedule raises the rate from {current:.3g} to {to:.3g} at {unit} {at:g} "
@@ -301,11 +318,12 @@ def _read_restart(x: np.ndarray, y: np.ndarray, rates: np.ndarray, at: float, to
                          f"{raises}; no restart has been seen yet", details)
     # the last check before the latest restart
     return _paid(x, y, float(x[up[-1]]), current, at, to, tolerance, min_checks, details,
-                 raises, f"the last restart (after {unit}")
+                 raises, f"the last restart (after {unit}", noise)
 
 
 def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: float, end: float,
-               logged_lr: np.ndarray | None, k: int, unit: str = "step") -> PlanState:
+               logged_lr: np.ndarray | None, k: int, unit: str = "step",
+               noise: float = 0.0) -> PlanState:
     details: dict[str, Any] = {"source": rule.source, "factor": rule.factor,
                                "patience": rule.patience, "min_lr": rule.min_lr}
     lr = None if logged_lr is None else np.asarray(logged_lr, dtype=float)
@@ -336,12 +354,15 @@ def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: fl
     last = float(xs[falls[-1]])  # the last check at the old rate
     gain = _gain_after(x, y, last, k)
     since = int(np.sum(x > last))
+    margin = _margin(noise, k)
     details.update(last_decay_step=last, last_decay_gain=gain, checks_since=since,
-                   tolerance=tolerance)
-    if since < rule.patience + 1 or gain >= tolerance:
-        said = (f"the last reduction (after {unit} {last:g}) brought {gain:.3g}"
-                if gain >= tolerance else
-                f"the last reduction (after {unit} {last:g}) has had only {since} check(s)")
+                   tolerance=tolerance, gain_margin=margin)
+    if since < rule.patience + 1 or not gain + margin < tolerance:
+        said = (f"the last reduction (after {unit} {last:g}) has had only {since} check(s)"
+                if since < rule.patience + 1 else
+                f"the last reduction (after {unit} {last:g}) brought {gain:.3g}"
+                + ("" if gain >= tolerance else f", within the noise (+-{margin:.3g}) of the "
+                                                f"{tolerance:.3g} worth training for"))
         return PlanState(True, current, None, None, last, gain, f"{lowers}, and {said}", details)
     return PlanState(False, current, None, None, last, gain,
                      f"{lowers}, but the last reduction (after {unit} {last:g}) brought only "
