@@ -277,3 +277,28 @@ def report_experiment(mlflow_server) -> ReportExperiment:
     runs["no-val"] = _log_by_hand(client, experiment_id, "no-val",
                                   {"loss": 1 / e, "accuracy": 1 - 1 / e}, e)
     return ReportExperiment(mlflow_server.url, name, experiment_id, runs, callback)
+
+
+# ---------------------------------------------------------------------------- browser
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+BROWSER_OUTPUT = Path(__file__).resolve().parent / "output"  # screenshots (ignored by git)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's ``chromium`` through Playwright, headless, without a sandbox (Playwright never
+    downloads a browser of its own here)."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium, "the browser tests need Debian's chromium: apt-get install -y chromium"
+    BROWSER_OUTPUT.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()

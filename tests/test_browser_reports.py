@@ -6,16 +6,13 @@ artifact view. Screenshots are kept in ``tests/output/`` (not committed).
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from advisor.cli import main
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 PAGE_TIMEOUT_MS = 60_000  # the first load of the MLflow UI bundle is slow on a small machine
 OUTPUT = Path(__file__).resolve().parent / "output"
 SCRIPT = "<script>alert(1)</script>"
@@ -28,19 +25,6 @@ def report_dir(report_experiment, tmp_path_factory) -> Path:
                  report_experiment.url, "--out", str(out), "--train-metric", "train_loss",
                  "--quiet"]) == 0
     return out
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium = shutil.which("chromium")
-    assert chromium, "the browser tests need Debian's chromium: apt-get install -y chromium"
-    OUTPUT.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 class Watched:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import uuid
@@ -40,7 +39,7 @@ from conftest import _log_by_hand
 from lightning_models import LinearRegression, loaders
 from mlflow import MlflowClient
 from optuna.trial import TrialState
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from advisor import AdvisorPruner, AdvisorPruningCallback
@@ -48,8 +47,6 @@ from advisor.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = Path(__file__).resolve().parent / "output"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 PAGE_TIMEOUT_MS = 60_000  # the first load of the MLflow UI bundle is slow on a small machine
 SWEEP_EPOCHS = 40
 
@@ -166,19 +163,6 @@ def offline(mlflow_server, tmp_path_factory) -> dict:
     assert main(["report", "--experiment", name, "--tracking-uri", mlflow_server.url, "--out",
                  str(out), "--train-metric", "train_loss", "--write-tags", "--quiet"]) == 0
     return {"name": name, "experiment_id": experiment_id, "dash": out}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium = shutil.which("chromium")
-    assert chromium, "the browser tests need Debian's chromium: apt-get install -y chromium"
-    OUTPUT.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def _run_page(browser, url: str, experiment_id: str, run_id: str, tab: str = ""):

@@ -15,6 +15,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 pl = pytest.importorskip("pytorch_lightning")
 
+from lightning_models import LinearRegression  # noqa: E402
+
 from advisor import AdvisorCallback, LrPlan, PlateauRule  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
@@ -31,22 +33,14 @@ def _data(batch_size: int = 64, shuffle: bool = True) -> tuple[DataLoader, DataL
     return train, DataLoader(TensorDataset(x[512:], y[512:]), batch_size=128)
 
 
-class Net(pl.LightningModule):
+class Net(LinearRegression):
+    """The shared regression's steps on a small MLP, with SGD+momentum and a scheduler."""
+
     def __init__(self, lr: float, scheduler, interval: str = "epoch") -> None:
-        super().__init__()
+        super().__init__(in_features=8, lr=lr)
         torch.manual_seed(0)
         self.net = nn.Sequential(nn.Linear(8, 64), nn.Tanh(), nn.Linear(64, 1))
-        self.lr, self.scheduler, self.interval = lr, scheduler, interval
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = nn.functional.mse_loss(self.net(x), y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val_loss", nn.functional.mse_loss(self.net(x), y))
+        self.scheduler, self.interval = scheduler, interval
 
     def configure_optimizers(self):
         opt = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
