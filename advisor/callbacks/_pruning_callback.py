@@ -142,15 +142,6 @@ class AdvisorPruningCallback(AdvisorCallback):
         if isinstance(exception, optuna.TrialPruned) and self._writer is not None:
             # a pruned trial's run ends with its advice, report and plot, as a finished one
             self._end_fit(trainer)
-            try:
-                self._write_final(trainer)
-            except Exception as exc:
-                if self.strict:
-                    raise
-                self._warn_once("final", f"training-advisor could not write its final advice: "
-                                         f"{exc}")
-            if self is self._group[-1]:  # the last callback sharing the run closes it
-                self._writer.close(timeout=30.0, status="KILLED")
-                self._forget_writers()
+            self._finish(trainer, "KILLED")
             return
         super().on_exception(trainer, pl_module, exception)

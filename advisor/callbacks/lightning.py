@@ -302,8 +302,12 @@ class AdvisorCallback(*_callback_bases()):
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         self._end_fit(trainer)
-        if self._writer is None:
-            return
+        if self._writer is not None:
+            self._finish(trainer, "KILLED" if self.pruned else "FINISHED")
+
+    def _finish(self, trainer: Any, status: str) -> None:
+        """Write the final advice; the last callback sharing the run closes it with ``status``,
+        keeping on disk (and naming) whatever the server could not take."""
         try:
             self._write_final(trainer)
         except Exception as exc:
@@ -312,8 +316,7 @@ class AdvisorCallback(*_callback_bases()):
             self._warn_once("final", f"training-advisor could not write its final advice: {exc}")
         if self is not self._group[-1]:  # the last callback sharing the run closes it
             return
-        unwritten = self._writer.close(timeout=30.0,
-                                       status="KILLED" if self.pruned else "FINISHED")
+        unwritten = self._writer.close(timeout=30.0, status=status)
         if unwritten:
             run = self._writer.run_id
             kept = self._keep_unwritten(trainer)
