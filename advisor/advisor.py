@@ -222,7 +222,6 @@ class Advisor:
         self._advice: Advice | None = None
         self._plateau_run = 0  # consecutive monitor checks judged a plateau
         self._overfit_run = 0  # consecutive monitor checks judged overfitting
-        self._span = 0.0  # improvement so far, at the latest check
         self._judged_step: float | None = None  # the monitor check judged last
         self.lr_plan: LrPlan | PlateauRule | None = None
         self.set_lr_plan(lr_plan)
@@ -348,7 +347,6 @@ class Advisor:
         # improvement so far, from a reference robust to initialisation transients
         span = max(median(y[: max(3, n // 4)]) - best, 0.0)
         tol = self.tolerance(sign * best, noise)
-        self._span = span
 
         # a blow-up is large in the metric's own terms: beyond the improvement so far, the
         # noise, and ten times the tolerance (a slow drift early in a run, at a scale read from
@@ -359,7 +357,8 @@ class Advisor:
             evidence.append(_explain.divergence_evidence(div, monitor, sign * float(y_all[-1]),
                                                          step, sign, self.unit))
         if div.diverged or n < self.min_checks:
-            f = self._findings(n, div, None, None, None, None, None, None, tol, again)
+            f = self._findings(n, div, None, None, None, None, None, None, tol, again,
+                               learned=span > tol)
             return self._word(decide(f), f, evidence, base, noise=noise)
 
         # a quantized metric (accuracy on a small validation set) moves in steps: its quantum
@@ -371,10 +370,9 @@ class Advisor:
         phase = np.arange(n) >= sched.phase_start
         xp, yp = x[phase], y[phase]
         forecast = self._forecast(xp, yp, noise, best, self._ahead(x[-1], sched, plan))
-        if forecast is not None:
-            forecast = _explain.to_forecast(forecast, sign)
         gain = gain_iv = None
         if forecast is not None:
+            forecast = _explain.to_forecast(forecast, sign)
             gain = max(0.0, best - sign * forecast.value)
             lo_v, hi_v = sorted((sign * forecast.low, sign * forecast.high))
             gain_iv = (max(0.0, best - hi_v), max(0.0, best - lo_v))
@@ -416,7 +414,8 @@ class Advisor:
             evidence.append(_explain.plateau_evidence(plateau, monitor, sign, confidence,
                                                       self.unit))
         f = self._findings(n, div, over, plateau, sched, plan,
-                           None if gain_iv is None else gain_iv[0], step, tol, again)
+                           None if gain_iv is None else gain_iv[0], step, tol, again,
+                           learned=span > tol)
         decision = decide(f)
         stop_at = None
         if decision.verdict is Verdict.PLATEAU:
@@ -449,7 +448,8 @@ class Advisor:
         end = self.max_steps if self.max_steps is not None else 2.0 * step
         return alpha / max(1.0, end / max(spacing, 1e-12))
 
-    def _findings(self, n, div, over, plateau, sched, plan, gain_low, step, tol, again):
+    def _findings(self, n, div, over, plateau, sched, plan, gain_low, step, tol, again, *,
+                  learned):
         """The detectors' results at this check, with the runs of consecutive checks."""
         over_ok = over is not None and over.overfitting
         flat = plateau is not None and plateau.state is PlateauState.PLATEAU
@@ -477,7 +477,7 @@ class Advisor:
             confirm=self.confirm, schedule=sched if sched is not None else _NO_SCHEDULE,
             plan=plan, progress=progress, min_progress_without_lr=self.min_progress_without_lr,
             forecast_gain_low=gain_low, tolerance=tol, rising=rising,
-            learned=self._span > tol)
+            learned=learned)
 
     def _word(self, d: Decision, f: Findings, evidence: list[Evidence], base: dict,
                 *, noise: float, stop_at: float | None = None,

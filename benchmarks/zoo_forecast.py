@@ -63,7 +63,6 @@ def forecast_rows(job: tuple[int, str, str, str | None, tuple[float, ...]]) -> l
     run: Run = zs._STATE["runs"][i]
     val = run.metrics[metric]
     train = run.metrics.get(train_metric, np.full(run.n_evals, np.nan))
-    lr = run.metrics.get("lr", np.full(run.n_evals, np.nan))
     budget = float(run.config["budget"])
     finite = np.flatnonzero(np.isfinite(val))
     if finite.size < 8 or run.x[finite[-1]] < budget:
@@ -82,12 +81,7 @@ def forecast_rows(job: tuple[int, str, str, str | None, tuple[float, ...]]) -> l
         for k in range(last):
             if not (np.isfinite(val[k]) or np.isfinite(train[k])):
                 continue
-            logged = {metric: float(val[k])}
-            if np.isfinite(train[k]):
-                logged[train_metric] = float(train[k])
-            if np.isfinite(lr[k]):
-                logged["lr"] = float(lr[k])
-            advice = adv.update(float(run.x[k]), logged)
+            advice = adv.update(float(run.x[k]), zs.check_metrics(run, k, metric, train_metric))
             f = advice.forecast
             if k in marks and f is not None and np.isfinite(f.scale):
                 out.append({

@@ -115,6 +115,17 @@ def paying_decays(run: Run, values: np.ndarray, mode: str) -> list[float]:
     return paying
 
 
+def check_metrics(run: Run, k: int, metric: str, train_metric: str | None) -> dict[str, float]:
+    """What the callback logs at check ``k``: the monitor, and the training metric and the rate
+    where they are finite."""
+    logged = {metric: float(run.metrics[metric][k])}
+    for name in (train_metric, "lr"):
+        value = run.metrics[name][k] if name in run.metrics else math.nan
+        if np.isfinite(value):
+            logged[name] = float(value)
+    return logged
+
+
 def replay_one(job: tuple[int, str, str, str | None]) -> dict[str, Any]:
     from advisor import Advisor
 
@@ -123,7 +134,6 @@ def replay_one(job: tuple[int, str, str, str | None]) -> dict[str, Any]:
     config, kwargs = _STATE["config"], _STATE["advisor_kwargs"]
     val = run.metrics[metric]
     train = run.metrics.get(train_metric, np.full(run.n_evals, np.nan))
-    lr = run.metrics.get("lr", np.full(run.n_evals, np.nan))
     budget = float(run.config["budget"])
     plan = plan_of(run) if config == "callback" else None
     adv = Advisor(metric, mode, train_metric, max_steps=budget, lr_plan=plan, **kwargs)
@@ -141,12 +151,7 @@ def replay_one(job: tuple[int, str, str, str | None]) -> dict[str, Any]:
                 if name not in stops and rule.update(run.x[k], v, float(train[k])):
                     stops[name] = k + 1
             if "advisor" not in stops:
-                logged = {metric: v}
-                if np.isfinite(train[k]):
-                    logged[train_metric] = float(train[k])
-                if np.isfinite(lr[k]):
-                    logged["lr"] = float(lr[k])
-                advice = adv.update(float(run.x[k]), logged)
+                advice = adv.update(float(run.x[k]), check_metrics(run, k, metric, train_metric))
                 if advice.should_stop:
                     stops["advisor"] = k + 1
                     verdict, reason = advice.verdict.value, advice.reason

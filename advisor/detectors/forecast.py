@@ -356,10 +356,10 @@ def conformal_interval(value: float, scale: float, progress: float,
     if not table or not (math.isfinite(value) and math.isfinite(scale) and scale > 0):
         return None
     shares, lows, highs = table
+    logs = _log_space(value, scale)
     bounds = []
     for qs in (lows, highs):
         q = float(np.interp(progress, shares, qs))
-        logs = _log_space(value, scale)
         if logs is None:
             bounds.append(value + q * scale)
         else:
