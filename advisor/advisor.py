@@ -46,6 +46,8 @@ _LR_NAMES = ("lr", "learning_rate", "learning-rate")
 _NO_OVERFITTING = OverfittingResult(False, 0, math.nan, 1.0, None, 0.0, 0.0, math.nan, math.nan,
                                     None)
 _NO_SCHEDULE = ScheduleState(False, 0, math.nan, math.nan, False, False, False, 0)
+_STILL = {"decay": ", and the schedule still lowers the rate",
+          "restart": ", and the schedule still raises the rate again"}
 
 
 class MetricNotFoundError(KeyError):
@@ -111,7 +113,8 @@ class Advisor:
             of ``max_steps`` when the schedule is unknown (no plan, and no logged rate that has
             changed: most schedules decay later and often break an early plateau) or when the
             run has not improved by more than the tolerance since its first checks (many sit at
-            their initial level before they learn). Overfitting and divergence stop anytime.
+            their initial level before they learn; such a run also waits while the schedule
+            still lowers or restarts the rate). Overfitting and divergence stop anytime.
         decay: how fast improvement is assumed to slow down (the rate falls like
             ``t ** -(1 + decay)``); larger means less is expected from the rest of the budget.
             0.5 (a ``1 / sqrt(t)`` curve) was chosen on the zoo's tune families: 1.0 (``1 / t``)
@@ -369,7 +372,8 @@ class Advisor:
         evidence.append(_explain.schedule_evidence(sched, plan))
         phase = np.arange(n) >= sched.phase_start
         xp, yp = x[phase], y[phase]
-        forecast = self._forecast(xp, yp, noise, best, self._ahead(x[-1], sched, plan))
+        ahead = self._ahead(x[-1], sched, plan)
+        forecast = self._forecast(xp, yp, noise, best, ahead)
         gain = gain_iv = None
         if forecast is not None:
             forecast = _explain.to_forecast(forecast, sign)
@@ -415,7 +419,7 @@ class Advisor:
                                                       self.unit))
         f = self._findings(n, div, over, plateau, sched, plan,
                            None if gain_iv is None else gain_iv[0], step, tol, again,
-                           learned=span > tol)
+                           learned=span > tol, ahead=ahead)
         decision = decide(f)
         stop_at = None
         if decision.verdict is Verdict.PLATEAU:
@@ -449,7 +453,7 @@ class Advisor:
         return alpha / max(1.0, end / max(spacing, 1e-12))
 
     def _findings(self, n, div, over, plateau, sched, plan, gain_low, step, tol, again, *,
-                  learned):
+                  learned, ahead="unknown"):
         """The detectors' results at this check, with the runs of consecutive checks."""
         over_ok = over is not None and over.overfitting
         flat = plateau is not None and plateau.state is PlateauState.PLATEAU
@@ -477,7 +481,7 @@ class Advisor:
             confirm=self.confirm, schedule=sched if sched is not None else _NO_SCHEDULE,
             plan=plan, progress=progress, min_progress_without_lr=self.min_progress_without_lr,
             forecast_gain_low=gain_low, tolerance=tol, rising=rising,
-            learned=learned)
+            learned=learned, ahead=ahead)
 
     def _word(self, d: Decision, f: Findings, evidence: list[Evidence], base: dict,
                 *, noise: float, stop_at: float | None = None,
@@ -528,9 +532,9 @@ class Advisor:
                                      f"that has learned nothing has nothing to overfit, and many "
                                      f"start slowly ({over_text}).",
             "not_learning_yet": f"Flat at {f.progress or 0:.0%} of the budget, but {monitor} has "
-                                f"not improved by more than {worth} since its first checks: "
-                                f"many runs sit at their initial level before they learn "
-                                f"({plateau_text}).",
+                                f"not improved by more than {worth} since its first checks"
+                                f"{_STILL.get(f.ahead, '')}: many runs sit at their initial "
+                                f"level before they learn ({plateau_text}).",
             "unconfirmed": f"Looks flat, to be confirmed at the next check: {plateau_text}.",
             "rising": f"Overfitting: {monitor} is rising since its best while training went "
                       f"on, and the rest of the budget is unlikely to improve it by more than "

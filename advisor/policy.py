@@ -40,6 +40,9 @@ class Findings:
         learned: the run has improved by more than the tolerance since its first checks (a
             curve still at its initial level, at chance, has shown no pace to judge a plateau
             by: many sit there before they learn).
+        ahead: what the schedule still holds after this check: ``"restart"`` (the rate rises
+            again), ``"decay"`` (it at least halves), ``"none"`` or ``"unknown"`` (see
+            :meth:`~advisor.detectors.plan.LrPlan.ahead`).
     """
 
     checks: int
@@ -58,6 +61,7 @@ class Findings:
     tolerance: float
     rising: bool
     learned: bool = True
+    ahead: str = "unknown"
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,10 @@ def decide(f: Findings) -> Decision:
     5. Improving, or a window that says neither: no stop.
     6. Flat, but a decay of the rate that matters is still ahead (the plan, or a decay read from
        the logged rate), or the schedule is unknown early in the budget, or the run has not
-       learned anything yet early in the budget, or the forecast still expects more than the
-       tolerance: wait.
+       learned anything yet (early in the budget, or while the schedule still changes the rate:
+       a stuck run has no pace to judge a plateau by, and a lower rate, or a restart to a higher
+       one, is what most often moves it, even where earlier decays did not), or the forecast
+       still expects more than the tolerance: wait.
     7. Flat, and confirmed over ``confirm`` checks: stop; labelled overfitting if validation has
        been rising since its best, else plateau.
     """
@@ -111,7 +117,8 @@ def decide(f: Findings) -> Decision:
     if (not f.schedule.known and f.progress is not None
             and f.progress < f.min_progress_without_lr):
         return Decision(Verdict.UNDECIDED, False, "schedule_unknown")
-    if not f.learned and f.progress is not None and f.progress < f.min_progress_without_lr:
+    if not f.learned and (f.ahead in ("decay", "restart") or (
+            f.progress is not None and f.progress < f.min_progress_without_lr)):
         return Decision(Verdict.UNDECIDED, False, "not_learning_yet")
     if f.forecast_gain_low is not None and f.forecast_gain_low > f.tolerance:
         return Decision(Verdict.UNDECIDED, False, "forecast_expects_more")

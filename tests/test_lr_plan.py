@@ -219,6 +219,33 @@ def test_a_decay_whose_gain_is_within_the_noise_of_the_tolerance_still_matters()
                      noise=0.002).pending
 
 
+def test_a_run_stuck_at_chance_waits_while_the_schedule_still_changes_the_rate():
+    """Accuracy stuck at chance (the same value at every check) learns only after the last warm
+    restart: the advisor waits while a restart or a decay is still planned, and keeps the best
+    after it; with nothing planned, a run that never learned is stopped in the second half."""
+    e = np.arange(1, 61)
+    acc = np.where(e < 50, 1 / 3, 0.9)
+    restarts = LrPlan(tuple(e.astype(float)),
+                      tuple(0.05 * (1 + np.cos(np.pi * ((e - 1) % 15) / 15))), "restarts")
+    stop, advice = _run_acc(Advisor("val_acc", "max", max_steps=60, lr_plan=restarts), acc)
+    assert stop == 60 and advice.best_value == pytest.approx(0.9)
+    flat = LrPlan.from_mapping({1: 0.1}, "constant")
+    stop, advice = _run_acc(Advisor("val_acc", "max", max_steps=60, lr_plan=flat), acc)
+    assert 30 <= stop < 50 and advice.should_stop
+    waiting = Advisor("val_acc", "max", max_steps=60, lr_plan=restarts)
+    _run_acc(waiting, acc[:40])
+    advice = waiting.update(41, {"val_acc": 1 / 3})
+    assert not advice.should_stop and "schedule still raises the rate again" in advice.reason
+
+
+def _run_acc(advisor: Advisor, acc: np.ndarray) -> tuple[int, object]:
+    for e in range(1, acc.size + 1):
+        advice = advisor.update(e, {"val_acc": float(acc[e - 1])})
+        if advice.should_stop:
+            return e, advice
+    return acc.size, advice
+
+
 def test_read_plan_without_a_decay_ahead():
     plan = LrPlan.from_mapping({1: 0.1})  # constant to the end
     state = read_plan(plan, np.arange(1, 31), np.ones(30), tolerance=0.01, max_steps=100)

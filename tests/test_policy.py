@@ -37,7 +37,7 @@ def findings(**changes) -> Findings:
         schedule=ScheduleState(True, 0, 0.1, 0.1, True, False, False, 0),
         plan=PlanState(False, 0.1, None, None, None, None, "no decay ahead"),
         progress=0.6, min_progress_without_lr=0.5, forecast_gain_low=0.0, tolerance=0.01,
-        rising=False, learned=True)
+        rising=False, learned=True, ahead="none")
     return dataclasses.replace(base, **changes)
 
 
@@ -61,6 +61,8 @@ def test_a_flat_confirmed_plateau_with_nothing_ahead_is_a_stop():
     ({"plan": None, "schedule": ScheduleState(False, 0, 0.1, 0.1, True, False, False, 0),
       "progress": 0.3}, "schedule_unknown"),
     ({"learned": False, "progress": 0.3}, "not_learning_yet"),
+    ({"learned": False, "progress": 0.8, "ahead": "restart"}, "not_learning_yet"),
+    ({"learned": False, "progress": 0.8, "ahead": "decay"}, "not_learning_yet"),
     ({"forecast_gain_low": 0.05}, "forecast_expects_more"),
     ({"plateau_run": 1}, "unconfirmed"),
 ])
@@ -73,6 +75,7 @@ def test_an_unknown_schedule_or_a_run_that_never_learned_stops_in_the_second_hal
     unknown = ScheduleState(False, 0, 0.1, 0.1, True, False, False, 0)
     assert decide(findings(plan=None, schedule=unknown, progress=0.6)).should_stop
     assert decide(findings(learned=False, progress=0.6)).should_stop
+    assert decide(findings(learned=False, progress=0.6, ahead="unknown")).should_stop
 
 
 def test_divergence_comes_first_even_before_enough_checks():
