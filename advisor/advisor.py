@@ -360,7 +360,7 @@ class Advisor:
             evidence.append(_explain.divergence_evidence(div, monitor, sign * float(y_all[-1]),
                                                          step, sign, self.unit))
         if div.diverged or n < self.min_checks:
-            f = self._findings(n, div, None, None, None, None, None, None, tol, again,
+            f = self._findings(n, div, None, None, None, None, None, step, tol, again,
                                learned=span > tol)
             return self._word(decide(f), f, evidence, base, noise=noise)
 
@@ -481,7 +481,9 @@ class Advisor:
             confirm=self.confirm, schedule=sched if sched is not None else _NO_SCHEDULE,
             plan=plan, progress=progress, min_progress_without_lr=self.min_progress_without_lr,
             forecast_gain_low=gain_low, tolerance=tol, rising=rising,
-            learned=learned, ahead=ahead)
+            learned=learned, ahead=ahead,
+            rate_raised=isinstance(self.lr_plan, LrPlan) and step is not None
+            and self.lr_plan.raised(step))
 
     def _word(self, d: Decision, f: Findings, evidence: list[Evidence], base: dict,
                 *, noise: float, stop_at: float | None = None,
@@ -495,6 +497,13 @@ class Advisor:
                           suggested_stop_step=best_step,
                           reason=f"Training diverged: {text}; keep the checkpoint of "
                                  f"{self.unit} {best_step:g}.", **base)
+        if d.why == "spike_at_raised_rate":
+            return Advice(verdict=d.verdict, should_stop=False, evidence=tuple(evidence),
+                          reason=f"{monitor} jumped ({evidence[0].summary}), but the schedule "
+                                 f"raised the learning rate (a warm-up, a one-cycle ramp or a "
+                                 f"warm restart) and it is still above half its peak: a raised "
+                                 f"rate often brings a spike that its decay takes back. A "
+                                 f"divergence if it lasts once the rate has halved.", **base)
         if d.why == "too_early":
             ev = Evidence("history", f"{f.checks} finite check(s) of {monitor}; at least "
                                      f"{self.min_checks} are needed for a verdict",

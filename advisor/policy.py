@@ -43,6 +43,9 @@ class Findings:
         ahead: what the schedule still holds after this check: ``"restart"`` (the rate rises
             again), ``"decay"`` (it at least halves), ``"none"`` or ``"unknown"`` (see
             :meth:`~advisor.detectors.plan.LrPlan.ahead`).
+        rate_raised: the plan has just raised the rate (a warm-up, a one-cycle ramp or a warm
+            restart) and it is still at least half its peak (see
+            :meth:`~advisor.detectors.plan.LrPlan.raised`).
     """
 
     checks: int
@@ -62,6 +65,7 @@ class Findings:
     rising: bool
     learned: bool = True
     ahead: str = "unknown"
+    rate_raised: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,9 @@ class Decision:
 def decide(f: Findings) -> Decision:
     """The stopping policy, in order of precedence.
 
-    1. A diverged metric stops at once.
+    1. A diverged metric stops at once; but a finite blow-up while the plan has raised the rate
+       and it is still above half its peak is a spike to wait out (a raised rate often brings
+       one, and its decay takes it back; if it lasts once the rate has halved, it diverged).
     2. Too few checks: undecided.
     3. Overfitting (validation rising significantly by more than the tolerance while training
        is not getting worse) stops once confirmed over ``confirm`` checks; but not early in the
@@ -95,6 +101,8 @@ def decide(f: Findings) -> Decision:
        been rising since its best, else plateau.
     """
     if f.divergence.diverged:
+        if f.divergence.kind == "blow-up" and f.rate_raised:
+            return Decision(Verdict.UNDECIDED, False, "spike_at_raised_rate")
         return Decision(Verdict.DIVERGED, True, "diverged")
     if f.checks < f.min_checks:
         return Decision(Verdict.UNDECIDED, False, "too_early")

@@ -238,6 +238,31 @@ def test_a_run_stuck_at_chance_waits_while_the_schedule_still_changes_the_rate()
     assert not advice.should_stop and "schedule still raises the rate again" in advice.reason
 
 
+def test_a_spike_at_the_peak_of_a_one_cycle_ramp_is_waited_out():
+    """The loss triples at the top of a one-cycle ramp and comes back as the rate anneals: not a
+    divergence while the rate is still above half its peak; the same jump under a constant rate,
+    or one that lasts once the rate has halved, is."""
+    e = np.arange(1, 61)
+    rate = np.where(e <= 15, 0.004 + 0.096 * (e - 1) / 14,
+                    0.05 * (1 + np.cos(np.pi * (e - 15) / 45)))
+    onecycle = LrPlan(tuple(e.astype(float)), tuple(rate), "OneCycleLR")
+    base = 0.2 + 0.8 * np.exp(-e / 4)
+    spike = np.where((e >= 14) & (e <= 19), 1.5, 0.0)
+    y = base + spike - 0.05 * (e > 30)
+    stop, advice = _run(Advisor("val_loss", max_steps=60, lr_plan=onecycle), y)
+    assert advice.best_step > 30 and advice.verdict is not Verdict.DIVERGED
+    waiting = Advisor("val_loss", max_steps=60, lr_plan=onecycle)
+    _run(waiting, y[:15])
+    advice = waiting.update(16, {"val_loss": float(y[15])})
+    assert not advice.should_stop and "raised the learning rate" in advice.reason
+    constant = LrPlan.from_mapping({1: 0.05}, "constant")
+    stop, advice = _run(Advisor("val_loss", max_steps=60, lr_plan=constant), y)
+    assert stop == 15 and advice.verdict is Verdict.DIVERGED
+    lasting = base + np.where(e >= 14, 1.5, 0.0)  # rate below half its peak from epoch 35
+    stop, advice = _run(Advisor("val_loss", max_steps=60, lr_plan=onecycle), lasting)
+    assert advice.verdict is Verdict.DIVERGED and 35 <= stop <= 40
+
+
 def _run_acc(advisor: Advisor, acc: np.ndarray) -> tuple[int, object]:
     for e in range(1, acc.size + 1):
         advice = advisor.update(e, {"val_acc": float(acc[e - 1])})

@@ -85,6 +85,15 @@ def test_divergence_comes_first_even_before_enough_checks():
     assert (d.verdict, d.should_stop) == (Verdict.DIVERGED, True)
 
 
+def test_a_blow_up_while_the_schedule_has_raised_the_rate_is_a_spike_not_a_stop():
+    blow_up = DivergenceResult(True, "blow-up", 5.0, 1.0, 0.1, 2)
+    d = decide(findings(divergence=blow_up, rate_raised=True))
+    assert (d.verdict, d.should_stop, d.why) == (Verdict.UNDECIDED, False, "spike_at_raised_rate")
+    assert decide(findings(divergence=blow_up)).verdict is Verdict.DIVERGED
+    nan = DivergenceResult(True, "non-finite", 1.0, math.nan, 1.0, 1)
+    assert decide(findings(divergence=nan, rate_raised=True)).should_stop  # NaN stops anyway
+
+
 def test_overfitting_stops_once_confirmed_whatever_the_schedule_ahead():
     pending = PlanState(True, 0.1, 40.0, 0.01, None, None, "x0.1 at 40")
     first = decide(findings(overfitting=overfitting(), overfitting_run=1, plan=pending))

@@ -48,7 +48,9 @@ def detect_divergence(
     so far, floored by four noise scales and by ten times the tolerance), so a single spike on a
     noisy curve, or a slow drift early in a run whose noise was read from a few checks, is not a
     divergence. Wrong when a run legitimately spikes for
-    several checks and recovers (restarts, warm-up of a new phase): raise ``blowup`` or ``confirm``.
+    several checks and recovers (restarts, warm-up of a new phase): with a learning-rate plan the
+    policy waits out a blow-up while the planned rate is raised (see
+    :meth:`~advisor.detectors.plan.LrPlan.raised`); without one, raise ``blowup`` or ``confirm``.
     """
     v = np.asarray(values, dtype=float)
     if v.size and not np.isfinite(v[-1]):

@@ -75,6 +75,25 @@ class LrPlan:
     def rate_at(self, step: float) -> float:
         return float(self.rates_at([step])[0])
 
+    def raised(self, step: float) -> bool:
+        """Whether ``step`` lies in the high-rate part of a rise of the rate: a warm-up, a
+        one-cycle ramp or a warm restart took the rate to at least twice where it was, and it is
+        still at least half that peak.
+
+        Example:
+            >>> restart = LrPlan.from_mapping({1: 0.1, 10: 0.001, 11: 0.1, 15: 0.04})
+            >>> restart.raised(12), restart.raised(15), restart.raised(5)
+            (True, False, False)
+        """
+        s = np.asarray(self.steps)
+        rates = np.append(np.asarray(self.rates)[s < step], self.rate_at(step))
+        peak = float(rates[-1])
+        for i in range(rates.size - 1, -1, -1):  # back through the high part to the low before
+            if rates[i] < 0.5 * peak:
+                return float(rates[-1]) >= 0.5 * peak
+            peak = max(peak, float(rates[i]))
+        return False
+
     def ahead(self, step: float, end: float | None) -> str:
         """What the plan holds after ``step`` up to ``end``: ``"restart"`` (the rate at least
         doubles over its lowest point on the way, a warm restart or a warm-up), ``"decay"`` (it
