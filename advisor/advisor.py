@@ -350,6 +350,10 @@ class Advisor:
         # improvement so far, from a reference robust to initialisation transients
         span = max(median(y[: max(3, n // 4)]) - best, 0.0)
         tol = self.tolerance(sign * best, noise)
+        # learned: the best is more than the tolerance below the first checks' level and below
+        # some check before it (a run whose best was its first check, worse ever since, has
+        # learned nothing, however far its later checks rose above that best)
+        learned = span > tol and float(y[: best_i + 1].max()) - best > tol
 
         # a blow-up is large in the metric's own terms: beyond the improvement so far, the
         # noise, and ten times the tolerance (a slow drift early in a run, at a scale read from
@@ -361,7 +365,7 @@ class Advisor:
                                                          step, sign, self.unit))
         if div.diverged or n < self.min_checks:
             f = self._findings(n, div, None, None, None, None, None, step, tol, again,
-                               learned=span > tol)
+                               learned=learned)
             return self._word(decide(f), f, evidence, base, noise=noise)
 
         # a quantized metric (accuracy on a small validation set) moves in steps: its quantum
@@ -419,7 +423,7 @@ class Advisor:
                                                       self.unit))
         f = self._findings(n, div, over, plateau, sched, plan,
                            None if gain_iv is None else gain_iv[0], step, tol, again,
-                           learned=span > tol, ahead=ahead)
+                           learned=learned, ahead=ahead)
         decision = decide(f)
         stop_at = None
         if decision.verdict is Verdict.PLATEAU:

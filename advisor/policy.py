@@ -37,8 +37,9 @@ class Findings:
         tolerance: the smallest gain worth the rest of the budget, in metric units.
         rising: validation's trend since its best is significantly upward while training is
             not getting worse (a flat-looking window at the end of a rise is still overfitting).
-        learned: the run has improved by more than the tolerance since its first checks (a
-            curve still at its initial level, at chance, has shown no pace to judge a plateau
+        learned: the run has improved by more than the tolerance since its first checks, its
+            best below an earlier check by that much (a curve still at its initial level, at
+            chance, or worse ever since its first check, has shown no pace to judge a plateau
             by: many sit there before they learn).
         ahead: what the schedule still holds after this check: ``"restart"`` (the rate rises
             again), ``"decay"`` (it at least halves), ``"none"`` or ``"unknown"`` (see

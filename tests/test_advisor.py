@@ -209,6 +209,20 @@ def test_validation_worse_than_its_start_before_any_learning_is_not_overfitting_
     assert stop is not None and stop.verdict is Verdict.OVERFITTING and stop.step >= 50
 
 
+def test_a_run_whose_best_was_its_first_check_has_not_learned_however_far_it_rose():
+    # validation worse at every check after the first, by far more than the tolerance: its
+    # first checks' level is well above its best, but the best came first, so nothing was
+    # learned and nothing overfitted; early in the budget it is not an overfitting stop
+    e = np.arange(1, 81, dtype=float)
+    val = 0.9 + 0.003 * (e - 1)
+    train = 1.0 - 0.004 * e
+    advices = feed(Advisor(train_metric="train_loss", max_steps=100, lr_plan={1: 1e-3}), val,
+                   extra={"train_loss": train, "lr": np.full(e.size, 1e-3)})
+    assert not any(a.should_stop for a in advices[:49])
+    stop = first_stop(advices)
+    assert stop is not None and stop.verdict is Verdict.OVERFITTING and stop.step >= 50
+
+
 def test_a_slow_early_drift_is_not_a_divergence_but_an_explosion_is():
     # validation loss creeping up 1% over the first checks (an SGD run that has not started to
     # learn) is far from blown up in the metric's own terms, however small its early noise
