@@ -113,9 +113,10 @@ def replay(
     ``reason``, ``best_epoch`` and ``best_value`` (best up to the stop), ``last_epoch``.
 
     Example:
+        >>> import math
         >>> import pandas as pd
         >>> frame = pd.DataFrame({"epoch": range(1, 41),
-        ...                       "val_loss": [0.5 + 1 / e for e in range(1, 41)]})
+        ...                       "val_loss": [0.5 + math.exp(-e / 4) for e in range(1, 41)]})
         >>> row = replay(frame, monitor="val_loss").iloc[0]
         >>> row["verdict"], bool(row["stop_epoch"] < 40)
         ('plateau', True)
