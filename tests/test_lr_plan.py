@@ -229,9 +229,11 @@ def test_a_run_stuck_at_chance_waits_while_the_schedule_still_changes_the_rate()
                       tuple(0.05 * (1 + np.cos(np.pi * ((e - 1) % 15) / 15))), "restarts")
     stop, advice = _run_acc(Advisor("val_acc", "max", max_steps=60, lr_plan=restarts), acc)
     assert stop == 60 and advice.best_value == pytest.approx(0.9)
-    flat = LrPlan.from_mapping({1: 0.1}, "constant")
-    stop, advice = _run_acc(Advisor("val_acc", "max", max_steps=60, lr_plan=flat), acc)
-    assert 30 <= stop < 50 and advice.should_stop
+    for rate in (0.1, 0.0):  # a constant rate, zero included, holds no decay
+        flat = LrPlan.from_mapping({1: rate}, "constant")
+        assert flat.ahead(30, 60) == "none"
+        stop, advice = _run_acc(Advisor("val_acc", "max", max_steps=60, lr_plan=flat), acc)
+        assert 30 <= stop < 50 and advice.should_stop
     waiting = Advisor("val_acc", "max", max_steps=60, lr_plan=restarts)
     _run_acc(waiting, acc[:40])
     advice = waiting.update(41, {"val_acc": 1 / 3})

@@ -110,7 +110,7 @@ class LrPlan:
         low = np.minimum.accumulate(rates)
         if np.any((rates >= 2.0 * low) & (rates > low)):
             return "restart"
-        return "decay" if rates.min() <= 0.5 * now else "none"
+        return "decay" if now > 0 and rates.min() <= 0.5 * now else "none"
 
     def merged(self, later: LrPlan) -> LrPlan:
         """This plan up to where ``later`` starts, then ``later`` (a plan made again mid-run:
