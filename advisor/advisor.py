@@ -364,8 +364,10 @@ class Advisor:
             evidence.append(_explain.divergence_evidence(div, monitor, sign * float(y_all[-1]),
                                                          step, sign, self.unit))
         if div.diverged or n < self.min_checks:
+            ahead = self.lr_plan.ahead(step, self.max_steps) \
+                if isinstance(self.lr_plan, LrPlan) else "unknown"
             f = self._findings(n, div, None, None, None, None, None, step, tol, again,
-                               learned=learned)
+                               learned=learned, ahead=ahead)
             return self._word(decide(f), f, evidence, base, noise=noise)
 
         # a quantized metric (accuracy on a small validation set) moves in steps: its quantum
@@ -505,9 +507,10 @@ class Advisor:
             return Advice(verdict=d.verdict, should_stop=False, evidence=tuple(evidence),
                           reason=f"{monitor} jumped ({evidence[0].summary}), but the schedule "
                                  f"raised the learning rate (a warm-up, a one-cycle ramp or a "
-                                 f"warm restart) and it is still above half its peak: a raised "
-                                 f"rate often brings a spike that its decay takes back. A "
-                                 f"divergence if it lasts once the rate has halved.", **base)
+                                 f"warm restart), it is still above half its peak and the plan "
+                                 f"lowers it later: a raised rate often brings a spike that its "
+                                 f"decay takes back. A divergence if it lasts once the rate has "
+                                 f"halved.", **base)
         if d.why == "too_early":
             ev = Evidence("history", f"{f.checks} finite check(s) of {monitor}; at least "
                                      f"{self.min_checks} are needed for a verdict",

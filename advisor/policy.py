@@ -81,9 +81,11 @@ class Decision:
 def decide(f: Findings) -> Decision:
     """The stopping policy, in order of precedence.
 
-    1. A diverged metric stops at once; but a finite blow-up while the plan has raised the rate
-       and it is still above half its peak is a spike to wait out (a raised rate often brings
-       one, and its decay takes it back; if it lasts once the rate has halved, it diverged).
+    1. A diverged metric stops at once; but a finite blow-up while the plan has raised the rate,
+       it is still above half its peak and the plan lowers it later, is a spike to wait out (a
+       raised rate often brings one, and its decay takes it back; if it lasts once the rate has
+       halved, it diverged; with no decay ahead, as after a warm-up to a constant rate, there is
+       nothing to wait for).
     2. Too few checks: undecided.
     3. Overfitting (validation rising significantly by more than the tolerance while training
        is not getting worse) stops once confirmed over ``confirm`` checks; but not early in the
@@ -102,7 +104,7 @@ def decide(f: Findings) -> Decision:
        been rising since its best, else plateau.
     """
     if f.divergence.diverged:
-        if f.divergence.kind == "blow-up" and f.rate_raised:
+        if f.divergence.kind == "blow-up" and f.rate_raised and f.ahead in ("decay", "restart"):
             return Decision(Verdict.UNDECIDED, False, "spike_at_raised_rate")
         return Decision(Verdict.DIVERGED, True, "diverged")
     if f.checks < f.min_checks:

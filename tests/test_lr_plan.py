@@ -263,6 +263,11 @@ def test_a_spike_at_the_peak_of_a_one_cycle_ramp_is_waited_out():
     lasting = base + np.where(e >= 14, 1.5, 0.0)  # rate below half its peak from epoch 35
     stop, advice = _run(Advisor("val_loss", max_steps=60, lr_plan=onecycle), lasting)
     assert advice.verdict is Verdict.DIVERGED and 35 <= stop <= 40
+    # a warm-up to a constant rate: raised to the end, but no decay will take a spike back
+    warmup = LrPlan(tuple(e.astype(float)), tuple(np.minimum(0.1, 0.01 * e)), "LinearLR")
+    assert warmup.raised(50) and warmup.ahead(16, 60) == "none"
+    stop, advice = _run(Advisor("val_loss", max_steps=60, lr_plan=warmup), y)
+    assert stop == 15 and advice.verdict is Verdict.DIVERGED
 
 
 def _run_acc(advisor: Advisor, acc: np.ndarray) -> tuple[int, object]:

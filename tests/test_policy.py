@@ -87,11 +87,13 @@ def test_divergence_comes_first_even_before_enough_checks():
 
 def test_a_blow_up_while_the_schedule_has_raised_the_rate_is_a_spike_not_a_stop():
     blow_up = DivergenceResult(True, "blow-up", 5.0, 1.0, 0.1, 2)
-    d = decide(findings(divergence=blow_up, rate_raised=True))
+    d = decide(findings(divergence=blow_up, rate_raised=True, ahead="decay"))
     assert (d.verdict, d.should_stop, d.why) == (Verdict.UNDECIDED, False, "spike_at_raised_rate")
     assert decide(findings(divergence=blow_up)).verdict is Verdict.DIVERGED
+    # raised, but nothing lowers the rate later (a warm-up to a constant rate): a divergence
+    assert decide(findings(divergence=blow_up, rate_raised=True)).verdict is Verdict.DIVERGED
     nan = DivergenceResult(True, "non-finite", 1.0, math.nan, 1.0, 1)
-    assert decide(findings(divergence=nan, rate_raised=True)).should_stop  # NaN stops anyway
+    assert decide(findings(divergence=nan, rate_raised=True, ahead="decay")).should_stop
 
 
 def test_overfitting_stops_once_confirmed_whatever_the_schedule_ahead():

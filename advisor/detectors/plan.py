@@ -15,6 +15,7 @@ Two kinds of plan:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,12 +66,39 @@ class LrPlan:
         items = sorted((float(k), float(v)) for k, v in rates.items())
         return cls(tuple(k for k, _ in items), tuple(v for _, v in items), source)
 
+    @functools.cached_property
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The steps and rates as arrays, made once (a plan is read at every check)."""
+        return np.asarray(self.steps, dtype=float), np.asarray(self.rates, dtype=float)
+
+    @functools.cached_property
+    def _raised(self) -> np.ndarray:
+        """:meth:`raised` at each planned step, in one pass: a raised phase begins where the rate
+        reaches twice its lowest point since the last raised phase, and ends where it falls
+        below half the phase's peak."""
+        out = np.zeros(len(self.rates), dtype=bool)
+        low, peak = math.inf, None
+        for i, rate in enumerate(self.rates):
+            if peak is not None:
+                peak = max(peak, rate)
+                if rate < 0.5 * peak:
+                    peak, low = None, rate
+            if peak is None:
+                low = min(low, rate)
+                if rate > low and rate >= 2.0 * low:
+                    peak = rate
+            out[i] = peak is not None
+        return out
+
+    def _index(self, steps: np.ndarray) -> np.ndarray:
+        """The latest planned step at or before each of ``steps`` (the first before the plan)."""
+        s = self._arrays[0]
+        return np.clip(np.searchsorted(s, steps, side="right") - 1, 0, s.size - 1)
+
     def rates_at(self, steps: np.ndarray | Sequence[float]) -> np.ndarray:
         """The planned rate at each of ``steps`` (the latest planned step at or before it; the
         first planned rate before the plan starts)."""
-        s = np.asarray(self.steps)
-        idx = np.searchsorted(s, np.asarray(steps, dtype=float), side="right") - 1
-        return np.asarray(self.rates)[np.clip(idx, 0, s.size - 1)]
+        return self._arrays[1][self._index(np.asarray(steps, dtype=float))]
 
     def rate_at(self, step: float) -> float:
         return float(self.rates_at([step])[0])
@@ -85,14 +113,7 @@ class LrPlan:
             >>> restart.raised(12), restart.raised(15), restart.raised(5)
             (True, False, False)
         """
-        s = np.asarray(self.steps)
-        rates = np.append(np.asarray(self.rates)[s < step], self.rate_at(step))
-        peak = float(rates[-1])
-        for i in range(rates.size - 1, -1, -1):  # back through the high part to the low before
-            if rates[i] < 0.5 * peak:
-                return float(rates[-1]) >= 0.5 * peak
-            peak = max(peak, float(rates[i]))
-        return False
+        return bool(self._raised[self._index(np.array([float(step)]))[0]])
 
     def ahead(self, step: float, end: float | None) -> str:
         """What the plan holds after ``step`` up to ``end``: ``"restart"`` (the rate at least
@@ -104,9 +125,9 @@ class LrPlan:
             'decay'
         """
         now = self.rate_at(step)
-        s = np.asarray(self.steps)
-        later = s[(s > step) & (s <= (np.inf if end is None else end))]
-        rates = np.concatenate([[now], self.rates_at(later)])
+        s, r = self._arrays
+        later = (s > step) & (s <= (np.inf if end is None else end))
+        rates = np.concatenate([[now], r[later]])
         low = np.minimum.accumulate(rates)
         if np.any((rates >= 2.0 * low) & (rates > low)):
             return "restart"
@@ -267,7 +288,7 @@ def read_plan(
 
     rates = plan.rates_at(x)
     current = float(rates[-1])
-    s, r = np.asarray(plan.steps), np.asarray(plan.rates)
+    s, r = plan._arrays
     ahead = (s > step) & (s <= end)
     low = np.flatnonzero(ahead & (r <= pending_ratio * current))
     details: dict[str, Any] = {"source": plan.source, "current": current}
