@@ -23,7 +23,10 @@ Targets (issue 12 and 11): on every schedule family, the advisor's harmful share
 patience 20's; the advisor dominates patience 20 (harmful <=, mean regret <=, saved >=); with a
 known plan it saves at least patience 10's share; no stop before the last decay that paid.
 A second table places the advisor against the patience frontier (patience 30, 40 and 60 in the
-same run): the most any patience in 10-60 saves with no more harm than the advisor's.
+same run): the most any patience in 10-60 saves with no more harm than the advisor's. A last line
+says why the advisor went on where patience 20 stopped without harm (its reason at that check),
+and, for "not clear yet", how far the plateau test's optimistic projection was from the
+tolerance: where the savings patience 20 has and the advisor lacks come from.
 
 Usage::
 
@@ -139,7 +142,8 @@ def replay_one(job: tuple[int, str, str, str | None]) -> dict[str, Any]:
     adv = Advisor(metric, mode, train_metric, max_steps=budget, lr_plan=plan, **kwargs)
     anchors = {f"es_p{p}": LightningEarlyStopping(metric, mode, p) for p in PATIENCES}
     stops: dict[str, int] = {}
-    verdict = reason = ""
+    verdict = reason = waited = ""
+    wait_high = math.nan
     t0 = time.perf_counter()
     n = int(np.flatnonzero(np.isfinite(val) | np.isfinite(train))[-1] + 1) \
         if (np.isfinite(val) | np.isfinite(train)).any() else 0
@@ -155,6 +159,12 @@ def replay_one(job: tuple[int, str, str, str | None]) -> dict[str, Any]:
                 if advice.should_stop:
                     stops["advisor"] = k + 1
                     verdict, reason = advice.verdict.value, advice.reason
+                elif stops.get("es_p20") == k + 1:
+                    waited = advice.reason  # why the advisor went on where patience 20 stopped
+                    plateau = next((e.details for e in advice.evidence
+                                    if e.detector == "plateau"), {})
+                    if plateau.get("tolerance", 0) > 0:
+                        wait_high = plateau["projected_gain_high"] / plateau["tolerance"]
             if len(stops) == len(anchors) + 1:
                 break
     seconds = time.perf_counter() - t0
@@ -168,7 +178,9 @@ def replay_one(job: tuple[int, str, str, str | None]) -> dict[str, Any]:
         "run_id": run.run_id, "family": run.config["family"], "schedule": run.config["schedule"],
         "variant": run.config["schedule_variant"], "split": run.config["split"],
         "monitor": metric, "budget": budget, "checks": n, "adv_verdict": verdict,
-        "adv_reason": reason[:300], "seconds": seconds, "last_paying_decay":
+        "adv_reason": reason[:300], "p20_waited": wait_kind(waited),
+        "p20_wait_gain_high": wait_high, "seconds": seconds,
+        "last_paying_decay":
         paying[-1] if paying else math.nan}
     for name, s in stops.items():
         stop_epoch = float(run.x[min(s, run.n_evals) - 1])
@@ -178,6 +190,40 @@ def replay_one(job: tuple[int, str, str, str | None]) -> dict[str, Any]:
         row[f"{name}_regret"] = regret
     row["advisor_early_decay"] = bool(paying and row["advisor_stop"] < paying[-1])
     return row
+
+
+# the advisor's reasons to go on, by how they begin (see Advisor._word)
+_WAITS = (("Not clear yet", "not clear yet"), ("Still improving", "improving"),
+          ("Looks flat, to be confirmed", "unconfirmed"), ("A new phase", "new phase"),
+          ("Validation is rising", "overfitting unconfirmed"), ("Too early", "too early"))
+
+
+def wait_kind(reason: str) -> str:
+    """A short name for the reason the advisor gave for going on ('' for none)."""
+    if not reason:
+        return ""
+    for start, kind in _WAITS:
+        if reason.startswith(start):
+            return kind
+    for part, kind in (("schedule is unknown", "schedule unknown"),
+                       ("has not improved by more than", "not learned yet"),
+                       ("forecast expects", "forecast expects more"),
+                       ("raised the learning rate", "spike at a raised rate")):
+        if part in reason:
+            return kind
+    return "decay ahead" if reason.startswith("Flat") else "other"
+
+
+def waits_line(df: pd.DataFrame) -> str:
+    """Why the advisor went on where patience 20 stopped without harm."""
+    harmless = df[(df["es_p20_regret"] <= HARMFUL) & (df["p20_waited"] != "")]
+    shares = harmless["p20_waited"].value_counts(normalize=True)
+    parts = ", ".join(f"{kind} {100 * share:.0f}%" for kind, share in shares.items())
+    unclear = harmless.loc[harmless["p20_waited"] == "not clear yet", "p20_wait_gain_high"]
+    return (f"where patience 20 stopped without harm and the advisor went on "
+            f"({len(harmless)} replays), its reason: {parts}; when not clear yet, the optimistic "
+            f"end of the plateau test's projected gain was a median {unclear.median():.1f} times "
+            f"the tolerance")
 
 
 def jobs_for(runs: list[Run]) -> list[tuple[int, str, str, str | None]]:
@@ -293,17 +339,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(front)
     verdicts = df.loc[df["advisor_regret"] > HARMFUL, "adv_verdict"].value_counts().to_dict()
     print(f"verdicts of the advisor's harmful stops: {verdicts}")
+    waits = waits_line(df)
+    print(waits)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"zoo_stopping_{args.split}_{args.config}"
     meta = {"split": args.split, "config": args.config, "advisor_kwargs": args.advisor_kwargs,
-            "runs": len(runs), "replays": len(df), "harmful_verdicts": verdicts}
+            "runs": len(runs), "replays": len(df), "harmful_verdicts": verdicts,
+            "p20_harmless_waits": df.loc[(df["es_p20_regret"] <= HARMFUL)
+                                         & (df["p20_waited"] != ""),
+                                         "p20_waited"].value_counts().to_dict()}
     (out / f"{stem}.json").write_text(json.dumps(
         {"meta": meta, "scopes": records, "patience_frontier": front_records}, indent=2,
         default=float))
     (out / f"{stem}.md").write_text(f"# {title}\n\nsaved / mean regret / harmful, in % "
                                     f"(harmful: regret > 1%)\n\n{text}\n\nverdicts of the "
-                                    f"advisor's harmful stops: {verdicts}\n\n"
+                                    f"advisor's harmful stops: {verdicts}\n\n{waits}\n\n"
                                     f"## Against the patience frontier (saved / harmful %)\n\n"
                                     f"{front}\n")
     return 0
