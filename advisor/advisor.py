@@ -459,7 +459,7 @@ class Advisor:
         return alpha / max(1.0, end / max(spacing, 1e-12))
 
     def _findings(self, n, div, over, plateau, sched, plan, gain_low, step, tol, again, *,
-                  learned, ahead="unknown"):
+                  learned, ahead):
         """The detectors' results at this check, with the runs of consecutive checks."""
         over_ok = over is not None and over.overfitting
         flat = plateau is not None and plateau.state is PlateauState.PLATEAU
@@ -479,7 +479,7 @@ class Advisor:
         up_in_window = (plateau is not None and plateau.trend.pvalue_increasing < self.alpha
                         and plateau.trend.slope > 0)
         rising = bool((up_since_best or up_in_window) and not train_rising)
-        progress = None if self.max_steps is None or step is None else step / self.max_steps
+        progress = None if self.max_steps is None else step / self.max_steps
         return Findings(
             checks=n, min_checks=self.min_checks, divergence=div,
             overfitting=over if over is not None else _NO_OVERFITTING,
@@ -488,8 +488,7 @@ class Advisor:
             plan=plan, progress=progress, min_progress_without_lr=self.min_progress_without_lr,
             forecast_gain_low=gain_low, tolerance=tol, rising=rising,
             learned=learned, ahead=ahead,
-            rate_raised=isinstance(self.lr_plan, LrPlan) and step is not None
-            and self.lr_plan.raised(step))
+            rate_raised=isinstance(self.lr_plan, LrPlan) and self.lr_plan.raised(step))
 
     def _word(self, d: Decision, f: Findings, evidence: list[Evidence], base: dict,
                 *, noise: float, stop_at: float | None = None,

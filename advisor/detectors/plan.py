@@ -105,8 +105,8 @@ class LrPlan:
 
     def raised(self, step: float) -> bool:
         """Whether ``step`` lies in the high-rate part of a rise of the rate: a warm-up, a
-        one-cycle ramp or a warm restart took the rate to at least twice where it was, and it is
-        still at least half that peak.
+        one-cycle ramp or a warm restart took the rate to at least twice its lowest point since
+        the last such rise ended, and it has not fallen below half that rise's peak since.
 
         Example:
             >>> restart = LrPlan.from_mapping({1: 0.1, 10: 0.001, 11: 0.1, 15: 0.04})
