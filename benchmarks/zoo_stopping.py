@@ -143,7 +143,7 @@ def replay_one(job: tuple[int, str, str, str | None]) -> dict[str, Any]:
     anchors = {f"es_p{p}": LightningEarlyStopping(metric, mode, p) for p in PATIENCES}
     stops: dict[str, int] = {}
     verdict = reason = waited = ""
-    wait_high = math.nan
+    wait_high = wait_noise = math.nan
     t0 = time.perf_counter()
     n = int(np.flatnonzero(np.isfinite(val) | np.isfinite(train))[-1] + 1) \
         if (np.isfinite(val) | np.isfinite(train)).any() else 0
@@ -161,10 +161,13 @@ def replay_one(job: tuple[int, str, str, str | None]) -> dict[str, Any]:
                     verdict, reason = advice.verdict.value, advice.reason
                 elif stops.get("es_p20") == k + 1:
                     waited = advice.reason  # why the advisor went on where patience 20 stopped
-                    plateau = next((e.details for e in advice.evidence
-                                    if e.detector == "plateau"), {})
-                    if plateau.get("tolerance", 0) > 0:
-                        wait_high = plateau["projected_gain_high"] / plateau["tolerance"]
+                    plateau = next((e for e in advice.evidence if e.detector == "plateau"),
+                                   None)
+                    tol = plateau.details.get("tolerance", 0) if plateau is not None else 0
+                    if tol > 0:
+                        wait_high = plateau.details["projected_gain_high"] / tol
+                        noise = plateau.noise_scale
+                        wait_noise = math.nan if noise is None else noise / tol
             if len(stops) == len(anchors) + 1:
                 break
     seconds = time.perf_counter() - t0
@@ -179,7 +182,7 @@ def replay_one(job: tuple[int, str, str, str | None]) -> dict[str, Any]:
         "variant": run.config["schedule_variant"], "split": run.config["split"],
         "monitor": metric, "budget": budget, "checks": n, "adv_verdict": verdict,
         "adv_reason": reason[:300], "p20_waited": wait_kind(waited),
-        "p20_wait_gain_high": wait_high, "seconds": seconds,
+        "p20_wait_gain_high": wait_high, "p20_wait_noise": wait_noise, "seconds": seconds,
         "last_paying_decay":
         paying[-1] if paying else math.nan}
     for name, s in stops.items():
@@ -219,11 +222,12 @@ def waits_line(df: pd.DataFrame) -> str:
     harmless = df[(df["es_p20_regret"] <= HARMFUL) & (df["p20_waited"] != "")]
     shares = harmless["p20_waited"].value_counts(normalize=True)
     parts = ", ".join(f"{kind} {100 * share:.0f}%" for kind, share in shares.items())
-    unclear = harmless.loc[harmless["p20_waited"] == "not clear yet", "p20_wait_gain_high"]
+    unclear = harmless[harmless["p20_waited"] == "not clear yet"]
     return (f"where patience 20 stopped without harm and the advisor went on "
             f"({len(harmless)} replays), its reason: {parts}; when not clear yet, the optimistic "
-            f"end of the plateau test's projected gain was a median {unclear.median():.1f} times "
-            f"the tolerance")
+            f"end of the plateau test's projected gain was a median "
+            f"{unclear['p20_wait_gain_high'].median():.1f} times the tolerance, and the checks' "
+            f"noise a median {unclear['p20_wait_noise'].median():.1f} times it")
 
 
 def jobs_for(runs: list[Run]) -> list[tuple[int, str, str, str | None]]:
