@@ -364,10 +364,8 @@ class Advisor:
             evidence.append(_explain.divergence_evidence(div, monitor, sign * float(y_all[-1]),
                                                          step, sign, self.unit))
         if div.diverged or n < self.min_checks:
-            ahead = self.lr_plan.ahead(step, self.max_steps) \
-                if isinstance(self.lr_plan, LrPlan) else "unknown"
             f = self._findings(n, div, None, None, None, None, None, step, tol, again,
-                               learned=learned, ahead=ahead)
+                               learned=learned, ahead=self._ahead(step, _NO_SCHEDULE, None))
             return self._word(decide(f), f, evidence, base, noise=noise)
 
         # a quantized metric (accuracy on a small validation set) moves in steps: its quantum
@@ -488,7 +486,9 @@ class Advisor:
             plan=plan, progress=progress, min_progress_without_lr=self.min_progress_without_lr,
             forecast_gain_low=gain_low, tolerance=tol, rising=rising,
             learned=learned, ahead=ahead,
-            rate_raised=isinstance(self.lr_plan, LrPlan) and self.lr_plan.raised(step))
+            # read only for a blow-up: no work on the plan at an ordinary check
+            rate_raised=div.diverged and isinstance(self.lr_plan, LrPlan)
+            and self.lr_plan.raised(step))
 
     def _word(self, d: Decision, f: Findings, evidence: list[Evidence], base: dict,
                 *, noise: float, stop_at: float | None = None,
@@ -588,9 +588,9 @@ class Advisor:
                                 noise=noise)
 
     def _ahead(self, step: float, sched: ScheduleState, plan: PlanState | None) -> str:
-        """What the schedule still holds, for the forecast's calibration: from the plan's rates,
-        else whether a decay is pending (ReduceLROnPlateau's rule, or a logged rate that has
-        changed); ``"unknown"`` without a plan or a rate to read."""
+        """What the schedule still holds (for the forecast's calibration and the policy): from
+        the plan's rates, else whether a decay is pending (ReduceLROnPlateau's rule, or a logged
+        rate that has changed); ``"unknown"`` without a plan or a rate to read."""
         if isinstance(self.lr_plan, LrPlan):
             return self.lr_plan.ahead(step, self.max_steps)
         if plan is None and not sched.known:

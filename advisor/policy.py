@@ -16,6 +16,8 @@ from .detectors.schedule import ScheduleState
 
 __all__ = ["Decision", "Findings", "decide"]
 
+_RATE_CHANGES = ("decay", "restart")  # what the schedule still holds that may move a run
+
 
 @dataclass(frozen=True)
 class Findings:
@@ -104,7 +106,7 @@ def decide(f: Findings) -> Decision:
        been rising since its best, else plateau.
     """
     if f.divergence.diverged:
-        if f.divergence.kind == "blow-up" and f.rate_raised and f.ahead in ("decay", "restart"):
+        if f.divergence.kind == "blow-up" and f.rate_raised and f.ahead in _RATE_CHANGES:
             return Decision(Verdict.UNDECIDED, False, "spike_at_raised_rate")
         return Decision(Verdict.DIVERGED, True, "diverged")
     if f.checks < f.min_checks:
@@ -128,7 +130,7 @@ def decide(f: Findings) -> Decision:
     if (not f.schedule.known and f.progress is not None
             and f.progress < f.min_progress_without_lr):
         return Decision(Verdict.UNDECIDED, False, "schedule_unknown")
-    if not f.learned and (f.ahead in ("decay", "restart") or (
+    if not f.learned and (f.ahead in _RATE_CHANGES or (
             f.progress is not None and f.progress < f.min_progress_without_lr)):
         return Decision(Verdict.UNDECIDED, False, "not_learning_yet")
     if f.forecast_gain_low is not None and f.forecast_gain_low > f.tolerance:
