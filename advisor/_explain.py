@@ -6,6 +6,8 @@ values and slopes are shown back in the metric's own units and direction.
 
 from __future__ import annotations
 
+import math
+
 from .advice import Evidence, Forecast
 from .detectors import (
     DivergenceResult,
@@ -44,12 +46,19 @@ def plateau_evidence(r: PlateauResult, monitor: str, sign: float, confidence: fl
     )
 
 
+def worse_word(sign: float) -> str:
+    """How a metric moves when it gets worse: a loss rises, an accuracy falls."""
+    return "rising" if sign > 0 else "falling"
+
+
 def overfitting_evidence(r: OverfittingResult, monitor: str, train_metric: str | None,
                          best_step: float, step: float, noise: float, unit: str = "step", *,
-                         best_check: float | None = None) -> Evidence:
+                         best_check: float | None = None, sign: float = 1.0) -> Evidence:
     """``best_step`` is the smoothed best the tests start from; ``best_check`` the best check
-    itself (the checkpoint to keep), named too when it is another one."""
+    itself (the checkpoint to keep), named too when it is another one. ``sign`` is -1 for a
+    metric where higher is better (the result is loss-like): its rise is told as a fall."""
     rise = r.rise
+    worse = worse_word(sign)
     where = f"{unit} {best_step:g}"
     if best_check is not None and best_check != best_step:
         where += f", around the best check at {unit} {best_check:g}"
@@ -60,18 +69,24 @@ def overfitting_evidence(r: OverfittingResult, monitor: str, train_metric: str |
     elif rise is None:
         summary = f"{monitor} is at or near its smoothed best ({where})"
     else:
-        verb = "is rising" if r.overfitting else "is not rising significantly"
+        verb = f"is {worse}" if r.overfitting else f"is not {worse} significantly"
         summary = (
             f"{monitor} {verb} since its smoothed best ({where}): "
-            f"{r.rise_size:+.3g} over the {rise.n} checks tested (rising trend "
+            f"{sign * r.rise_size:+.3g} over the {rise.n} checks tested ({worse} trend "
             f"p={rise.pvalue_increasing:.2g}), now {r.gap:.3g} worse than the best against "
-            f"{r.tolerance:.3g} that matters; Prechelt's GL={r.generalization_loss:.3g}"
+            f"{r.tolerance:.3g} that matters"
         )
+        # Prechelt's quotients are defined for a positive error (a loss), not for accuracy
+        gl = r.generalization_loss
+        if math.isfinite(gl):
+            summary += f"; Prechelt's GL={gl:.3g}"
         if train_metric is None:
             summary += "; no training metric given, so this is validation-only evidence"
         elif r.train_trend is not None:
             state = "still improving" if r.train_improving else "not improving"
-            summary += (f", PQ={r.progress_quotient:.3g}; {train_metric} is {state} "
+            pq = r.progress_quotient
+            summary += (f"{f', PQ={pq:.3g}' if math.isfinite(gl) and not math.isnan(pq) else ''}"
+                        f"; {train_metric} is {state} "
                         f"(p={r.train_trend.pvalue_decreasing:.2g})")
     return Evidence(
         "overfitting", summary, statistic=r.statistic, pvalue=r.pvalue,

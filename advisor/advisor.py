@@ -397,7 +397,8 @@ class Advisor:
                                   autocorrelation=phi)
         evidence.append(_explain.overfitting_evidence(over, monitor, self.train_metric,
                                                       float(x[over.best_index]), step, noise,
-                                                      self.unit, best_check=best_step))
+                                                      self.unit, best_check=best_step,
+                                                      sign=sign))
         plateau = None
         if yp.size >= self.min_window:
             w = adaptive_window(yp.size, self.window_fraction, self.min_window, self.max_window)
@@ -522,11 +523,12 @@ class Advisor:
         tol = f.tolerance
         rel = tol / max(abs(base["best_value"]), 1e-300)
         worth = f"{tol:.3g} ({rel:.1%} of the best)"
+        worse = _explain.worse_word(self._sign)
         reasons = {
             "overfitting": f"Overfitting: {over_text}; keep the best checkpoint "
                            f"({self.unit} {best_step:g}).",
-            "overfitting_unconfirmed": f"Validation is rising, to be confirmed at the next "
-                                       f"check: {over_text}.",
+            "overfitting_unconfirmed": f"{monitor} is {worse} since its best, to be "
+                                       f"confirmed at the next check: {over_text}.",
             "new_phase": f"A new phase began after a drop of the learning rate "
                          f"({f.schedule.describe()}); too few checks since to judge.",
             "improving": f"Still improving: {plateau_text}.",
@@ -551,7 +553,7 @@ class Advisor:
                                 f"{_STILL.get(f.ahead, '')}: many runs sit at their initial "
                                 f"level before they learn ({plateau_text}).",
             "unconfirmed": f"Looks flat, to be confirmed at the next check: {plateau_text}.",
-            "rising": f"Overfitting: {monitor} is rising since its best while training went "
+            "rising": f"Overfitting: {monitor} is {worse} since its best while training went "
                       f"on, and the rest of the budget is unlikely to improve it by more than "
                       f"{worth}: {plateau_text}; keep the best checkpoint ({self.unit} "
                       f"{best_step:g}).",

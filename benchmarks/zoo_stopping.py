@@ -61,7 +61,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from benchmarks._curves import Run, load_zoo  # noqa: E402
+from benchmarks._curves import Run, zoo_split  # noqa: E402
 from benchmarks._rules import (  # noqa: E402
     LightningEarlyStopping,
     kept_best,
@@ -198,7 +198,7 @@ def replay_one(job: tuple[int, str, str, str | None]) -> dict[str, Any]:
 # the advisor's reasons to go on, by how they begin (see Advisor._word)
 _WAITS = (("Not clear yet", "not clear yet"), ("Still improving", "improving"),
           ("Looks flat, to be confirmed", "unconfirmed"), ("A new phase", "new phase"),
-          ("Validation is rising", "overfitting unconfirmed"), ("Too early", "too early"))
+          ("Too early", "too early"))
 
 
 def wait_kind(reason: str) -> str:
@@ -208,7 +208,8 @@ def wait_kind(reason: str) -> str:
     for start, kind in _WAITS:
         if reason.startswith(start):
             return kind
-    for part, kind in (("schedule is unknown", "schedule unknown"),
+    for part, kind in (("since its best, to be confirmed", "overfitting unconfirmed"),
+                       ("schedule is unknown", "schedule unknown"),
                        ("has not improved by more than", "not learned yet"),
                        ("forecast expects", "forecast expects more"),
                        ("raised the learning rate", "spike at a raised rate")):
@@ -313,7 +314,8 @@ def frontier_table(df: pd.DataFrame) -> tuple[str, list[dict[str, Any]]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", choices=("holdout", "tune", "all"), default="holdout")
+    parser.add_argument("--split", choices=("holdout", "tune", "all", "fresh"), default="holdout",
+                        help="fresh: the fresh corpus (families never tuned on)")
     parser.add_argument("--config", choices=("callback", "logged"), default="callback")
     parser.add_argument("--advisor-kwargs", default="{}", type=json.loads)
     parser.add_argument("--workers", type=int, default=2)
@@ -321,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
 
-    runs = [r for r in load_zoo() if args.split == "all" or r.config["split"] == args.split]
+    runs = zoo_split(args.split)
     if args.max_runs:
         runs = runs[: args.max_runs]
     jobs = jobs_for(runs)

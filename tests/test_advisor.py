@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import warnings
@@ -428,6 +429,12 @@ def test_accuracy_that_falls_with_train_accuracy_is_not_overfitting():
     stop = feed(learning, val_acc, extra={"train_acc": train_acc}, stop=True)[-1]
     assert stop.verdict is Verdict.OVERFITTING
     assert stop.evidence_for("overfitting").details["train_improving"] is True
+    # told in the accuracy's own direction: it falls, by a negative amount, and no quotient
+    # that only a loss has (Prechelt's GL and PQ) is shown as nan
+    ev = stop.evidence_for("overfitting").summary
+    assert "val_acc is falling since its smoothed best" in ev and "falling trend" in ev
+    assert "rising" not in stop.reason and "nan" not in stop.reason.lower()
+    assert re.search(r"best \([^)]*\): -\d", ev), ev
 
 
 def test_a_noisy_stall_is_not_overfitting_and_a_rise_is_never_a_plateau():
