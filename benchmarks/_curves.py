@@ -46,6 +46,7 @@ __all__ = [
     "ZOO_DIR",
     "load_source",
     "load_zoo",
+    "zoo_split",
     "monitors_for",
     "sample_runs",
     "task_split",
@@ -57,6 +58,8 @@ DATA_DIR = Path(os.environ.get("ADVISOR_CURVES", "/work/shared/curves"))
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 #: The zoo corpus (``benchmarks/zoo.py``) ships with the repository.
 ZOO_DIR = Path(os.environ.get("ADVISOR_ZOO", Path(__file__).resolve().parent / "data" / "zoo"))
+#: The fresh corpus (``benchmarks/zoo.py --fresh``): families the advisor was never tuned on.
+FRESH_DIR = Path(__file__).resolve().parent / "data" / "zoo_fresh"
 _CACHE_VERSION = 1
 
 #: A TaskSet run "learns" if its minimum validation loss drops below this (chance is ln 2 = 0.693).
@@ -259,6 +262,17 @@ def _pivot_zoo(df: pd.DataFrame, cfg: pd.DataFrame) -> list[dict]:
 def load_zoo(data_dir: Path | None = None, cache_dir: Path = CACHE_DIR) -> list[Run]:
     """All runs of the zoo corpus (``load_source("zoo")``); see the module docstring."""
     return load_source("zoo", ZOO_DIR if data_dir is None else data_dir, cache_dir)
+
+
+def zoo_split(split: str) -> list[Run]:
+    """The zoo's ``tune`` or ``holdout`` runs, both (``all``), or the fresh corpus (``fresh``:
+    ``data/zoo_fresh``, families generated after the advisor's defaults were frozen)."""
+    if split == "fresh":
+        if not (FRESH_DIR / "zoo.csv.gz").exists():
+            raise FileNotFoundError(f"no fresh corpus in {FRESH_DIR}: python -m benchmarks.zoo "
+                                    f"--fresh (see its docstring)")
+        return load_source("zoo", FRESH_DIR, CACHE_DIR / "fresh")
+    return [r for r in load_zoo() if split == "all" or r.config["split"] == split]
 
 
 def load_source(source: str, data_dir: Path = DATA_DIR, cache_dir: Path = CACHE_DIR) -> list[Run]:

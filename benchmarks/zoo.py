@@ -94,6 +94,31 @@ from its ``seed`` (torch, data split, label noise, shuffling; one thread). Gener
 
 A finished chunk is skipped, so a killed generation resumes. ``--merge`` checks that every
 configured run is present, writes the two files and removes the chunks.
+
+**The fresh corpus** (``--fresh``, written to ``data/zoo_fresh``; every run in split ``fresh``):
+500 runs of five families the main corpus has no run of, drawn from :data:`FRESH_SEED` with the
+same sampler, generated once after the advisor's defaults were frozen (session 8) and never used
+to choose a setting: an out-of-sample check as a new user's runs are.
+
+==================  ==============  ===========  ===========================================
+family              dataset         arch         task
+==================  ==============  ===========  ===========================================
+resmlp_moons        make_moons      resmlp       2 classes, residual MLP with BatchNorm
+mlp_hastie          make_hastie     mlp          2 classes, Hastie et al. 10.2 (10 features)
+linear_digits       digits          linear       logistic regression (convex)
+lstm_order          seq_order       lstm         whether a sequence's largest value comes
+                                                 before its smallest (12 values)
+ae_digits           digits          ae           autoencoder (8-unit bottleneck): the images
+                                                 are the targets (regression, no accuracy)
+==================  ==============  ===========  ===========================================
+
+Its schedules are those of the main corpus plus two it lacks (schedule family ``polynomial``):
+``warmup_linear`` (``transformers``' linear warm-up over 6% of the steps, then linear decay to 0,
+per batch) and ``poly2`` (``PolynomialLR(total_iters=B, power=2)``)::
+
+    python -m benchmarks.zoo --fresh --list
+    for i in $(seq 0 19); do python -m benchmarks.zoo --fresh --chunk $i --chunks 20; done
+    python -m benchmarks.zoo --fresh --merge
 """
 
 from __future__ import annotations
@@ -168,12 +193,33 @@ VARIANTS: tuple[tuple[str, str, bool], ...] = (
     ("plateau_x0.1_p10", "plateau", False),
     ("plateau_x0.5_p5", "plateau", False),
 )
-VARIANT_INFO = {v: (s, per_batch) for v, s, per_batch in VARIANTS}
 SCHEDULE_FAMILIES = tuple(dict.fromkeys(s for _, s, _ in VARIANTS))
 #: Draw weights of the schedule families (constant and cosine are the most common in practice).
 SCHEDULE_WEIGHTS = {"constant": 1.6, "step": 1.0, "multistep": 1.0, "exponential": 0.9,
                     "cosine": 1.4, "warmup_cosine": 1.1, "onecycle": 1.0, "restarts": 0.8,
                     "plateau": 1.1}
+
+#: The fresh corpus (``--fresh``, ``data/zoo_fresh``): datasets, architectures and schedules that
+#: the main corpus does not have, generated in one go after the advisor's defaults were frozen
+#: (session 8) and never used to choose anything: a check of the advisor out of sample, as a new
+#: user's runs are. Every fresh run is in split ``fresh``.
+FRESH_SEED = 30_11_2026
+FRESH_DIR = ZOO_DIR.parent / "zoo_fresh"
+FRESH_FAMILIES: tuple[Family, ...] = (
+    Family("resmlp_moons", "moons", "resmlp", "clf", 100),
+    Family("mlp_hastie", "hastie", "mlp", "clf", 100),
+    Family("linear_digits", "digits", "linear", "clf", 100),
+    Family("lstm_order", "seq_order", "lstm", "clf", 100),
+    Family("ae_digits", "digits_ae", "ae", "reg", 100),
+)
+#: The fresh corpus draws from every schedule of the main one and two it does not have: the
+#: linear warm-up and decay of ``transformers``' ``get_linear_schedule_with_warmup`` and a
+#: quadratic ``PolynomialLR``.
+FRESH_VARIANTS: tuple[tuple[str, str, bool], ...] = VARIANTS + (
+    ("warmup_linear", "polynomial", True),
+    ("poly2", "polynomial", False),
+)
+VARIANT_INFO = {v: (s, per_batch) for v, s, per_batch in FRESH_VARIANTS}
 
 HOLDOUT_FAMILIES = frozenset({"mlp_breast_cancer", "mlp_friedman", "gru_ar"})
 HOLDOUT_VARIANTS = frozenset({"step_quarter_x0.5", "multistep_30_60_80", "exp_0.97",
@@ -217,18 +263,26 @@ def _batch_sizes(dataset: str) -> tuple[int, ...]:
         return (16, 32, 0)
     if dataset in ("breast_cancer", "diabetes"):
         return (32, 64, 0)
-    if dataset == "seq_ar":
+    if dataset in ("seq_ar", "seq_order"):
         return (64, 128, 256)
+    if dataset == "moons":
+        return (32, 64, 0)
     if dataset == "seq_count":
         return (128, 256)
     return (32, 64, 128, 256)
 
 
-def sample_config(fam: Family, i: int, seed: int = ZOO_SEED) -> dict[str, Any]:
-    """The ``i``-th config of family ``fam``: a pure function of (seed, family, i)."""
-    rng = np.random.default_rng([seed, FAMILIES.index(fam), i])
-    sched = _choice(rng, SCHEDULE_FAMILIES, [SCHEDULE_WEIGHTS[s] for s in SCHEDULE_FAMILIES])
-    variants = [v for v, s, _ in VARIANTS if s == sched]
+def sample_config(fam: Family, i: int, seed: int = ZOO_SEED, *,
+                  families: Sequence[Family] = FAMILIES,
+                  variant_table: Sequence[tuple[str, str, bool]] = VARIANTS,
+                  split: str | None = None) -> dict[str, Any]:
+    """The ``i``-th config of family ``fam``: a pure function of (seed, family, i), drawn from
+    ``families`` and ``variant_table`` (the main corpus's unless given); ``split`` overrides the
+    split rule."""
+    rng = np.random.default_rng([seed, list(families).index(fam), i])
+    schedules = tuple(dict.fromkeys(s for _, s, _ in variant_table))
+    sched = _choice(rng, schedules, [SCHEDULE_WEIGHTS.get(s, 1.0) for s in schedules])
+    variants = [v for v, s, _ in variant_table if s == sched]
     variant = variants[0] if len(variants) == 1 or rng.random() < 0.65 else variants[1]
     opt = _choice(rng, OPTIMIZERS, OPTIMIZER_WEIGHTS)
     band = _choice(rng, ("low", "mid", "high"), (0.12, 0.7, 0.18))
@@ -248,9 +302,9 @@ def sample_config(fam: Family, i: int, seed: int = ZOO_SEED) -> dict[str, Any]:
         "batch_size": int(_choice(rng, _batch_sizes(fam.dataset))), "budget": budget,
         "val_every": val_every, "seed": int(rng.integers(2**31 - 1)),
         "dropout": float(_choice(rng, (0.0, 0.0, 0.1, 0.2, 0.3, 0.5))),
-        "width": int(_choice(rng, (16, 32, 64) if fam.arch in ("gru", "transformer")
+        "width": int(_choice(rng, (16, 32, 64) if fam.arch in ("gru", "lstm", "transformer")
                              else (8, 16) if fam.arch == "cnn" else (32, 64, 128, 256))),
-        "depth": int(_choice(rng, (1, 2) if fam.arch in ("gru", "transformer", "cnn")
+        "depth": int(_choice(rng, (1, 2) if fam.arch in ("gru", "lstm", "transformer", "cnn")
                              else (1, 2, 3))),
         "train_frac": float(_choice(rng, (1.0, 0.5, 0.2), (0.6, 0.2, 0.2))),
         "label_smoothing": 0.0, "label_noise": 0.0,
@@ -260,12 +314,18 @@ def sample_config(fam: Family, i: int, seed: int = ZOO_SEED) -> dict[str, Any]:
         cfg["label_noise"] = float(_choice(rng, (0.0, 0.0, 0.0, 0.1, 0.2, 0.3)))
     if fam.arch == "transformer" and cfg["width"] == 16:
         cfg["width"] = 32 if rng.random() < 0.5 else 16
-    cfg["split"] = split_of(fam.name, variant)
+    cfg["split"] = split or split_of(fam.name, variant)
     return cfg
 
 
 def all_configs(seed: int = ZOO_SEED) -> list[dict[str, Any]]:
     return [sample_config(f, i, seed) for f in FAMILIES for i in range(f.runs)]
+
+
+def fresh_configs(seed: int = FRESH_SEED) -> list[dict[str, Any]]:
+    """The fresh corpus's configs (see :data:`FRESH_FAMILIES`), all in split ``fresh``."""
+    return [sample_config(f, i, seed, families=FRESH_FAMILIES, variant_table=FRESH_VARIANTS,
+                          split="fresh") for f in FRESH_FAMILIES for i in range(f.runs)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,6 +345,14 @@ def _seq_ar(n: int = 2000, length: int = 16) -> tuple[np.ndarray, np.ndarray]:
                    + 0.3 * np.sin(x[:, t - 4]) + eps[:, t])
     x = x[:, 30:]
     return x[:, :length, None].astype(np.float32), x[:, length].astype(np.float32)
+
+
+def _seq_order(n: int = 1500, length: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences of uniform values; the class: whether the largest comes before the smallest."""
+    rng = np.random.default_rng(DATA_SEED + 2)
+    x = rng.uniform(-1.0, 1.0, (n, length))
+    y = (x.argmax(1) < x.argmin(1)).astype(np.int64)
+    return x[:, :, None].astype(np.float32), y
 
 
 def _seq_count(n: int = 1500, length: int = 16, vocab: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -314,6 +382,17 @@ def dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
         X, y = skd.make_friedman1(n_samples=1000, n_features=10, noise=1.0,
                                   random_state=DATA_SEED)
         out = (X.astype(np.float32), y.astype(np.float32))
+    elif name == "moons":
+        X, y = skd.make_moons(n_samples=1000, noise=0.3, random_state=DATA_SEED)
+        out = (X.astype(np.float32), y.astype(np.int64))
+    elif name == "hastie":
+        X, y = skd.make_hastie_10_2(n_samples=2000, random_state=DATA_SEED)
+        out = (X.astype(np.float32), (y > 0).astype(np.int64))
+    elif name == "digits_ae":  # reconstruct the digit images: the targets are the inputs
+        X = skd.load_digits().data.astype(np.float32)
+        out = (X, X)
+    elif name == "seq_order":
+        out = _seq_order()
     elif name == "seq_ar":
         out = _seq_ar()
     elif name == "seq_count":
@@ -343,7 +422,9 @@ def split_data(cfg: dict[str, Any]) -> dict[str, Any]:
         sd = np.where(sd > 1e-6, sd, 1.0)  # constant in train (digits' border pixels): as is
         Xtr, Xva, Xte = ((a - mu) / sd for a in (Xtr, Xva, Xte))
     n_classes = 0
-    if cfg["kind"] == "reg":
+    if cfg["dataset"] == "digits_ae":  # the targets are the standardised inputs
+        ytr, yva, yte = Xtr, Xva, Xte
+    elif cfg["kind"] == "reg":
         mu, sd = ytr.mean(), ytr.std() + 1e-6
         ytr, yva, yte = ((a - mu) / sd for a in (ytr, yva, yte))
     else:
@@ -354,7 +435,8 @@ def split_data(cfg: dict[str, Any]) -> dict[str, Any]:
             ytr[flip] = (ytr[flip] + shift[flip]) % n_classes
     t = (lambda a: torch.from_numpy(np.ascontiguousarray(a)))  # noqa: E731
     return {"Xtr": t(Xtr), "ytr": t(ytr), "Xva": t(Xva), "yva": t(yva), "Xte": t(Xte),
-            "yte": t(yte), "n_classes": n_classes, "in_dim": int(np.prod(X.shape[1:]))}
+            "yte": t(yte), "n_classes": n_classes, "in_dim": int(np.prod(X.shape[1:])),
+            "out_dim": n_classes or int(np.prod(y.shape[1:]))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,12 +464,36 @@ def build_model(cfg: dict[str, Any], in_dim: int, n_out: int):
         c = w * depth
         return nn.Sequential(*convs, nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(p),
                              nn.Linear(c * 16, 64), nn.ReLU(), nn.Dropout(p), nn.Linear(64, n_out))
-    if arch == "gru":
+    if arch == "linear":  # multinomial logistic regression: a convex problem
+        return nn.Linear(in_dim, n_out)
+    if arch == "resmlp":
+        class ResMLP(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.inp = nn.Linear(in_dim, w)
+                self.blocks = nn.ModuleList(
+                    nn.Sequential(nn.BatchNorm1d(w), nn.ReLU(), nn.Linear(w, w), nn.Dropout(p))
+                    for _ in range(depth))
+                self.out = nn.Sequential(nn.BatchNorm1d(w), nn.ReLU(), nn.Linear(w, n_out))
+
+            def forward(self, x):
+                h = self.inp(x)
+                for block in self.blocks:
+                    h = h + block(h)
+                return self.out(h)
+
+        return ResMLP()
+    if arch == "ae":  # an autoencoder with an 8-unit bottleneck
+        return nn.Sequential(nn.Linear(in_dim, w), nn.ReLU(), nn.Dropout(p), nn.Linear(w, 8),
+                             nn.ReLU(), nn.Linear(8, w), nn.ReLU(), nn.Dropout(p),
+                             nn.Linear(w, n_out))
+    if arch in ("gru", "lstm"):
         class GRUReg(nn.Module):
             def __init__(self) -> None:
                 super().__init__()
-                self.gru = nn.GRU(1, w, num_layers=depth, batch_first=True,
-                                  dropout=p if depth > 1 else 0.0)
+                rnn = nn.GRU if arch == "gru" else nn.LSTM
+                self.gru = rnn(1, w, num_layers=depth, batch_first=True,
+                               dropout=p if depth > 1 else 0.0)
                 self.drop = nn.Dropout(p)
                 self.head = nn.Linear(w, n_out)
 
@@ -484,6 +590,18 @@ def make_scheduler(cfg: dict[str, Any], opt, steps_per_epoch: int):
         return S.CosineAnnealingWarmRestarts(opt, T_0=max(1, B // 4)), per_batch
     if v == "restarts_mult2":
         return S.CosineAnnealingWarmRestarts(opt, T_0=max(1, B // 7), T_mult=2), per_batch
+    if v == "warmup_linear":  # transformers' get_linear_schedule_with_warmup, 6% warm-up
+        total = B * steps_per_epoch
+        warm = max(1, int(0.06 * total))
+
+        def linear(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return max(0.0, (total - step) / max(1, total - warm))
+
+        return S.LambdaLR(opt, linear), per_batch
+    if v == "poly2":
+        return S.PolynomialLR(opt, total_iters=B, power=2.0), per_batch
     if v == "plateau_x0.1_p10":
         return S.ReduceLROnPlateau(opt, factor=0.1, patience=10), per_batch
     if v == "plateau_x0.5_p5":
@@ -531,7 +649,7 @@ def train_run(cfg: dict[str, Any]) -> tuple[list[tuple[int, str, float]], dict[s
     torch.manual_seed(cfg["seed"])
     d = split_data(cfg)
     clf = cfg["kind"] == "clf"
-    n_out = d["n_classes"] if clf else 1
+    n_out = d["out_dim"]
     model = build_model(cfg, d["in_dim"], n_out)
     opt = make_optimizer(cfg, model.parameters())
     n_train = len(d["ytr"])
@@ -630,18 +748,20 @@ def records_frame(cfg: dict[str, Any], rec: list[tuple[int, str, float]]) -> pd.
     return df.drop(columns="_o")
 
 
-def chunk_paths(i: int) -> tuple[Path, Path]:
-    return CHUNK_DIR / f"chunk_{i:02d}.csv.gz", CHUNK_DIR / f"chunk_{i:02d}_configs.csv.gz"
+def chunk_paths(i: int, chunk_dir: Path = CHUNK_DIR) -> tuple[Path, Path]:
+    return chunk_dir / f"chunk_{i:02d}.csv.gz", chunk_dir / f"chunk_{i:02d}_configs.csv.gz"
 
 
-def run_chunk(i: int, n: int, configs: list[dict[str, Any]] | None = None) -> bool:
-    """Train chunk ``i`` of ``n`` (configs ``i::n``); False if it was already done."""
-    curves, cfgs = chunk_paths(i)
+def run_chunk(i: int, n: int, configs: list[dict[str, Any]] | None = None,
+              out_dir: Path = ZOO_DIR) -> bool:
+    """Train chunk ``i`` of ``n`` (configs ``i::n``, into ``out_dir/chunks``); False if it was
+    already done."""
+    curves, cfgs = chunk_paths(i, out_dir / "chunks")
     if curves.exists() and cfgs.exists():
         print(f"[zoo] chunk {i:02d} already done, skipped", file=sys.stderr)
         return False
     configs = (configs or all_configs())[i::n]
-    CHUNK_DIR.mkdir(parents=True, exist_ok=True)
+    curves.parent.mkdir(parents=True, exist_ok=True)
     frames, rows = [], []
     t0 = time.time()
     for k, cfg in enumerate(configs, 1):
@@ -660,14 +780,14 @@ def run_chunk(i: int, n: int, configs: list[dict[str, Any]] | None = None) -> bo
     return True
 
 
-def merge() -> None:
+def merge(configs: list[dict[str, Any]] | None = None, out_dir: Path = ZOO_DIR) -> None:
     """Merge the chunks into ``zoo.csv.gz`` and ``zoo_configs.csv.gz``; remove the chunks."""
-    cfg_files = sorted(CHUNK_DIR.glob("chunk_*_configs.csv.gz"))
+    cfg_files = sorted((out_dir / "chunks").glob("chunk_*_configs.csv.gz"))
     curve_files = [p.with_name(p.name.replace("_configs", "")) for p in cfg_files]
     if not cfg_files or not all(p.exists() for p in curve_files):
         raise SystemExit("[zoo] no complete chunks to merge")
     cfg = pd.concat([pd.read_csv(p) for p in cfg_files], ignore_index=True)
-    expected = [c["run_id"] for c in all_configs()]
+    expected = [c["run_id"] for c in (configs or all_configs())]
     missing = sorted(set(expected) - set(cfg.run_id))
     if missing:
         raise SystemExit(f"[zoo] {len(missing)} configured runs missing, e.g. {missing[:3]}")
@@ -679,15 +799,15 @@ def merge() -> None:
     curves = pd.concat([pd.read_csv(p, dtype={"value": str}) for p in curve_files],
                        ignore_index=True)
     curves = curves.sort_values("run_id", key=lambda s: s.map(order), kind="stable")
-    ZOO_DIR.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     for df, name in ((cfg, "zoo_configs.csv.gz"), (curves, "zoo.csv.gz")):
-        tmp = ZOO_DIR / (name + ".tmp")
+        tmp = out_dir / (name + ".tmp")
         df.to_csv(tmp, index=False, compression={"method": "gzip", "compresslevel": 9,
                                                  "mtime": 0})
-        tmp.replace(ZOO_DIR / name)
+        tmp.replace(out_dir / name)
     for p in [*cfg_files, *curve_files]:
         p.unlink()
-    print(f"[zoo] merged {len(cfg)} runs, {len(curves)} rows into {ZOO_DIR}", file=sys.stderr)
+    print(f"[zoo] merged {len(cfg)} runs, {len(curves)} rows into {out_dir}", file=sys.stderr)
 
 
 def print_list(configs: list[dict[str, Any]], verbose: bool) -> None:
@@ -715,20 +835,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument("--time", type=int, metavar="K",
                    help="train every K-th config of each family (nothing written); time per family")
     p.add_argument("--chunks", type=int, default=40)
+    p.add_argument("--fresh", action="store_true",
+                   help="the fresh corpus (FRESH_FAMILIES, into data/zoo_fresh) instead of the zoo")
     p.add_argument("--verbose", action="store_true", help="--list: print every config")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    configs, out_dir = (fresh_configs(), FRESH_DIR) if args.fresh else (all_configs(), ZOO_DIR)
     if args.list:
-        print_list(all_configs(), args.verbose)
+        print_list(configs, args.verbose)
     elif args.merge:
-        merge()
+        merge(configs, out_dir)
     elif args.summary:
-        print(summary_markdown())
+        print(summary_markdown(out_dir))
     elif args.time:
-        configs = all_configs()
         rows = []
         for cfg in configs[::args.time]:
             rec, s = train_run(cfg)
@@ -741,7 +863,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        s_per_epoch=("seconds", lambda x: 0))
         per["s_per_epoch"] = (df.groupby("family").seconds.sum()
                               / df.groupby("family").epochs_run.sum().clip(lower=1))
-        per["runs"] = [FAMILY_BY_NAME[f].runs for f in per.index]
+        counts = pd.Series([c["family"] for c in configs]).value_counts()
+        per["runs"] = [counts[f] for f in per.index]
         per["est_total_s"] = per.mean_s * per.runs
         print(per.to_string())
         print(f"estimated total: {per.est_total_s.sum() / 60:.1f} min; "
@@ -749,7 +872,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         if not 0 <= args.chunk < args.chunks:
             raise SystemExit("--chunk must be in [0, --chunks)")
-        run_chunk(args.chunk, args.chunks)
+        run_chunk(args.chunk, args.chunks, configs, out_dir)
     return 0
 
 
@@ -758,7 +881,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 #: classification, 1 for the standardised regression targets.
 CHANCE_LOSS = {"digits": math.log(10), "wine": math.log(3), "iris": math.log(3),
                "breast_cancer": math.log(2), "seq_count": math.log(4), "diabetes": 1.0,
-               "make_regression": 1.0, "make_friedman1": 1.0, "seq_ar": 1.0}
+               "make_regression": 1.0, "make_friedman1": 1.0, "seq_ar": 1.0,
+               "moons": math.log(2), "hastie": math.log(2), "seq_order": math.log(2),
+               "digits_ae": 1.0}
 
 
 def behaviour(runs) -> pd.DataFrame:
@@ -794,14 +919,14 @@ BEHAVIOUR_COLS = ("diverged", "best_before_50", "best_before_80", "end_5pct_abov
                   "improving_at_end", "never_learned")
 
 
-def summary_markdown() -> str:
-    """Markdown tables of the merged corpus: counts per family/schedule/split and behaviour."""
+def summary_markdown(out_dir: Path = ZOO_DIR) -> str:
+    """Markdown tables of a merged corpus: counts per family/schedule/split and behaviour."""
     from benchmarks._curves import load_zoo
 
-    cfg = pd.read_csv(ZOO_DIR / "zoo_configs.csv.gz")
-    runs = load_zoo(ZOO_DIR)
+    cfg = pd.read_csv(out_dir / "zoo_configs.csv.gz")
+    runs = load_zoo(out_dir)
     out = [f"{len(cfg)} runs; {sum(r.n_evals for r in runs):,} validation points; "
-           f"{len(pd.read_csv(ZOO_DIR / 'zoo.csv.gz', usecols=['epoch'])):,} rows.", ""]
+           f"{len(pd.read_csv(out_dir / 'zoo.csv.gz', usecols=['epoch'])):,} rows.", ""]
 
     def table(df: pd.DataFrame) -> None:
         df = df.reset_index()
@@ -814,7 +939,7 @@ def summary_markdown() -> str:
 
     for col in ("family", "schedule", "schedule_variant"):
         t = pd.crosstab(cfg[col], cfg.split, margins=True, margins_name="all")
-        t = t[[c for c in ("tune", "holdout", "all") if c in t]]
+        t = t[[c for c in ("tune", "holdout", "fresh", "all") if c in t]]
         if col == "family":
             sec = cfg.groupby("family").seconds.sum()
             t["train_minutes"] = [round(sec.get(f, sec.sum()) / 60, 1) for f in t.index]

@@ -10,7 +10,9 @@ Two intervals are scored on the same forecasts: the learning-curve models' own i
 interval before calibration) and the conformal one the advisor gives by default
 (:func:`advisor.detectors.forecast.conformal_interval`). Targets (issue 11, item 7): coverage
 within 85-95% on every holdout schedule family at each share of the budget, and a median width
-under half of the models' interval on the same runs.
+under half of the models' interval on the same runs. Where the fresh corpus exists
+(``python -m benchmarks.zoo --fresh``: families generated after the defaults were frozen), it is
+scored too, as a second out-of-sample set.
 
 ``--calibrate`` prints the conformal table (the 5% and 95% quantiles of
 :func:`~advisor.detectors.forecast.conformal_score` at 10%, 20%, ..., 90% of the budget, per
@@ -19,7 +21,7 @@ schedule still ahead) computed on the **tune** families only, to paste into
 
 Usage::
 
-    python -m benchmarks.zoo_forecast               # holdout and tune, writes results
+    python -m benchmarks.zoo_forecast               # holdout, tune (and fresh), writes results
     python -m benchmarks.zoo_forecast --calibrate   # the table, from the tune families
 """
 
@@ -48,7 +50,7 @@ if __package__ in (None, ""):
     __package__ = "benchmarks"
 
 from benchmarks import zoo_stopping as zs  # noqa: E402
-from benchmarks._curves import Run, load_zoo  # noqa: E402
+from benchmarks._curves import FRESH_DIR, Run, zoo_split  # noqa: E402
 
 REPORT = (0.25, 0.5, 0.75)
 CALIBRATION = tuple(round(0.1 * k, 1) for k in range(1, 10))
@@ -177,10 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from advisor.detectors.forecast import CONFORMAL_QUANTILES
 
-    runs = load_zoo()
     t0 = time.time()
     if args.calibrate:
-        tune = replay([r for r in runs if r.config["split"] == "tune"], CALIBRATION, args.workers)
+        tune = replay(zoo_split("tune"), CALIBRATION, args.workers)
         table = calibration_table(tune)
         print(f"# {len(tune)} tune forecasts, {time.time() - t0:.0f} s")
         print("CONFORMAL_QUANTILES: dict[str, tuple[tuple[float, ...], ...]] = {")
@@ -194,9 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     text = []
-    for split in ("holdout", "tune"):
-        df = scored(replay([r for r in runs if r.config["split"] == split], REPORT,
-                           args.workers))
+    splits = ("holdout", "tune") + (("fresh",) if (FRESH_DIR / "zoo.csv.gz").exists() else ())
+    for split in splits:
+        df = scored(replay(zoo_split(split), REPORT, args.workers))
         table, records = summary(df)
         fams = [r for r in records if r["scope"] != "all"]
         in_range = sum(r["coverage_in_range"] for r in fams)

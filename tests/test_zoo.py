@@ -120,3 +120,64 @@ def test_committed_corpus_loads(tmp_path):
         kinds = [m.kind for m in monitors_for(r)]
         assert kinds == (["loss", "workload"] if c["kind"] == "clf" else ["loss"]) \
             or not np.isfinite(r.metrics["val_loss"]).any()
+
+
+def test_fresh_schedules_plan_what_trains():
+    """The fresh corpus's two schedules: ``planned_lr`` is the rate each epoch trained with, and
+    it has the shape a user of those schedules expects."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from benchmarks.zoo import train_run
+
+    for variant, over in (("warmup_linear", {"optimizer": "adam", "lr": 0.01}), ("poly2", {})):
+        cfg = _tiny(variant, **over)
+        rec, summary = train_run(cfg)
+        m = _by_metric(rec)
+        epochs = list(range(1, cfg["budget"] + 1))
+        lr = np.array([m["lr"][e] for e in epochs])
+        np.testing.assert_array_equal(lr, [m["planned_lr"][e] for e in epochs])
+        if variant == "poly2":  # PolynomialLR(total_iters=B, power=2), stepped per epoch
+            np.testing.assert_allclose(lr, 0.05 * (1 - np.arange(12) / 12) ** 2, rtol=1e-5)
+        else:  # 6 batches per epoch, 72 steps: warm-up over 4 steps, then linear to 0
+            assert summary["steps_per_epoch"] == 6
+            assert lr[0] == pytest.approx(0.01 / 4)
+            np.testing.assert_allclose(lr[1:], 0.01 * (72 - 6 * np.arange(1, 12)) / 68,
+                                       rtol=1e-5)
+
+
+def test_fresh_families_train():
+    """Every fresh architecture trains on its dataset: finite losses at every epoch, accuracy
+    for classification only, and the autoencoder's targets are its inputs."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from benchmarks import zoo
+
+    for fam in zoo.FRESH_FAMILIES:
+        cfg = zoo.sample_config(fam, 0, zoo.FRESH_SEED, families=zoo.FRESH_FAMILIES,
+                                variant_table=zoo.FRESH_VARIANTS, split="fresh")
+        cfg.update(budget=3, val_every=1, width=16, batch_size=64, train_frac=0.5,
+                   schedule="constant", schedule_variant="constant", per_batch_schedule=False)
+        rec, summary = zoo.train_run(cfg)
+        m = _by_metric(rec)
+        assert not summary["diverged"], fam.name
+        for metric in ("train_loss", "val_loss", "test_loss"):
+            assert sorted(m[metric]) == [1, 2, 3], (fam.name, metric)
+        assert ("val_acc" in m) == (fam.kind == "clf"), fam.name
+    d = zoo.split_data({**cfg, "seed": 1})
+    assert cfg["dataset"] == "digits_ae" and d["out_dim"] == d["in_dim"] == 64
+    assert d["ytr"].equal(d["Xtr"])
+
+
+def test_fresh_corpus_loads(tmp_path):
+    """The committed fresh corpus: its own families (none of the main corpus's), all in split
+    ``fresh``, with the schedules the main corpus lacks."""
+    from benchmarks import _curves, zoo
+
+    runs = _curves.load_zoo(_curves.FRESH_DIR, cache_dir=tmp_path)
+    assert len(runs) == sum(f.runs for f in zoo.FRESH_FAMILIES) >= 500
+    assert {r.config["split"] for r in runs} == {"fresh"}
+    fams = {r.config["family"] for r in runs}
+    assert fams == {f.name for f in zoo.FRESH_FAMILIES}
+    assert not fams & {f.name for f in zoo.FAMILIES}
+    assert {"warmup_linear", "poly2"} <= {r.config["schedule_variant"] for r in runs}
+    assert [r.run_id for r in runs] == [c["run_id"] for c in zoo.fresh_configs()]
