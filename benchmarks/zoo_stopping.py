@@ -18,7 +18,8 @@ best value up to it. Per run and rule: ``saved`` = share of the budget's epochs 
 that paid (the planned rate halved, and the best value after it beat the best before it by more
 than 1%).
 
-Results per split (tune / holdout families, see the zoo's split rule) and schedule family.
+Results per split (tune / holdout families, see the zoo's split rule, or the fresh corpus), per schedule
+family, per monitor and per data family (``data <family>``).
 Targets (issue 12 and 11): on every schedule family, the advisor's harmful share is no more than
 patience 20's; the advisor dominates patience 20 (harmful <=, mean regret <=, saved >=); with a
 known plan it saves at least patience 10's share; no stop before the last decay that paid.
@@ -262,7 +263,8 @@ def _pct(x: float) -> str:
 
 def _scopes(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return [("all", df)] + [(s, g) for s, g in df.groupby("schedule", sort=True)] + \
-        [(f"monitor {m}", g) for m, g in df.groupby("monitor", sort=True)]
+        [(f"monitor {m}", g) for m, g in df.groupby("monitor", sort=True)] + \
+        [(f"data {f}", g) for f, g in df.groupby("family", sort=True)]
 
 
 def table(df: pd.DataFrame) -> tuple[str, list[dict[str, Any]]]:
