@@ -193,7 +193,6 @@ VARIANTS: tuple[tuple[str, str, bool], ...] = (
     ("plateau_x0.1_p10", "plateau", False),
     ("plateau_x0.5_p5", "plateau", False),
 )
-SCHEDULE_FAMILIES = tuple(dict.fromkeys(s for _, s, _ in VARIANTS))
 #: Draw weights of the schedule families (constant and cosine are the most common in practice).
 SCHEDULE_WEIGHTS = {"constant": 1.6, "step": 1.0, "multistep": 1.0, "exponential": 0.9,
                     "cosine": 1.4, "warmup_cosine": 1.1, "onecycle": 1.0, "restarts": 0.8,

@@ -18,8 +18,8 @@ best value up to it. Per run and rule: ``saved`` = share of the budget's epochs 
 that paid (the planned rate halved, and the best value after it beat the best before it by more
 than 1%).
 
-Results per split (tune / holdout families, see the zoo's split rule, or the fresh corpus), per schedule
-family, per monitor and per data family (``data <family>``).
+Results per split (tune / holdout families, see the zoo's split rule, or the fresh corpus), per
+schedule family, per monitor and per data family (``data <family>``).
 Targets (issue 12 and 11): on every schedule family, the advisor's harmful share is no more than
 patience 20's; the advisor dominates patience 20 (harmful <=, mean regret <=, saved >=); with a
 known plan it saves at least patience 10's share; no stop before the last decay that paid.
