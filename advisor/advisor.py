@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtri
 
 from . import _explain
 from .advice import Advice, Evidence, Verdict
@@ -352,8 +353,11 @@ class Advisor:
         tol = self.tolerance(sign * best, noise)
         # learned: the best is more than the tolerance below the first checks' level and below
         # some check before it (a run whose best was its first check, worse ever since, has
-        # learned nothing, however far its later checks rose above that best)
-        learned = span > tol and float(y[: best_i + 1].max()) - best > tol
+        # learned nothing, however far its later checks rose above that best), beyond how far
+        # below its level the best of n checks falls by noise alone (about the 1 - 1/(n+1)
+        # quantile of the noise: a flat, noisy start is not learning)
+        luck = noise * float(ndtri(1.0 - 1.0 / (n + 1)))
+        learned = span - luck > tol and float(y[: best_i + 1].max()) - best > tol
 
         # a blow-up is large in the metric's own terms: beyond the improvement so far, the
         # noise, and ten times the tolerance (a slow drift early in a run, at a scale read from

@@ -224,6 +224,21 @@ def test_a_run_whose_best_was_its_first_check_has_not_learned_however_far_it_ros
     assert stop is not None and stop.verdict is Verdict.OVERFITTING and stop.step >= 50
 
 
+def test_a_flat_noisy_start_is_not_learning_however_low_its_luckiest_check():
+    # a run that sits at its initial level (iid noise, 300 checks of a budget of 1,000, a
+    # constant planned rate) has learned nothing: its best check lies below its level by the
+    # luck of the best of 300 draws (about 2.9 noise scales, here more than the tolerance),
+    # which is not learning, so neither a plateau nor an overfitting stop while it waits
+    e = np.arange(1, 301, dtype=float)
+    for seed in range(24):
+        rng = np.random.default_rng(seed)
+        val = 2.0 + 0.01 * rng.normal(0, 1, e.size)
+        train = 1.9 + 0.003 * rng.normal(0, 1, e.size)
+        advices = feed(Advisor(train_metric="train_loss", max_steps=1000, lr_plan={1: 1e-3}),
+                       val, extra={"train_loss": train, "lr": np.full(e.size, 1e-3)})
+        assert first_stop(advices) is None, seed
+
+
 def test_a_slow_early_drift_is_not_a_divergence_but_an_explosion_is():
     # validation loss creeping up 1% over the first checks (an SGD run that has not started to
     # learn) is far from blown up in the metric's own terms, however small its early noise
