@@ -16,6 +16,18 @@ Families:
 - ``overfitting``: a fall to a minimum at 25-60% of the budget, then a rise (validation only;
   training keeps falling), so stopping after the minimum costs nothing and before it costs.
 
+Stress families (added in session 8, after the defaults were frozen; reported, never tuned on):
+
+- ``heavy_tailed``: the exponential family with Student-t noise (3 degrees of freedom, scaled to
+  the same standard deviation): rare large deviations both ways;
+- ``spiky``: the exponential family with a spike of 15 noise scales on 2% of the checks (a bad
+  batch, an evaluation glitch);
+- ``late_start``: flat at its initial level for 15-40% of the budget, then an exponential fall
+  (a run that learns late: a stop on the flat start costs all of it);
+- ``double_descent``: a fall, a bump after it and a second fall below the first minimum while
+  training keeps falling: a stop on the bump costs (the overfitting test is wrong here by
+  design: it cannot know that validation comes back).
+
 The true cost of a stop: the noise-free value at the checkpoint kept (the best noisy check up to
 the stop) against the noise-free value at the checkpoint kept by training to the end, relative
 to the latter. ``costly`` = true cost above 1%. Anchors: ``EarlyStopping`` with patience 10 and 20
@@ -48,8 +60,10 @@ import pandas as pd
 from advisor import Advisor, LrPlan
 from benchmarks.false_stops import patience_stop
 
-FAMILIES = ("exponential", "log_linear", "power", "accuracy", "overfitting")
+FAMILIES = ("exponential", "log_linear", "power", "accuracy", "overfitting", "heavy_tailed",
+            "spiky", "late_start", "double_descent")
 IMPROVING = ("exponential", "log_linear", "power", "accuracy")
+STRESS = ("heavy_tailed", "spiky", "late_start", "double_descent")
 BUDGETS = (50, 100, 300, 1000)
 NOISES = (0.005, 0.02, 0.05)
 COSTLY = 0.01
@@ -61,7 +75,7 @@ def make_run(family: str, n: int, noise: float, seed: int) -> dict[str, Any]:
     x = np.arange(1, n + 1, dtype=float)
     mode = "min"
     while True:
-        if family == "exponential":
+        if family in ("exponential", "heavy_tailed", "spiky"):
             tau = n * rng.uniform(0.25, 1.0)
             clean = 0.2 + rng.uniform(0.5, 3) * np.exp(-x / tau)
         elif family == "log_linear":
@@ -75,25 +89,36 @@ def make_run(family: str, n: int, noise: float, seed: int) -> dict[str, Any]:
                 top = rng.uniform(0.7, 0.99)
                 clean = top - (top - rng.uniform(0.1, 0.5)) * shape / shape[0]
                 mode = "max"
+        elif family == "late_start":
+            onset = n * rng.uniform(0.15, 0.4)
+            clean = 0.3 + rng.uniform(0.5, 3) * np.where(x < onset, 1.0,
+                                                         np.exp(-(x - onset) / (0.2 * n)))
+        elif family == "double_descent":
+            m = n * rng.uniform(0.15, 0.3)
+            clean = (0.4 + np.exp(-x / (m / 3)) + 0.15 * np.exp(-((x - 1.6 * m) / (0.5 * m)) ** 2)
+                     - 0.2 / (1.0 + np.exp(-(x - 2.5 * m) / (0.1 * n))))
         else:  # overfitting
             m = n * rng.uniform(0.25, 0.6)
             clean = 0.3 + np.exp(-x / (m / 3)) + rng.uniform(0.05, 0.3) * np.clip(
                 (x - m) / n, 0, None) ** rng.uniform(1.0, 2.0)
         total = abs(clean[0] - clean[-1]) if family != "overfitting" else clean[0] - clean.min()
-        if family in ("overfitting", "log_linear"):  # log-linear improves forever by design
-            break
+        if family in ("overfitting", "log_linear", "late_start", "double_descent"):
+            break  # log-linear improves forever by design; the others are shaped as they are
         late = abs(clean[int(0.75 * n) - 1] - clean[-1])
         if late >= 0.02 * total:  # (a power law cannot gain 5% in the last quarter of 1,000)
             break
     sd = noise * total
-    e = rng.normal(0.0, 1.0, n)
+    e = rng.standard_t(3, n) / math.sqrt(3.0) if family == "heavy_tailed" else \
+        rng.normal(0.0, 1.0, n)
     if seed % 2:  # AR(1) noise, the same marginal standard deviation
         phi = 0.6
         for i in range(1, n):
             e[i] = phi * e[i - 1] + math.sqrt(1 - phi**2) * e[i]
     values = clean + sd * e
+    if family == "spiky":
+        values = values + 15.0 * sd * (rng.random(n) < 0.02)
     sign = 1.0 if mode == "min" else -1.0
-    train_clean = clean - 0.1 * total if family != "overfitting" else \
+    train_clean = clean - 0.1 * total if family not in ("overfitting", "double_descent") else \
         0.2 + np.exp(-x / (n / 8))
     train = train_clean + sign * 0.0 + 0.3 * sd * rng.normal(0, 1, n)
     if mode == "max":
@@ -177,6 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                f"{(improving['es_p20_cost'] > COSTLY).mean():.1%}); overfitting: advisor "
                f"{costly_over:.1%} vs patience 20 {p20_over:.1%} "
                f"({'PASS' if costly_over <= p20_over else 'MISS'})")
+    stress = {f: {rule: float((g[f"{rule}_cost"] > COSTLY).mean())
+                  for rule in ("advisor", "es_p20")}
+              for f, g in df[df.family.isin(STRESS)].groupby("family")}
+    summary += "\nstress families, costly stops advisor / patience 20: " + ", ".join(
+        f"{f} {100 * c['advisor']:.1f}% / {100 * c['es_p20']:.1f}%" for f, c in stress.items())
     title = f"Synthetic families ({len(df)} runs, {time.time() - t0:.0f} s)"
     print(title)
     print("\n".join(lines))
@@ -186,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "synthetic.json").write_text(json.dumps(
         {"advisor_kwargs": json.loads(args.advisor_kwargs), "cells": records,
          "costly_improving": costly_impr, "costly_overfitting": costly_over,
-         "p20_costly_overfitting": p20_over}, indent=2))
+         "p20_costly_overfitting": p20_over, "costly_stress": stress}, indent=2))
     (out / "synthetic.md").write_text(f"# {title}\n\nsaved / costly (true cost > 1%), in %\n\n"
                                       + "\n".join(lines) + f"\n\n{summary}\n")
     return 0
