@@ -113,9 +113,10 @@ class Advisor:
         min_progress_without_lr: with a known budget, a plateau is a stop only after this share
             of ``max_steps`` when the schedule is unknown (no plan, and no logged rate that has
             changed: most schedules decay later and often break an early plateau) or when the
-            run has not improved by more than the tolerance since its first checks (many sit at
-            their initial level before they learn; such a run also waits while the schedule
-            still lowers or restarts the rate). Overfitting and divergence stop anytime.
+            run has not improved by more than the tolerance since its first checks, beyond the
+            luck of its best check (many sit at their initial level before they learn; such a
+            run also waits while the schedule still lowers or restarts the rate). Overfitting
+            and divergence stop anytime.
         decay: how fast improvement is assumed to slow down (the rate falls like
             ``t ** -(1 + decay)``); larger means less is expected from the rest of the budget.
             0.5 (a ``1 / sqrt(t)`` curve) was chosen on the zoo's tune families: 1.0 (``1 / t``)

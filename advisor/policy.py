@@ -40,9 +40,10 @@ class Findings:
         rising: validation's trend since its best is significantly upward while training is
             not getting worse (a flat-looking window at the end of a rise is still overfitting).
         learned: the run has improved by more than the tolerance since its first checks, its
-            best below an earlier check by that much (a curve still at its initial level, at
-            chance, or worse ever since its first check, has shown no pace to judge a plateau
-            by: many sit there before they learn).
+            best below an earlier check by that much, and by more than the luck of the best of
+            its checks (a curve still at its initial level, at chance, or worse ever since its
+            first check, has shown no pace to judge a plateau by: many sit there before they
+            learn; a flat, noisy one has a best check below its level by noise alone).
         ahead: what the schedule still holds after this check: ``"restart"`` (the rate rises
             again), ``"decay"`` (it at least halves), ``"none"`` or ``"unknown"`` (see
             :meth:`~advisor.detectors.plan.LrPlan.ahead`).
