@@ -85,9 +85,9 @@ def overfitting_evidence(r: OverfittingResult, monitor: str, train_metric: str |
         elif r.train_trend is not None:
             state = "still improving" if r.train_improving else "not improving"
             pq = r.progress_quotient
-            summary += (f"{f', PQ={pq:.3g}' if math.isfinite(gl) and not math.isnan(pq) else ''}"
-                        f"; {train_metric} is {state} "
-                        f"(p={r.train_trend.pvalue_decreasing:.2g})")
+            if math.isfinite(gl) and not math.isnan(pq):
+                summary += f", PQ={pq:.3g}"
+            summary += f"; {train_metric} is {state} (p={r.train_trend.pvalue_decreasing:.2g})"
     return Evidence(
         "overfitting", summary, statistic=r.statistic, pvalue=r.pvalue,
         window=(best_step, step), noise_scale=noise,
