@@ -141,8 +141,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks._curves import FRESH_DIR  # where the fresh corpus lives (its loader reads it)
+
 ZOO_DIR = Path(__file__).resolve().parent / "data" / "zoo"
-CHUNK_DIR = ZOO_DIR / "chunks"
 #: Seed of the config list; changing it (or the sampler) changes the whole corpus.
 ZOO_SEED = 11_2025
 #: Seed of the generated datasets (make_regression, make_friedman1, the two sequence tasks),
@@ -203,7 +204,6 @@ SCHEDULE_WEIGHTS = {"constant": 1.6, "step": 1.0, "multistep": 1.0, "exponential
 #: (session 8) and never used to choose anything: a check of the advisor out of sample, as a new
 #: user's runs are. Every fresh run is in split ``fresh``.
 FRESH_SEED = 30_11_2026
-FRESH_DIR = ZOO_DIR.parent / "zoo_fresh"
 FRESH_FAMILIES: tuple[Family, ...] = (
     Family("resmlp_moons", "moons", "resmlp", "clf", 100),
     Family("mlp_hastie", "hastie", "mlp", "clf", 100),
@@ -747,7 +747,7 @@ def records_frame(cfg: dict[str, Any], rec: list[tuple[int, str, float]]) -> pd.
     return df.drop(columns="_o")
 
 
-def chunk_paths(i: int, chunk_dir: Path = CHUNK_DIR) -> tuple[Path, Path]:
+def chunk_paths(i: int, chunk_dir: Path) -> tuple[Path, Path]:
     return chunk_dir / f"chunk_{i:02d}.csv.gz", chunk_dir / f"chunk_{i:02d}_configs.csv.gz"
 
 
