@@ -23,6 +23,17 @@ def _g(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4g}"
 
 
+def _hidden_words(r: PlateauResult) -> str:
+    """What the quantization of the metric may hide, for the plateau's sentence."""
+    if not r.resolution > 0:
+        return ""
+    if r.hidden >= 0.01 * r.resolution:
+        return (f"; it moves in steps of {r.resolution:.3g}, so up to {r.hidden:.2g} per window "
+                f"may be hidden")
+    return (f"; it moves in steps of {r.resolution:.3g}, which its noise ({r.noise_scale:.2g}) "
+            f"smooths over")
+
+
 def plateau_evidence(r: PlateauResult, monitor: str, sign: float, confidence: float,
                      unit: str = "step") -> Evidence:
     t = r.trend
@@ -31,8 +42,7 @@ def plateau_evidence(r: PlateauResult, monitor: str, sign: float, confidence: fl
         f"over the last {t.n} checks ({unit}s {r.window_start:g}-{r.window_end:g}) {monitor} "
         f"moved {sign * t.slope:+.3g} per {unit} ({100 * confidence:.4g}% interval {lo:+.3g} to "
         f"{hi:+.3g}, Mann-Kendall p={t.pvalue:.2g}"
-        + (f"; it moves in steps of {r.resolution:.3g}, so up to one step per window may be "
-           f"hidden" if r.resolution > 0 else "")
+        + _hidden_words(r)
         + f"); the budget left is worth about {r.projected_gain:.3g} more (at most "
         f"{r.projected_gain_high:.3g}) against {r.tolerance:.3g} worth training for"
     )
@@ -42,7 +52,7 @@ def plateau_evidence(r: PlateauResult, monitor: str, sign: float, confidence: fl
         details={"state": r.state.value, "slope": sign * t.slope, "n": t.n,
                  "autocorrelation": t.autocorrelation, "horizon_steps": r.horizon,
                  "projected_gain": r.projected_gain, "projected_gain_high": r.projected_gain_high,
-                 "tolerance": r.tolerance, "resolution": r.resolution},
+                 "tolerance": r.tolerance, "resolution": r.resolution, "hidden": r.hidden},
     )
 
 

@@ -416,6 +416,32 @@ def test_a_tied_window_of_a_quantized_metric_is_not_flat_by_its_interval_alone()
     assert quantized.projected_gain_high == pytest.approx(1 / 36 / 7 * 40)
 
 
+def test_noise_that_dithers_a_quantized_metric_hides_no_slope():
+    from advisor.detectors import hidden_change
+    from advisor.detectors._stats import trend_test
+
+    # accuracy on 36 samples drifting up one sample over 40 checks, with noise of half a sample
+    # before the rounding: most pairwise slopes are tied at 0, yet the slope interval must still
+    # cover the drift (Theil-Sen's alone covered it in about half the seeds)
+    q, x = 1 / 36, np.arange(1.0, 41.0)
+    level = 0.8 + q * x / x.size
+    rng = np.random.default_rng(3)
+    covered = []
+    for _ in range(300):
+        t = trend_test(x, np.round((level + rng.normal(0, q / 2, x.size)) / q) * q, 0.9, 0.0)
+        covered.append(t.low_slope <= q / x.size <= t.high_slope)
+    assert np.mean(covered) >= 0.85
+    # so such a window is judged on its slope interval alone, while a window of tied checks
+    # still adds the quantum it may hide
+    y = np.round((0.8 + rng.normal(0, q / 2, x.size)) / q) * q
+    dithered = detect_plateau(x, -y, tolerance=0.009, horizon=40, resolution=q)
+    plain = detect_plateau(x, -y, tolerance=0.009, horizon=40)
+    assert dithered.hidden < 0.01 * q
+    assert dithered.projected_gain_high == pytest.approx(plain.projected_gain_high, rel=1e-3)
+    tied = detect_plateau(x, np.full(x.size, -0.8), tolerance=0.009, horizon=40, resolution=q)
+    assert tied.hidden == pytest.approx(q) == hidden_change(q, 0.0)
+
+
 def test_conformal_interval_is_the_forecast_moved_by_the_calibrated_score_quantiles():
     from advisor.detectors.forecast import (
         CONFORMAL_QUANTILES,

@@ -8,7 +8,7 @@ from .divergence import DivergenceResult, detect_divergence
 from .forecast import CurveFit, fit_learning_curve
 from .overfitting import OverfittingResult, detect_overfitting
 from .plan import LrPlan, PlanState, PlateauRule, read_plan
-from .plateau import PlateauResult, PlateauState, detect_plateau, metric_resolution
+from .plateau import PlateauResult, PlateauState, detect_plateau, hidden_change, metric_resolution
 from .schedule import ScheduleState, read_schedule
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "detect_overfitting",
     "detect_plateau",
     "fit_learning_curve",
+    "hidden_change",
     "metric_resolution",
     "read_plan",
     "read_schedule",

@@ -11,7 +11,7 @@ import numpy as np
 from ._stats import TrendResult, noise_scale, trend_test
 
 __all__ = ["PlateauResult", "PlateauState", "adaptive_window", "detect_plateau",
-           "metric_resolution", "remaining_gain_horizon"]
+           "hidden_change", "metric_resolution", "remaining_gain_horizon"]
 
 
 class PlateauState(StrEnum):
@@ -36,8 +36,10 @@ class PlateauResult:
         stalled: the plateau rests on the stall rule (no downward trend, no new best) rather
             than on the slope interval.
         resolution: the metric's quantum when it is quantized (accuracy on a small validation
-            set moves in steps of one sample), else 0; the slope interval's optimistic end was
-            widened by one quantum over the window.
+            set moves in steps of one sample), else 0.
+        hidden: the change over the window that the quantization may hide (see
+            :func:`hidden_change`): up to one quantum on a quiet metric, next to nothing on one
+            whose noise dithers it; the slope interval's optimistic end was widened by it.
     """
 
     state: PlateauState
@@ -51,6 +53,34 @@ class PlateauResult:
     tolerance: float
     stalled: bool = False
     resolution: float = 0.0
+    hidden: float = 0.0
+
+
+def hidden_change(resolution: float, noise: float) -> float:
+    """The largest change of a quantized metric's level that its checks may not show.
+
+    A window of tied values (accuracy on a small validation set sitting on one level) says the
+    slope is small, not zero: without noise, a level may drift by up to one quantum ``q`` and
+    leave every check on the same value. Noise before the rounding undoes that (dither): the mean
+    of the rounded values follows the level to within about ``(q / pi) exp(-2 pi^2 s^2 / q^2)``
+    for Gaussian noise of size ``s`` (the first term of the rounding error's Fourier series;
+    Widrow & Kollar, *Quantization Noise*, 2008), so the trend of noisy rounded checks sees the
+    level's drift. This returns ``q exp(-2 pi^2 s^2 / q^2)``: one quantum without noise (as much
+    as can hide), under 1% of one once the noise is half a quantum. ``noise`` is the checks'
+    measured scale, rounding included (variance ``s^2 + q^2 / 12``), so ``q^2 / 12`` is taken
+    out of it first.
+
+    Example:
+        >>> [round(hidden_change(0.02, s), 4) for s in (0.0, 0.007, 0.01, 0.02)]
+        [0.02, 0.0092, 0.0007, 0.0]
+
+    Wrong when: the noise is far from Gaussian, or its scale was overestimated (an outlier
+    inflating it): then less is taken to hide than may.
+    """
+    if not resolution > 0:
+        return 0.0
+    s2 = max(noise * noise - resolution * resolution / 12.0, 0.0) if math.isfinite(noise) else 0.0
+    return resolution * math.exp(-2.0 * math.pi ** 2 * s2 / (resolution * resolution))
 
 
 def adaptive_window(n: int, fraction: float, min_points: int, max_points: int) -> np.ndarray:
@@ -127,11 +157,13 @@ def detect_plateau(
     trend is common on a curve that still improves; off by default). Undecided otherwise. ``noise``
     (reported as evidence) is measured on the window unless given, and so is the noise's lag-1
     ``autocorrelation`` the trend test corrects for. A quantized metric (``resolution`` > 0, see
-    :func:`metric_resolution`) hides any slope below one quantum per window: a window of tied
+    :func:`metric_resolution`) may hide a slope below one quantum per window: a window of tied
     values says the slope is small, not zero, so the optimistic gain adds that hidden slope
-    (``resolution`` over the window's length) times ``resolution_horizon`` (default
-    ``horizon``; the caller may pass the budget's own horizon where ``horizon`` is floored by
-    the window's length for the slope it saw). Assumes finite values and increasing steps.
+    (:func:`hidden_change`, with the noise measured in the window, over the window's length: one
+    quantum on a window of tied checks, next to nothing on one whose noise dithers the rounding)
+    times ``resolution_horizon`` (default ``horizon``; the caller may pass the budget's own horizon
+    where ``horizon`` is floored by the window's length for the slope it saw). Assumes finite
+    values and increasing steps.
 
     Wrong when: the curve is about to drop (a learning-rate decay, grokking, double descent);
     the callers pass the schedule so a plateau at a high learning rate is not a stop.
@@ -141,9 +173,11 @@ def detect_plateau(
     trend = trend_test(x, y, confidence, autocorrelation)
     noise = noise_scale(y) if noise is None else noise
     gain = max(0.0, -trend.slope) * horizon
-    hidden = resolution / max(float(x[-1] - x[0]), 1e-12) if x.size > 1 else 0.0
+    # dither is read in the window itself: tied checks there are what may hide a drift
+    hidden = hidden_change(resolution, noise_scale(y)) if resolution > 0 else 0.0
+    hidden_slope = hidden / max(float(x[-1] - x[0]), 1e-12) if x.size > 1 else 0.0
     falling = trend.high_slope < 0 and steps_left is not None
-    gain_high = max(0.0, -trend.low_slope) * (steps_left if falling else horizon) + hidden * (
+    gain_high = max(0.0, -trend.low_slope) * (steps_left if falling else horizon) + hidden_slope * (
         horizon if resolution_horizon is None else resolution_horizon)
     stalled = False
     if (trend.pvalue_decreasing < alpha or trend.high_slope < 0) and gain >= tolerance:
@@ -157,7 +191,7 @@ def detect_plateau(
     else:
         state = PlateauState.UNDECIDED
     return PlateauResult(state, trend, float(x[0]), float(x[-1]), noise, horizon, gain, gain_high,
-                         tolerance, stalled, resolution)
+                         tolerance, stalled, resolution, hidden)
 
 
 def metric_resolution(values: np.ndarray) -> float:
