@@ -175,7 +175,8 @@ def trend_test(x: np.ndarray, y: np.ndarray, confidence: float = 0.9,
     reads a curved trend as autocorrelation too: conservative). Sen's interval for the slope uses
     the same variance, and is never narrower than the least-squares interval from the residuals,
     around either slope (ties collapse it otherwise, and pull the Theil-Sen slope towards 0).
-    Assumes x strictly increasing and roughly evenly spaced. """
+    Assumes x strictly increasing and roughly evenly spaced.
+    """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     n = x.size

@@ -79,8 +79,8 @@ def hidden_change(resolution: float, noise: float) -> float:
     """
     if not resolution > 0:
         return 0.0
-    s2 = max(noise * noise - resolution * resolution / 12.0, 0.0) if math.isfinite(noise) else 0.0
-    return resolution * math.exp(-2.0 * math.pi ** 2 * s2 / (resolution * resolution))
+    ratio = noise / resolution if math.isfinite(noise) else 0.0  # inf for a subnormal quantum
+    return resolution * math.exp(-2.0 * math.pi ** 2 * max(ratio * ratio - 1.0 / 12.0, 0.0))
 
 
 def adaptive_window(n: int, fraction: float, min_points: int, max_points: int) -> np.ndarray:
