@@ -58,6 +58,22 @@ class MetricNotFoundError(KeyError):
         return str(self.args[0])
 
 
+_NOISY = 3.0  # checks this many times noisier than the tolerance get a hint in "not clear yet"
+
+
+def _noisy_hint(noise: float, tol: float) -> str:
+    """Why a plateau may stay unclear for long: a tolerance well below the checks' noise needs
+    many checks to resolve (the slope interval narrows as the window's length to the 3/2, and
+    the gain it projects is at least the window's own: on a flat curve, a window of 48 checks
+    resolves about 1.7 noise scales at the level of a run of a few hundred checks)."""
+    if not (tol > 0 and noise >= _NOISY * tol):
+        return ""
+    return (f"; the checks' noise ({noise:.2g}) is {noise / tol:.0f} times the {tol:.3g} worth "
+            f"training for, so ruling out a gain that small may take most of the budget (a "
+            f"min_delta of about twice the noise, {2 * noise:.2g}, or more validation samples "
+            f"would let it decide sooner)")
+
+
 class Advisor:
     """Advice on when to stop one training run, from the history of a monitored metric.
 
@@ -537,7 +553,7 @@ class Advisor:
             "new_phase": f"A new phase began after a drop of the learning rate "
                          f"({f.schedule.describe()}); too few checks since to judge.",
             "improving": f"Still improving: {plateau_text}.",
-            "unclear": f"Not clear yet: {plateau_text}.",
+            "unclear": f"Not clear yet: {plateau_text}{_noisy_hint(noise, tol)}.",
             "decay_planned": f"Flat, but {f.plan.reason if f.plan else ''}: wait for it "
                              f"({plateau_text}).",
             "decay_likely": f"Flat for now, but {f.schedule.describe()}, so a scheduled decay "

@@ -267,6 +267,29 @@ def test_accuracy_on_a_small_validation_set_is_not_stopped_on_a_short_tie():
     assert stop is not None and stop.verdict is Verdict.PLATEAU and stop.step < 100
 
 
+def test_a_plateau_too_noisy_to_resolve_says_so_and_what_would_help():
+    # accuracy on 50 validation samples, flat at 0.88 after a quick rise: its noise (about 0.046)
+    # is five times the 1% tolerance, so no window of this run can rule out a 1% gain; the
+    # advisor waits, and its reason says why and what lets it decide
+    rng = np.random.default_rng(0)
+    x = np.arange(1, 201)
+    acc = rng.binomial(50, 0.88 - 0.5 * np.exp(-x / 8)) / 50
+    advices = feed(Advisor("val_acc", "max", max_steps=200, lr_plan={1: 1e-3}), acc,
+                   extra={"lr": np.full(acc.size, 1e-3)})
+    unclear = [a for a in advices if a.reason.startswith("Not clear yet")]
+    assert unclear and all("min_delta" in a.reason for a in unclear[-10:])
+    # with the min_delta it suggests, the same run is stopped on its plateau
+    noise = unclear[-1].evidence_for("plateau").noise_scale
+    assert f"{2 * noise:.2g}" in unclear[-1].reason
+    tolerant = feed(Advisor("val_acc", "max", max_steps=200, lr_plan={1: 1e-3},
+                            min_delta=2 * noise), acc, extra={"lr": np.full(acc.size, 1e-3)})
+    stop = first_stop(tolerant)
+    assert stop is not None and stop.verdict is Verdict.PLATEAU and stop.step < 190
+    # a quiet curve gets no such hint
+    quiet = feed(Advisor(max_steps=200), 1.0 + np.exp(-x[:40] / 30.0) + 1e-4 * rng.normal(size=40))
+    assert not any("min_delta" in a.reason for a in quiet)
+
+
 # ---------------------------------------------------------------------------- missing monitor
 
 
