@@ -66,9 +66,9 @@ def hidden_change(resolution: float, noise: float) -> float:
     for Gaussian noise of size ``s`` (the first term of the rounding error's Fourier series;
     Widrow & Kollar, *Quantization Noise*, 2008), so the trend of noisy rounded checks sees the
     level's drift. This returns ``q exp(-2 pi^2 s^2 / q^2)``: one quantum without noise (as much
-    as can hide), under 1% of one once the noise is half a quantum. ``noise`` is the checks'
-    measured scale, rounding included (variance ``s^2 + q^2 / 12``), so ``q^2 / 12`` is taken
-    out of it first.
+    as can hide), under 1% of one once the noise before the rounding is half a quantum.
+    ``noise`` is the checks' measured scale, rounding included (variance ``s^2 + q^2 / 12``), so
+    ``q^2 / 12`` is taken out of it first (a measured noise of half a quantum leaves 3.7%).
 
     Example:
         >>> [round(hidden_change(0.02, s), 4) for s in (0.0, 0.007, 0.01, 0.02)]
