@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -58,6 +59,8 @@ class MetricNotFoundError(KeyError):
         return str(self.args[0])
 
 
+# metrics named like these, maximised, with every value in [0, 1], cannot exceed 1
+_ACCURACY_LIKE = re.compile(r"acc|f1|auc|precision|recall|iou|dice")
 _NOISY = 3.0  # checks this many times noisier than the tolerance get a hint in "not clear yet"
 
 
@@ -147,6 +150,12 @@ class Advisor:
         refit_growth: refit the learning-curve forecast when the phase has grown by this factor.
         unit: what a step counts (``"epoch"`` when steps are epochs), so the reasons say
             "epoch 40" where the tags and tables say epoch.
+        best_possible: the best value the monitor can take. Once the best check reaches it,
+            training on can at most tie it, so the run is stopped (verdict plateau, whatever
+            else holds but a divergence; as Lightning's ``stopping_threshold``). ``"auto"``
+            (default): 1.0 for a ``mode="max"`` metric named like an accuracy (``acc``, ``f1``,
+            ``auc``, ``precision``, ``recall``, ``iou``, ``dice``) whose values all lie in
+            [0, 1]; none otherwise. ``None``: no bound.
     """
 
     def __init__(
@@ -177,6 +186,7 @@ class Advisor:
         forecast_calibration: bool = True,
         refit_growth: float = 1.25,
         unit: str = "step",
+        best_possible: float | str | None = "auto",
     ) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"monitor must be a metric name, but got {monitor!r}.")
@@ -211,6 +221,12 @@ class Advisor:
                 f"above 1, but got {decay}, {forecast_extrapolation} and {refit_growth}.")
         if not isinstance(unit, str) or not unit.isidentifier():
             raise ValueError(f"unit must be a word such as 'epoch' or 'step', but got {unit!r}.")
+        if not (best_possible is None or best_possible == "auto" or (
+                isinstance(best_possible, int | float) and not isinstance(best_possible, bool)
+                and math.isfinite(best_possible))):
+            raise ValueError(f"best_possible must be a finite number, 'auto' or None, but got "
+                             f"{best_possible!r}.")
+        self.best_possible = best_possible
         self.monitor = monitor
         self.mode = mode
         self.unit = unit
@@ -384,9 +400,11 @@ class Advisor:
         if div.diverged:
             evidence.append(_explain.divergence_evidence(div, monitor, sign * float(y_all[-1]),
                                                          step, sign, self.unit))
-        if div.diverged or n < self.min_checks:
+        bound = self._bound(y_all[finite])
+        if div.diverged or n < self.min_checks or bound is not None and best <= sign * bound:
             f = self._findings(n, div, None, None, None, None, None, step, tol, again,
-                               learned=learned, ahead=self._ahead(step, _NO_SCHEDULE, None))
+                               learned=learned, ahead=self._ahead(step, _NO_SCHEDULE, None),
+                               at_best_possible=bound is not None and best <= sign * bound)
             return self._word(decide(f), f, evidence, base, noise=noise)
 
         # a quantized metric (accuracy on a small validation set) moves in steps: its quantum
@@ -479,7 +497,7 @@ class Advisor:
         return alpha / max(1.0, end / max(spacing, 1e-12))
 
     def _findings(self, n, div, over, plateau, sched, plan, gain_low, step, tol, again, *,
-                  learned, ahead):
+                  learned, ahead, at_best_possible=False):
         """The detectors' results at this check, with the runs of consecutive checks."""
         over_ok = over is not None and over.overfitting
         flat = plateau is not None and plateau.state is PlateauState.PLATEAU
@@ -507,7 +525,7 @@ class Advisor:
             confirm=self.confirm, schedule=sched if sched is not None else _NO_SCHEDULE,
             plan=plan, progress=progress, min_progress_without_lr=self.min_progress_without_lr,
             forecast_gain_low=gain_low, tolerance=tol, rising=rising,
-            learned=learned, ahead=ahead,
+            learned=learned, ahead=ahead, at_best_possible=at_best_possible,
             # read only for a blow-up: no work on the plan at an ordinary check
             rate_raised=div.diverged and isinstance(self.lr_plan, LrPlan)
             and self.lr_plan.raised(step))
@@ -532,6 +550,16 @@ class Advisor:
                                  f"lowers it later: a raised rate often brings a spike that its "
                                  f"decay takes back. A divergence if it lasts once the rate has "
                                  f"halved.", **base)
+        if d.why == "best_possible":
+            best_value = base["best_value"]
+            ev = Evidence("bound", f"{monitor} reached {best_value:.4g} at {self.unit} "
+                                   f"{best_step:g}, the best it can be",
+                          details={"best_possible": best_value, "best_step": best_step})
+            return Advice(verdict=d.verdict, should_stop=True, evidence=(*evidence, ev),
+                          suggested_stop_step=best_step, expected_gain=0.0,
+                          reason=f"Nothing left to gain: {monitor} reached {best_value:.4g} at "
+                                 f"{self.unit} {best_step:g}, the best it can be; training on "
+                                 f"can at most tie it. Keep that checkpoint.", **base)
         if d.why == "too_early":
             ev = Evidence("history", f"{f.checks} finite check(s) of {monitor}; at least "
                                      f"{self.min_checks} are needed for a verdict",
@@ -609,6 +637,16 @@ class Advisor:
         return sched, read_plan(self.lr_plan, x, y, tolerance=tol, max_steps=self.max_steps,
                                 logged_lr=logged_lr, min_checks=self.min_window, unit=self.unit,
                                 noise=noise)
+
+    def _bound(self, y: np.ndarray) -> float | None:
+        """The best value the monitor can take (see ``best_possible``), in its own terms; ``y``
+        is its finite history, loss-like."""
+        if self.best_possible != "auto":
+            return self.best_possible  # type: ignore[return-value]
+        if self.mode != "max" or not _ACCURACY_LIKE.search(self.monitor.lower()):
+            return None
+        values = -y  # the metric's own values
+        return 1.0 if values.size and values.min() >= 0.0 and values.max() <= 1.0 else None
 
     def _ahead(self, step: float, sched: ScheduleState, plan: PlanState | None) -> str:
         """What the schedule still holds (for the forecast's calibration and the policy): from

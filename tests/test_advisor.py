@@ -290,6 +290,36 @@ def test_a_plateau_too_noisy_to_resolve_says_so_and_what_would_help():
     assert not any("min_delta" in a.reason for a in quiet)
 
 
+def test_an_accuracy_at_its_ceiling_has_nothing_left_to_gain():
+    # a small validation set classified perfectly at check 7: later checks can at most tie it,
+    # so the run is stopped there, whatever the schedule still holds, and that check kept
+    acc = [0.4, 0.6, 0.8, 0.9, 0.93, 0.97, 1.0, 0.97, 1.0, 1.0]
+    plan = {1: 0.1, 50: 0.01}  # a decay still ahead would hold a plateau back
+    stop = first_stop(feed(Advisor("val_acc", "max", max_steps=100, lr_plan=plan), acc))
+    assert stop is not None and stop.step == 7 and stop.verdict is Verdict.PLATEAU
+    assert stop.suggested_stop_step == 7 and stop.reason.startswith("Nothing left to gain")
+    assert stop.evidence_for("bound") is not None
+    # not before the fewest checks for a verdict
+    early = first_stop(feed(Advisor("val_acc", "max", max_steps=100), [0.9, 1.0, *acc[2:]]))
+    assert early is not None and early.step == 6
+    # no bound: asked not to, an accuracy in percent, a loss, or a name that says nothing
+    for advisor, values in ((Advisor("val_acc", "max", max_steps=100, best_possible=None), acc),
+                            (Advisor("val_acc", "max", max_steps=100),
+                             [100 * v for v in acc]),
+                            (Advisor("val_score", "max", max_steps=100), acc)):
+        assert first_stop(feed(advisor, values)) is None
+    # a bound the user gives: an error rate that reached 0
+    err = [1 - v for v in acc]
+    stop = first_stop(feed(Advisor("val_error", "min", max_steps=100, best_possible=0.0), err))
+    assert stop is not None and stop.step == 7
+
+
+@pytest.mark.parametrize("bad", ["max", math.nan, math.inf, True])
+def test_best_possible_must_be_a_finite_number_auto_or_none(bad):
+    with pytest.raises(ValueError, match="best_possible"):
+        Advisor("val_acc", "max", best_possible=bad)
+
+
 # ---------------------------------------------------------------------------- missing monitor
 
 

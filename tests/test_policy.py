@@ -96,6 +96,17 @@ def test_a_blow_up_while_the_schedule_has_raised_the_rate_is_a_spike_not_a_stop(
     assert decide(findings(divergence=nan, rate_raised=True, ahead="decay")).should_stop
 
 
+def test_a_best_at_the_best_possible_value_stops_whatever_else_holds():
+    pending = PlanState(True, 0.1, 40.0, 0.01, None, None, "x0.1 at 40")
+    d = decide(findings(at_best_possible=True, plan=pending, plateau=None, learned=False,
+                        progress=0.1, overfitting=overfitting()))
+    assert (d.verdict, d.should_stop, d.why) == (Verdict.PLATEAU, True, "best_possible")
+    # but not before the fewest checks for any verdict, and never over a divergence
+    assert decide(findings(at_best_possible=True, checks=4)).why == "too_early"
+    nan = DivergenceResult(True, "non-finite", 1.0, math.nan, 1.0, 1)
+    assert decide(findings(at_best_possible=True, divergence=nan)).verdict is Verdict.DIVERGED
+
+
 def test_overfitting_stops_once_confirmed_whatever_the_schedule_ahead():
     pending = PlanState(True, 0.1, 40.0, 0.01, None, None, "x0.1 at 40")
     first = decide(findings(overfitting=overfitting(), overfitting_run=1, plan=pending))
