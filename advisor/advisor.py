@@ -150,9 +150,10 @@ class Advisor:
         refit_growth: refit the learning-curve forecast when the phase has grown by this factor.
         unit: what a step counts (``"epoch"`` when steps are epochs), so the reasons say
             "epoch 40" where the tags and tables say epoch.
-        best_possible: the best value the monitor can take. Once the best check reaches it,
-            training on can at most tie it, so the run is stopped (verdict plateau, whatever
-            else holds but a divergence; as Lightning's ``stopping_threshold``). ``"auto"``
+        best_possible: the best value the monitor can take. Once the best check is within the
+            tolerance of it (or reaches it), training on cannot improve the best by more than
+            the tolerance, so the run is stopped (verdict plateau, whatever else holds but a
+            divergence; at the bound itself, as Lightning's ``stopping_threshold``). ``"auto"``
             (default): 1.0 for a ``mode="max"`` metric named like an accuracy (``acc``, ``f1``,
             ``auc``, ``precision``, ``recall``, ``iou``, ``dice``) whose values all lie in
             [0, 1]; none otherwise. ``None``: no bound.
@@ -400,11 +401,13 @@ class Advisor:
         if div.diverged:
             evidence.append(_explain.divergence_evidence(div, monitor, sign * float(y_all[-1]),
                                                          step, sign, self.unit))
+        # the most the best can still improve: up to the best value the metric can take
         bound = self._bound(y_all[finite])
-        if div.diverged or n < self.min_checks or bound is not None and best <= sign * bound:
+        headroom = None if bound is None else max(best - sign * bound, 0.0)
+        no_headroom = headroom is not None and headroom <= tol
+        if div.diverged or n < self.min_checks:
             f = self._findings(n, div, None, None, None, None, None, step, tol, again,
-                               learned=learned, ahead=self._ahead(step, _NO_SCHEDULE, None),
-                               at_best_possible=bound is not None and best <= sign * bound)
+                               learned=learned, ahead=self._ahead(step, _NO_SCHEDULE, None))
             return self._word(decide(f), f, evidence, base, noise=noise)
 
         # a quantized metric (accuracy on a small validation set) moves in steps: its quantum
@@ -463,14 +466,14 @@ class Advisor:
                                                       self.unit))
         f = self._findings(n, div, over, plateau, sched, plan,
                            None if gain_iv is None else gain_iv[0], step, tol, again,
-                           learned=learned, ahead=ahead)
+                           learned=learned, ahead=ahead, no_headroom=no_headroom)
         decision = decide(f)
         stop_at = None
         if decision.verdict is Verdict.PLATEAU:
             best_so_far = np.minimum.accumulate(y)
             stop_at = float(x[int(np.argmax(best_so_far <= best + tol))])
         return self._word(decision, f, evidence, base, noise=noise, stop_at=stop_at,
-                          over_best=float(x[over.best_index]))
+                          over_best=float(x[over.best_index]), bound=bound)
 
     def tolerance(self, best: float, noise: float = 0.0) -> float:
         """The smallest gain worth the rest of the budget, in the metric's units: ``min_delta``,
@@ -497,7 +500,7 @@ class Advisor:
         return alpha / max(1.0, end / max(spacing, 1e-12))
 
     def _findings(self, n, div, over, plateau, sched, plan, gain_low, step, tol, again, *,
-                  learned, ahead, at_best_possible=False):
+                  learned, ahead, no_headroom=False):
         """The detectors' results at this check, with the runs of consecutive checks."""
         over_ok = over is not None and over.overfitting
         flat = plateau is not None and plateau.state is PlateauState.PLATEAU
@@ -525,14 +528,14 @@ class Advisor:
             confirm=self.confirm, schedule=sched if sched is not None else _NO_SCHEDULE,
             plan=plan, progress=progress, min_progress_without_lr=self.min_progress_without_lr,
             forecast_gain_low=gain_low, tolerance=tol, rising=rising,
-            learned=learned, ahead=ahead, at_best_possible=at_best_possible,
+            learned=learned, ahead=ahead, no_headroom=no_headroom,
             # read only for a blow-up: no work on the plan at an ordinary check
             rate_raised=div.diverged and isinstance(self.lr_plan, LrPlan)
             and self.lr_plan.raised(step))
 
     def _word(self, d: Decision, f: Findings, evidence: list[Evidence], base: dict,
                 *, noise: float, stop_at: float | None = None,
-                over_best: float | None = None) -> Advice:
+                over_best: float | None = None, bound: float | None = None) -> Advice:
         """The decision in words: the reason a person reads, with the evidence behind it."""
         monitor = self.monitor
         best_step = base.get("best_step")
@@ -550,16 +553,32 @@ class Advisor:
                                  f"lowers it later: a raised rate often brings a spike that its "
                                  f"decay takes back. A divergence if it lasts once the rate has "
                                  f"halved.", **base)
-        if d.why == "best_possible":
+        if d.why == "no_headroom":
             best_value = base["best_value"]
-            ev = Evidence("bound", f"{monitor} reached {best_value:.4g} at {self.unit} "
-                                   f"{best_step:g}, the best it can be",
-                          details={"best_possible": best_value, "best_step": best_step})
+            headroom = abs(float(bound) - best_value) if bound is not None else 0.0
+            ev = Evidence("bound", f"{monitor} is at {best_value:.4g} ({self.unit} {best_step:g}), "
+                                   f"{headroom:.3g} from {bound:g}, the best it can be",
+                          details={"best_possible": bound, "best_step": best_step,
+                                   "headroom": headroom, "tolerance": f.tolerance})
+            if headroom == 0.0:
+                reason = (f"Nothing left to gain: {monitor} reached {best_value:.4g} at "
+                          f"{self.unit} {best_step:g}, the best it can be; training on can at "
+                          f"most tie it. Keep that checkpoint.")
+            else:
+                rel = f.tolerance / max(abs(best_value), 1e-300)
+                reason = (f"Nothing worth training for: {monitor} is at {best_value:.4g} "
+                          f"({self.unit} {best_step:g}), {headroom:.3g} from {bound:g}, the best "
+                          f"it can be: less than the {f.tolerance:.3g} ({rel:.1%} of the best) "
+                          f"worth training for. Keep that checkpoint.")
+            # whatever the forecast says, no more than the headroom can be gained
+            capped = dict(base)
+            if capped.get("expected_gain") is not None:
+                capped["expected_gain"] = min(capped["expected_gain"], headroom)
+            if capped.get("expected_gain_interval") is not None:
+                capped["expected_gain_interval"] = tuple(
+                    min(g, headroom) for g in capped["expected_gain_interval"])
             return Advice(verdict=d.verdict, should_stop=True, evidence=(*evidence, ev),
-                          suggested_stop_step=best_step, expected_gain=0.0,
-                          reason=f"Nothing left to gain: {monitor} reached {best_value:.4g} at "
-                                 f"{self.unit} {best_step:g}, the best it can be; training on "
-                                 f"can at most tie it. Keep that checkpoint.", **base)
+                          suggested_stop_step=best_step, reason=reason, **capped)
         if d.why == "too_early":
             ev = Evidence("history", f"{f.checks} finite check(s) of {monitor}; at least "
                                      f"{self.min_checks} are needed for a verdict",

@@ -47,8 +47,8 @@ class Findings:
         ahead: what the schedule still holds after this check: ``"restart"`` (the rate rises
             again), ``"decay"`` (it at least halves), ``"none"`` or ``"unknown"`` (see
             :meth:`~advisor.detectors.plan.LrPlan.ahead`).
-        at_best_possible: the best check has reached the best value the metric can take
-            (``Advisor(best_possible=...)``): training on can at most tie it.
+        no_headroom: the best check is within the tolerance of the best value the metric can
+            take (``Advisor(best_possible=...)``): training on cannot improve it by more.
         rate_raised: the plan has just raised the rate (a warm-up, a one-cycle ramp or a warm
             restart) and it is still at least half its peak (see
             :meth:`~advisor.detectors.plan.LrPlan.raised`).
@@ -72,7 +72,7 @@ class Findings:
     learned: bool = True
     ahead: str = "unknown"
     rate_raised: bool = False
-    at_best_possible: bool = False
+    no_headroom: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,9 @@ def decide(f: Findings) -> Decision:
        halved, it diverged; with no decay ahead, as after a warm-up to a constant rate, there is
        nothing to wait for).
     2. Too few checks: undecided.
-    2b. The best check has reached the best value the metric can take: stop (nothing is left to
-       gain, whatever the schedule holds; as a plateau, with that reason).
+    2b. The best check is within the tolerance of the best value the metric can take (an
+       accuracy at 1.0, or at 0.995 with a tolerance of 0.00995): stop, whatever the schedule
+       holds (nothing worth training for is left; as a plateau, with that reason).
     3. Overfitting (validation rising significantly by more than the tolerance while training
        is not getting worse) stops once confirmed over ``confirm`` checks; but not early in the
        budget in a run that has not improved by the tolerance yet (it has learned nothing it
@@ -117,8 +118,8 @@ def decide(f: Findings) -> Decision:
         return Decision(Verdict.DIVERGED, True, "diverged")
     if f.checks < f.min_checks:
         return Decision(Verdict.UNDECIDED, False, "too_early")
-    if f.at_best_possible:
-        return Decision(Verdict.PLATEAU, True, "best_possible")
+    if f.no_headroom:
+        return Decision(Verdict.PLATEAU, True, "no_headroom")
     if f.overfitting.overfitting:
         if not f.learned and f.progress is not None and f.progress < f.min_progress_without_lr:
             return Decision(Verdict.UNDECIDED, False, "worse_before_learning")

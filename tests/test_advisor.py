@@ -314,6 +314,22 @@ def test_an_accuracy_at_its_ceiling_has_nothing_left_to_gain():
     assert stop is not None and stop.step == 7
 
 
+def test_an_accuracy_within_the_tolerance_of_its_ceiling_has_nothing_worth_training_for():
+    # 0.995 on 200 samples: at most 0.005 more is possible, less than the 1% tolerance (0.00995)
+    acc = [0.6, 0.8, 0.9, 0.95, 0.97, 0.98, 0.985, 0.99, 0.995, 0.99, 0.995]
+    stop = first_stop(feed(Advisor("val_acc", "max", max_steps=100, lr_plan={1: 0.1, 50: 0.01}),
+                           acc))
+    assert stop is not None and stop.step == 9 and stop.verdict is Verdict.PLATEAU
+    assert stop.reason.startswith("Nothing worth training for")
+    bound = stop.evidence_for("bound")
+    assert bound.details["headroom"] == pytest.approx(0.005)
+    assert stop.evidence_for("forecast") is not None  # the rest of the advice is still there
+    # a user who counts a 0.1% gain as worth it goes on
+    strict = feed(Advisor("val_acc", "max", max_steps=100, lr_plan={1: 0.1, 50: 0.01},
+                          min_improvement=0.001), acc)
+    assert not any(a.reason.startswith("Nothing") for a in strict)
+
+
 @pytest.mark.parametrize("bad", ["max", math.nan, math.inf, True])
 def test_best_possible_must_be_a_finite_number_auto_or_none(bad):
     with pytest.raises(ValueError, match="best_possible"):
