@@ -28,6 +28,7 @@ from lightning_models import LinearRegression, loaders
 from mlflow import MlflowClient
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, MLFlowLogger
+from torch.utils.data import DataLoader, TensorDataset
 
 from advisor import AdvisorCallback, AdvisorWarning, Verdict
 
@@ -259,6 +260,52 @@ def test_stop_mode_waits_for_min_epochs():
     assert [h["should_stop"] for h in callback.history][first - 1:] == [True] * 5
     assert trainer.current_epoch == first + 4  # not before min_epochs, and right at it
     assert callback.stopped_step == first + 4
+
+
+class SeparableClassifier(pl.LightningModule):
+    """Logistic regression on two well-separated Gaussian blobs: validation accuracy reaches
+    1.0 within a few epochs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(2, 2)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.cross_entropy(self.net(x), y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_acc", (self.net(x).argmax(1) == y).float().mean())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_stop_mode_stops_a_classifier_whose_accuracy_reached_its_ceiling():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(256) % 2
+    x = torch.randn(256, 2, generator=g) + 3.0 * (2 * y[:, None] - 1)
+    train = DataLoader(TensorDataset(x[:192], y[:192]), batch_size=32)
+    val = DataLoader(TensorDataset(x[192:], y[192:]), batch_size=64)
+    callback = AdvisorCallback(monitor="val_acc", mode="max", train_metric="train_loss",
+                               action="stop", log_to_mlflow=False)
+    torch.manual_seed(0)
+    trainer = pl.Trainer(max_epochs=60, logger=False, callbacks=[callback],
+                         enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, num_sanity_val_steps=0,
+                         default_root_dir=tempfile.mkdtemp(prefix="advisor-fit-"))
+    trainer.fit(SeparableClassifier(), train, val)
+    perfect = [h for h in callback.history if h["best_value"] == 1.0]
+    # stopped at the first check with a perfect score, or at the fewest checks for any verdict
+    # if it came sooner, far from the budget, keeping the first perfect epoch
+    assert perfect and callback.stopped_step == max(perfect[0]["step"],
+                                                    callback.history[5]["step"])
+    assert callback.stopped_step < 40 and trainer.current_epoch < 40
+    assert callback.history[-1]["suggested_stop_step"] == perfect[0]["best_step"]
+    assert callback.stop_reason.startswith("Nothing left to gain: val_acc reached 1")
 
 
 # ---------------------------------------------------------------------------- checkpoints
