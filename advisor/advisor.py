@@ -401,14 +401,14 @@ class Advisor:
         if div.diverged:
             evidence.append(_explain.divergence_evidence(div, monitor, sign * float(y_all[-1]),
                                                          step, sign, self.unit))
-        # the most the best can still improve: up to the best value the metric can take
-        bound = self._bound(y_all[finite])
-        headroom = None if bound is None else max(best - sign * bound, 0.0)
-        no_headroom = headroom is not None and headroom <= tol
         if div.diverged or n < self.min_checks:
             f = self._findings(n, div, None, None, None, None, None, step, tol, again,
                                learned=learned, ahead=self._ahead(step, _NO_SCHEDULE, None))
             return self._word(decide(f), f, evidence, base, noise=noise)
+
+        # the most the best can still improve: up to the best value the metric can take
+        bound = self._bound(y)
+        headroom = None if bound is None else max(best - sign * bound, 0.0)
 
         # a quantized metric (accuracy on a small validation set) moves in steps: its quantum
         resolution = metric_resolution(recent) or metric_resolution(y[-2000:])
@@ -466,7 +466,7 @@ class Advisor:
                                                       self.unit))
         f = self._findings(n, div, over, plateau, sched, plan,
                            None if gain_iv is None else gain_iv[0], step, tol, again,
-                           learned=learned, ahead=ahead, no_headroom=no_headroom)
+                           learned=learned, ahead=ahead, headroom=headroom)
         decision = decide(f)
         stop_at = None
         if decision.verdict is Verdict.PLATEAU:
@@ -500,7 +500,7 @@ class Advisor:
         return alpha / max(1.0, end / max(spacing, 1e-12))
 
     def _findings(self, n, div, over, plateau, sched, plan, gain_low, step, tol, again, *,
-                  learned, ahead, no_headroom=False):
+                  learned, ahead, headroom=None):
         """The detectors' results at this check, with the runs of consecutive checks."""
         over_ok = over is not None and over.overfitting
         flat = plateau is not None and plateau.state is PlateauState.PLATEAU
@@ -528,7 +528,7 @@ class Advisor:
             confirm=self.confirm, schedule=sched if sched is not None else _NO_SCHEDULE,
             plan=plan, progress=progress, min_progress_without_lr=self.min_progress_without_lr,
             forecast_gain_low=gain_low, tolerance=tol, rising=rising,
-            learned=learned, ahead=ahead, no_headroom=no_headroom,
+            learned=learned, ahead=ahead, headroom=headroom,
             # read only for a blow-up: no work on the plan at an ordinary check
             rate_raised=div.diverged and isinstance(self.lr_plan, LrPlan)
             and self.lr_plan.raised(step))
@@ -554,8 +554,7 @@ class Advisor:
                                  f"decay takes back. A divergence if it lasts once the rate has "
                                  f"halved.", **base)
         if d.why == "no_headroom":
-            best_value = base["best_value"]
-            headroom = abs(float(bound) - best_value) if bound is not None else 0.0
+            best_value, headroom = base["best_value"], f.headroom
             ev = Evidence("bound", f"{monitor} is at {best_value:.4g} ({self.unit} {best_step:g}), "
                                    f"{headroom:.3g} from {bound:g}, the best it can be",
                           details={"best_possible": bound, "best_step": best_step,

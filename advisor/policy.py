@@ -47,8 +47,9 @@ class Findings:
         ahead: what the schedule still holds after this check: ``"restart"`` (the rate rises
             again), ``"decay"`` (it at least halves), ``"none"`` or ``"unknown"`` (see
             :meth:`~advisor.detectors.plan.LrPlan.ahead`).
-        no_headroom: the best check is within the tolerance of the best value the metric can
-            take (``Advisor(best_possible=...)``): training on cannot improve it by more.
+        headroom: how far the best check is from the best value the metric can take
+            (``Advisor(best_possible=...)``), the most training on can still gain; ``None``
+            without such a bound.
         rate_raised: the plan has just raised the rate (a warm-up, a one-cycle ramp or a warm
             restart) and it is still at least half its peak (see
             :meth:`~advisor.detectors.plan.LrPlan.raised`).
@@ -72,7 +73,7 @@ class Findings:
     learned: bool = True
     ahead: str = "unknown"
     rate_raised: bool = False
-    no_headroom: bool = False
+    headroom: float | None = None
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def decide(f: Findings) -> Decision:
         return Decision(Verdict.DIVERGED, True, "diverged")
     if f.checks < f.min_checks:
         return Decision(Verdict.UNDECIDED, False, "too_early")
-    if f.no_headroom:
+    if f.headroom is not None and f.headroom <= f.tolerance:
         return Decision(Verdict.PLATEAU, True, "no_headroom")
     if f.overfitting.overfitting:
         if not f.learned and f.progress is not None and f.progress < f.min_progress_without_lr:

@@ -98,13 +98,13 @@ def test_a_blow_up_while_the_schedule_has_raised_the_rate_is_a_spike_not_a_stop(
 
 def test_a_best_within_the_tolerance_of_the_best_possible_value_stops_whatever_else_holds():
     pending = PlanState(True, 0.1, 40.0, 0.01, None, None, "x0.1 at 40")
-    d = decide(findings(no_headroom=True, plan=pending, plateau=None, learned=False,
+    d = decide(findings(headroom=0.0, plan=pending, plateau=None, learned=False,
                         progress=0.1, overfitting=overfitting()))
     assert (d.verdict, d.should_stop, d.why) == (Verdict.PLATEAU, True, "no_headroom")
     # but not before the fewest checks for any verdict, and never over a divergence
-    assert decide(findings(no_headroom=True, checks=4)).why == "too_early"
+    assert decide(findings(headroom=0.0, checks=4)).why == "too_early"
     nan = DivergenceResult(True, "non-finite", 1.0, math.nan, 1.0, 1)
-    assert decide(findings(no_headroom=True, divergence=nan)).verdict is Verdict.DIVERGED
+    assert decide(findings(headroom=0.0, divergence=nan)).verdict is Verdict.DIVERGED
 
 
 def test_overfitting_stops_once_confirmed_whatever_the_schedule_ahead():
