@@ -61,6 +61,25 @@ def test_longer_horizon_makes_a_flat_noisy_curve_worth_continuing():
     assert long.projected_gain_high > short.projected_gain_high
 
 
+def test_asking_for_more_confidence_never_turns_a_window_into_a_plateau():
+    """The stop must get harder as the confidence rises (alpha spending raises it at every
+    look). The projection of a falling window used to switch from the linear one to the
+    deceleration model when a wider interval reached zero, so a 99.9% interval called plateaus
+    that the 90% one did not (52 of 3,000 random windows)."""
+    rng = np.random.default_rng(0)
+    for _ in range(600):
+        n = int(rng.integers(6, 30))
+        x = np.arange(float(n))
+        y = 1.0 - rng.uniform(0, 0.004) * x + rng.normal(0, rng.uniform(0.001, 0.01), n)
+        kw = dict(tolerance=0.01, horizon=float(rng.uniform(2, 20)),
+                  steps_left=float(rng.uniform(20, 60)))
+        loose = detect_plateau(x, y, confidence=0.9, **kw)
+        strict = detect_plateau(x, y, confidence=0.999, **kw)
+        assert strict.projected_gain_high >= loose.projected_gain_high
+        if strict.state is PlateauState.PLATEAU:
+            assert loose.state is PlateauState.PLATEAU
+
+
 def test_rising_curve_is_not_improving():
     x = np.arange(1.0, 21.0)
     r = detect_plateau(x, 0.5 + 0.01 * x, tolerance=0.01, horizon=100)

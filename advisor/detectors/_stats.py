@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import ndtr, ndtri
+from scipy.special import ndtr, ndtri, stdtrit
 
 __all__ = ["TrendResult", "median", "median_of_3", "noise_autocorrelation", "noise_estimate",
            "noise_scale", "rank_sum_test", "trend_test"]
@@ -174,8 +174,11 @@ def trend_test(x: np.ndarray, y: np.ndarray, confidence: float = 0.9,
     :func:`noise_estimate`), else the lag-1 autocorrelation of the Theil-Sen residuals (which
     reads a curved trend as autocorrelation too: conservative). Sen's interval for the slope uses
     the same variance, and is never narrower than the least-squares interval from the residuals,
-    around either slope (ties collapse it otherwise, and pull the Theil-Sen slope towards 0).
-    Assumes x strictly increasing and roughly evenly spaced.
+    around either slope (ties collapse it otherwise, and pull the Theil-Sen slope towards 0);
+    that interval takes Student's t quantile with ``n - 2`` degrees of freedom on the
+    autocorrelation-inflated variance (with the normal quantile, windows of 6 checks of AR(1)
+    noise, phi = 0.6, missed the true slope 14 times as often as a 99.9% interval may; with t,
+    at the nominal rate). Assumes x strictly increasing and roughly evenly spaced.
     """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -227,7 +230,9 @@ def trend_test(x: np.ndarray, y: np.ndarray, confidence: float = 0.9,
     dx = x - x.mean()
     sxx = float(dx @ dx)
     if sxx > 0 and n > 2:
-        z_c = float(ndtri(0.5 + confidence / 2.0))
+        # Student's t: a window of 6 checks at the confidence the repeated looks need is far
+        # wider than the normal quantile says
+        z_c = float(stdtrit(n - 2.0, 0.5 + confidence / 2.0))
         ls = float(dx @ (y - y.mean())) / sxx
         for centre, fitted in ((slope, slope * x + intercept),
                                (ls, y.mean() + ls * dx)):

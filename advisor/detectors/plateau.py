@@ -147,10 +147,12 @@ def detect_plateau(
     smooth). The gain still to come is the slope times ``horizon`` (see
     :func:`remaining_gain_horizon`). Improving: a downward trend (significant, or a slope interval
     below zero) whose projected gain reaches ``tolerance``. Plateau: even the optimistic end of the
-    slope interval projects less than ``tolerance``; when the interval lies wholly below zero
-    and ``steps_left`` is given, the projection is linear over ``steps_left`` (a curve still
-    falling significantly is not called flat on the strength of the deceleration model alone:
-    its deceleration is an assumption, its fall is data); with ``stall_points``, also when the
+    slope interval projects less than ``tolerance``; when the Mann-Kendall test finds a
+    significant fall (at ``alpha``, whatever the interval's ``confidence``, so that a wider
+    interval never shortens the projection) and ``steps_left`` is given, the projection is
+    linear over ``steps_left`` (a curve still falling significantly is not called flat on the
+    strength of the deceleration model alone: its deceleration is an assumption, its fall is
+    data); with ``stall_points``, also when the
     curve has stalled: no downward trend at all (Theil-Sen slope >= 0) over a window of at least
     ``stall_points`` checks, and the window's best is not ``tolerance`` better than ``prior_best``,
     the best before the window (a rule without error control: under noise, a window with no downward
@@ -176,7 +178,12 @@ def detect_plateau(
     # dither is read in the window itself: tied checks there are what may hide a drift
     hidden = hidden_change(resolution, noise_scale(y)) if resolution > 0 else 0.0
     hidden_slope = hidden / max(float(x[-1] - x[0]), 1e-12) if x.size > 1 else 0.0
-    falling = trend.high_slope < 0 and steps_left is not None
+    # significantly falling: read at the tests' fixed level (the trend test at alpha, or the
+    # slope's 1 - 2 alpha interval below zero), not from the look's interval, so a wider
+    # interval never shortens the projection
+    level = 1.0 - 2.0 * alpha
+    ref = trend if confidence == level else trend_test(x, y, level, autocorrelation)
+    falling = (trend.pvalue_decreasing < alpha or ref.high_slope < 0) and steps_left is not None
     gain_high = max(0.0, -trend.low_slope) * (steps_left if falling else horizon) + hidden_slope * (
         horizon if resolution_horizon is None else resolution_horizon)
     stalled = False
