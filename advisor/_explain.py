@@ -34,13 +34,25 @@ def _hidden_words(r: PlateauResult) -> str:
             f"smooths over")
 
 
+def percent(level: float) -> str:
+    """A confidence level as a percentage with the digits that tell it from 100%: "95%",
+    "99.92%", "99.995%" (a level shared over a thousand looks is not "100%")."""
+    pct = 100.0 * level
+    if not 0.0 < pct < 100.0:
+        return f"{pct:g}%"
+    decimals = max(0, math.ceil(round(-math.log10(100.0 - pct), 6)))
+    return f"{pct:.{decimals}f}%"
+
+
 def plateau_evidence(r: PlateauResult, monitor: str, sign: float, confidence: float,
                      unit: str = "step") -> Evidence:
     t = r.trend
     lo, hi = sorted((sign * t.low_slope, sign * t.high_slope))
     summary = (
-        f"over the last {t.n} checks ({unit}s {r.window_start:g}-{r.window_end:g}) {monitor} "
-        f"moved {sign * t.slope:+.3g} per {unit} ({100 * confidence:.4g}% interval {lo:+.3g} to "
+        f"over the last {r.checks or t.n} checks ({unit}s {r.window_start:g}-{r.window_end:g}"
+        + (f", tested as the means of {t.n} blocks of them" if r.checks else "")
+        + f") {monitor} "
+        f"moved {sign * t.slope:+.3g} per {unit} ({percent(confidence)} interval {lo:+.3g} to "
         f"{hi:+.3g}, Mann-Kendall p={t.pvalue:.2g}"
         + _hidden_words(r)
         + f"); the budget left is worth about {r.projected_gain:.3g} more (at most "
@@ -50,6 +62,7 @@ def plateau_evidence(r: PlateauResult, monitor: str, sign: float, confidence: fl
         "plateau", summary, statistic=t.statistic, pvalue=t.pvalue, interval=(lo, hi),
         window=(r.window_start, r.window_end), noise_scale=r.noise_scale,
         details={"state": r.state.value, "slope": sign * t.slope, "n": t.n,
+                 "checks": r.checks or t.n,
                  "autocorrelation": t.autocorrelation, "horizon_steps": r.horizon,
                  "projected_gain": r.projected_gain, "projected_gain_high": r.projected_gain_high,
                  "tolerance": r.tolerance, "resolution": r.resolution, "hidden": r.hidden},

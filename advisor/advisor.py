@@ -34,8 +34,10 @@ from .detectors.overfitting import OverfittingResult
 from .detectors.plan import LrPlan, PlanState, PlateauRule, plan_from_dict, plan_to_dict, read_plan
 from .detectors.plateau import (
     adaptive_window,
+    block_autocorrelation,
     metric_resolution,
     remaining_gain_horizon,
+    window_means,
     window_rate_ratio,
 )
 from .detectors.schedule import ScheduleState
@@ -125,8 +127,9 @@ class Advisor:
             the chance of a wrong stop over the whole run at most that rate, however many checks
             the run has. ``False``: every look at the nominal level.
         window_fraction, min_window, max_window: the plateau window is the latest
-            ``window_fraction`` of the current phase, between ``min_window`` and ``max_window``
-            checks.
+            ``window_fraction`` of the current phase, at least ``min_window`` checks; a window
+            of more than ``max_window`` checks is tested as the means of ``max_window``
+            consecutive blocks of them (every check counts, at a bounded cost).
         stall_window: the fewest checks of the segment after validation's best that the
             overfitting test needs.
         min_progress_without_lr: with a known budget, a plateau is a stop only after this share
@@ -454,14 +457,19 @@ class Advisor:
             horizon = max(remaining, float(xp[w][-1] - xp[w][0])) * ratio
             before = yp[: w[0]]
             confidence = self._look_confidence(step, spacing)
-            plateau = detect_plateau(xp[w], yp[w], tolerance=tol, horizon=horizon, noise=noise,
+            xw, yw, blocked = window_means(xp, yp, w)
+            plateau = detect_plateau(xw, yw, tolerance=tol, horizon=horizon, noise=noise,
                                      prior_best=float(before.min()) if before.size else None,
                                      confidence=confidence, alpha=self.alpha,
-                                     autocorrelation=phi,
+                                     autocorrelation=block_autocorrelation(
+                                         phi, (w[-1] - w[0] + 1) / w.size) if blocked else phi,
                                      resolution=resolution,
                                      resolution_horizon=remaining * ratio,
                                      steps_left=None if self.max_steps is None
                                      else max(self.max_steps - step, 0.0))
+            if blocked:  # the evidence names the checks the window spans, not its blocks
+                plateau = replace(plateau, window_start=float(xp[w[0]]),
+                                  window_end=float(xp[w[-1]]), checks=int(w[-1] - w[0] + 1))
             evidence.append(_explain.plateau_evidence(plateau, monitor, sign, confidence,
                                                       self.unit))
         f = self._findings(n, div, over, plateau, sched, plan,

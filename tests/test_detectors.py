@@ -80,6 +80,34 @@ def test_asking_for_more_confidence_never_turns_a_window_into_a_plateau():
             assert loose.state is PlateauState.PLATEAU
 
 
+def test_window_means_use_every_check_of_a_thinned_window():
+    from advisor.detectors.plateau import adaptive_window, block_autocorrelation, window_means
+
+    x = np.arange(1.0, 1001.0)
+    y = np.random.default_rng(0).normal(size=x.size)
+    idx = adaptive_window(x.size, 0.35, 6, 48)
+    xb, yb, blocked = window_means(x, y, idx)
+    assert blocked and xb.size == idx.size == 48
+    span = int(idx[-1] - idx[0] + 1)  # 350 checks in 48 consecutive blocks of 7 or 8
+    assert np.all(np.diff(xb) > 0) and x[idx[0]] < xb[0] and xb[-1] < x[idx[-1]]
+    # each point is the mean of its block: unit noise averaged over ~7 checks, not one check
+    assert np.var(yb) == pytest.approx(48 / span, rel=0.5)
+    line_x, line_y, _ = window_means(x, 2.0 * x + 1.0, idx)
+    assert np.allclose(line_y, 2.0 * line_x + 1.0)  # a line's block means lie on the line
+    # a window that kept every check is passed as it is
+    short = adaptive_window(100, 0.35, 6, 48)
+    xs, ys, blocked = window_means(x, y, short)
+    assert not blocked and np.array_equal(ys, y[short])
+    # averaging AR(1) noise in blocks of 8 leaves a lag-1 autocorrelation of ~0.15 (phi 0.6)
+    rng = np.random.default_rng(1)
+    e = rng.normal(size=200_000)
+    for i in range(1, e.size):
+        e[i] = 0.6 * e[i - 1] + e[i]
+    means = e.reshape(-1, 8).mean(axis=1)
+    assert np.corrcoef(means[:-1], means[1:])[0, 1] == pytest.approx(
+        block_autocorrelation(0.6, 8), abs=0.01)
+
+
 def test_rising_curve_is_not_improving():
     x = np.arange(1.0, 21.0)
     r = detect_plateau(x, 0.5 + 0.01 * x, tolerance=0.01, horizon=100)
