@@ -417,7 +417,7 @@ class Advisor:
         resolution = metric_resolution(recent) or metric_resolution(y[-2000:])
         # a check's error: the noise, and the rounding of a quantized value (variance q^2 / 12)
         check_error = math.hypot(noise, resolution / math.sqrt(12.0))
-        sched, plan = self._schedule(x, y, logged, finite, tol, check_error)
+        sched, plan = self._schedule(x, y, logged, finite, tol, check_error, resolution)
         evidence.append(_explain.schedule_evidence(sched, plan))
         phase = np.arange(n) >= sched.phase_start
         xp, yp = x[phase], y[phase]
@@ -647,7 +647,8 @@ class Advisor:
         return "" if self.max_steps is None else f" to {self.unit} {self.max_steps:g}"
 
     def _schedule(self, x: np.ndarray, y: np.ndarray, logged: np.ndarray, finite: np.ndarray,
-                  tol: float, noise: float) -> tuple[Any, PlanState | None]:
+                  tol: float, noise: float, resolution: float = 0.0
+                  ) -> tuple[Any, PlanState | None]:
         """The schedule's reading (phases, from the plan's rates when there is a fixed plan,
         else from the logged rate) and, with a plan, whether a decay that matters is ahead."""
         lr_name = self._lr_name()
@@ -662,7 +663,7 @@ class Advisor:
             return sched, None
         return sched, read_plan(self.lr_plan, x, y, tolerance=tol, max_steps=self.max_steps,
                                 logged_lr=logged_lr, min_checks=self.min_window, unit=self.unit,
-                                noise=noise)
+                                noise=noise, resolution=resolution)
 
     def _bound(self, y: np.ndarray) -> float | None:
         """The best value the monitor can take (see ``best_possible``), in its own terms; ``y``

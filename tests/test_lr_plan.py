@@ -219,6 +219,26 @@ def test_a_decay_whose_gain_is_within_the_noise_of_the_tolerance_still_matters()
                      noise=0.002).pending
 
 
+def test_a_quantized_metric_tied_after_a_decay_has_not_shown_that_decays_stopped_paying():
+    """Accuracy on 200 validation samples moves in steps of 0.005. Tied at 0.86 before a decay
+    and at 0.865 after it, it shows one quantum of gain, but a level can move by up to a quantum
+    without moving a tied check: the decay may have brought up to 0.01, more than the 0.009
+    worth training for (a fresh moons run read it as "brought only 0.005", stopped, and missed
+    the next decays' 3.9%). Noise that dithers the rounding lets the checks show the change."""
+    plan = LrPlan.from_mapping({1: 0.1, 41: 0.01, 121: 0.001}, "MultiStepLR")
+    e = np.arange(1.0, 61.0)
+    y = -np.where(e > 40, 0.865, 0.86)  # loss-like, as the advisor passes it
+    plain = read_plan(plan, e, y, tolerance=0.009, max_steps=150, noise=0.0)
+    assert not plain.pending  # read as a continuous metric: 0.005 < 0.009, no decay matters
+    tied = read_plan(plan, e, y, tolerance=0.009, max_steps=150, noise=0.005 / np.sqrt(12),
+                     resolution=0.005)
+    assert tied.pending and "within the noise" in tied.reason
+    assert tied.details["gain_margin"] >= 0.005
+    dithered = read_plan(plan, e, y, tolerance=0.009, max_steps=150, noise=0.0001,
+                         resolution=0.0001 * np.sqrt(12) / 2)
+    assert dithered.details["gain_margin"] < 0.001
+
+
 def test_a_run_stuck_at_chance_waits_while_the_schedule_still_changes_the_rate():
     """Accuracy stuck at chance (the same value at every check) learns only after the last warm
     restart: the advisor waits while a restart or a decay is still planned, and keeps the best

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from .plateau import hidden_change
+
 __all__ = ["LrPlan", "PlanState", "PlateauRule", "plan_from_dict", "plan_to_dict", "read_plan"]
 
 
@@ -247,6 +249,7 @@ def read_plan(
     min_checks: int = 6,
     unit: str = "step",
     noise: float = 0.0,
+    resolution: float = 0.0,
 ) -> PlanState:
     """Is a decay of the learning rate that matters still ahead of the latest check ``x[-1]``?
     (The sentence names the steps in ``unit``: ``"epoch"`` where they are epochs.)
@@ -260,7 +263,10 @@ def read_plan(
     to bring more either. "Less" is read with the noise: two medians of ``k`` checks differ by
     chance with a standard error of about ``noise * sqrt(pi / k)``, so a decay has stopped
     paying only when its gain plus 1.645 such errors (one-sided 95%) is below ``tolerance``; on a
-    noisy curve a decay that paid is not mistaken for one that did not. A run whose rate has
+    noisy curve a decay that paid is not mistaken for one that did not. A quantized metric
+    (``resolution``, its quantum: accuracy on a small validation set) adds the change its rounding
+    may hide (:func:`~advisor.detectors.plateau.hidden_change`, as the plateau test does): tied
+    checks before and after a decay say its gain was below a quantum, not zero. A run whose rate has
     not decayed yet (constant so far, warm-up) has shown nothing, so a decay ahead matters.
 
     For a :class:`PlateauRule` (``ReduceLROnPlateau``) the decay ahead is the reduction a
@@ -284,7 +290,7 @@ def read_plan(
     end = math.inf if max_steps is None else float(max_steps)
     if isinstance(plan, PlateauRule):
         return _read_rule(plan, x, y, tolerance=tolerance, end=end, logged_lr=logged_lr,
-                          k=min_checks, unit=unit, noise=noise)
+                          k=min_checks, unit=unit, noise=noise, resolution=resolution)
 
     rates = plan.rates_at(x)
     current = float(rates[-1])
@@ -295,7 +301,8 @@ def read_plan(
     rise = np.flatnonzero(ahead & (r >= current / pending_ratio))
     if rise.size and current > 0:  # a warm restart (or a warm-up) is ahead: a new anneal
         return _read_restart(x, y, rates, float(s[rise[0]]), float(r[rise[0]]), current,
-                             tolerance, pending_ratio, min_checks, details, unit, noise)
+                             tolerance, pending_ratio, min_checks, details, unit, noise,
+                             resolution)
     if not low.size or current <= 0:
         rest = r[ahead]
         details["min_ahead"] = float(rest.min()) if rest.size else None
@@ -312,22 +319,24 @@ def read_plan(
         return PlanState(True, current, next_step, next_rate, None, None,
                          f"{lowers}, the first decay of this size in the run", details)
     return _paid(x, y, float(x[high[-1]]), current, next_step, next_rate, tolerance, min_checks,
-                 details, lowers, f"the last decay of this size (after {unit}", noise)
+                 details, lowers, f"the last decay of this size (after {unit}", noise, resolution)
 
 
-def _margin(noise: float, k: int) -> float:
-    """One-sided 95% error of a difference of two medians of ``k`` checks (noise ``noise``)."""
-    return 1.645 * noise * math.sqrt(math.pi / max(k, 1))
+def _margin(noise: float, k: int, resolution: float = 0.0) -> float:
+    """One-sided 95% error of a difference of two medians of ``k`` checks (noise ``noise``),
+    plus, for a quantized metric, the change its rounding may hide (:func:`hidden_change`: up
+    to one quantum when the checks sit on one level, next to nothing when noise dithers them)."""
+    return 1.645 * noise * math.sqrt(math.pi / max(k, 1)) + hidden_change(resolution, noise)
 
 
 def _paid(x: np.ndarray, y: np.ndarray, last: float, current: float, at: float, to: float,
           tolerance: float, min_checks: int, details: dict[str, Any], ahead: str,
-          what: str, noise: float = 0.0) -> PlanState:
+          what: str, noise: float = 0.0, resolution: float = 0.0) -> PlanState:
     """Pending unless the level of ``y`` fell by significantly less than the tolerance since
     ``last`` (the check before the last decay or restart of the size ahead): the change ahead is
     expected to pay as it did."""
     gain = _gain_after(x, y, last, min_checks)
-    margin = _margin(noise, min_checks)
+    margin = _margin(noise, min_checks, resolution)
     details.update(last_decay_step=last, last_decay_gain=gain, tolerance=tolerance,
                    gain_margin=margin)
     if gain >= tolerance:
@@ -345,7 +354,8 @@ def _paid(x: np.ndarray, y: np.ndarray, last: float, current: float, at: float, 
 
 def _read_restart(x: np.ndarray, y: np.ndarray, rates: np.ndarray, at: float, to: float,
                   current: float, tolerance: float, pending_ratio: float, min_checks: int,
-                  details: dict[str, Any], unit: str = "step", noise: float = 0.0) -> PlanState:
+                  details: dict[str, Any], unit: str = "step", noise: float = 0.0,
+                  resolution: float = 0.0) -> PlanState:
     """A rise of the rate ahead (warm restarts, a cyclic schedule, a warm-up still going): the
     anneal after it is the decay that matters, and the last restart says whether one pays."""
     raises = (f"the schedule raises the rate from {current:.3g} to {to:.3g} at {unit} {at:g} "
@@ -358,12 +368,12 @@ def _read_restart(x: np.ndarray, y: np.ndarray, rates: np.ndarray, at: float, to
                          f"{raises}; no restart has been seen yet", details)
     # the last check before the latest restart
     return _paid(x, y, float(x[up[-1]]), current, at, to, tolerance, min_checks, details,
-                 raises, f"the last restart (after {unit}", noise)
+                 raises, f"the last restart (after {unit}", noise, resolution)
 
 
 def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: float, end: float,
                logged_lr: np.ndarray | None, k: int, unit: str = "step",
-               noise: float = 0.0) -> PlanState:
+               noise: float = 0.0, resolution: float = 0.0) -> PlanState:
     details: dict[str, Any] = {"source": rule.source, "factor": rule.factor,
                                "patience": rule.patience, "min_lr": rule.min_lr}
     lr = None if logged_lr is None else np.asarray(logged_lr, dtype=float)
@@ -394,7 +404,7 @@ def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: fl
     last = float(xs[falls[-1]])  # the last check at the old rate
     gain = _gain_after(x, y, last, k)
     since = int(np.sum(x > last))
-    margin = _margin(noise, k)
+    margin = _margin(noise, k, resolution)
     details.update(last_decay_step=last, last_decay_gain=gain, checks_since=since,
                    tolerance=tolerance, gain_margin=margin)
     if since < rule.patience + 1 or not gain + margin < tolerance:
