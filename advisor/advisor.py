@@ -458,18 +458,19 @@ class Advisor:
             before = yp[: w[0]]
             confidence = self._look_confidence(step, spacing)
             xw, yw, blocked = window_means(xp, yp, w)
+            span = int(w[-1] - w[0] + 1)  # the checks the window covers
             plateau = detect_plateau(xw, yw, tolerance=tol, horizon=horizon, noise=noise,
                                      prior_best=float(before.min()) if before.size else None,
                                      confidence=confidence, alpha=self.alpha,
-                                     autocorrelation=block_autocorrelation(
-                                         phi, (w[-1] - w[0] + 1) / w.size) if blocked else phi,
+                                     autocorrelation=block_autocorrelation(phi, span / w.size)
+                                     if blocked else phi,
                                      resolution=resolution,
                                      resolution_horizon=remaining * ratio,
                                      steps_left=None if self.max_steps is None
                                      else max(self.max_steps - step, 0.0))
             if blocked:  # the evidence names the checks the window spans, not its blocks
                 plateau = replace(plateau, window_start=float(xp[w[0]]),
-                                  window_end=float(xp[w[-1]]), checks=int(w[-1] - w[0] + 1))
+                                  window_end=float(xp[w[-1]]), checks=span)
             evidence.append(_explain.plateau_evidence(plateau, monitor, sign, confidence,
                                                       self.unit))
         f = self._findings(n, div, over, plateau, sched, plan,

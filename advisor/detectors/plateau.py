@@ -188,9 +188,10 @@ def detect_plateau(
     smooth). The gain still to come is the slope times ``horizon`` (see
     :func:`remaining_gain_horizon`). Improving: a downward trend (significant, or a slope interval
     below zero) whose projected gain reaches ``tolerance``. Plateau: even the optimistic end of the
-    slope interval projects less than ``tolerance``; when the Mann-Kendall test finds a
-    significant fall (at ``alpha``, whatever the interval's ``confidence``, so that a wider
-    interval never shortens the projection) and ``steps_left`` is given, the projection is
+    slope interval projects less than ``tolerance``; when the window falls significantly at the
+    tests' fixed level (Mann-Kendall at ``alpha``, or the slope's ``1 - 2 alpha`` interval below
+    zero), whatever the interval's ``confidence`` (so a wider interval never shortens the
+    projection), and ``steps_left`` is given, the projection is
     linear over ``steps_left`` (a curve still falling significantly is not called flat on the
     strength of the deceleration model alone: its deceleration is an assumption, its fall is
     data); with ``stall_points``, also when the
@@ -221,10 +222,12 @@ def detect_plateau(
     hidden_slope = hidden / max(float(x[-1] - x[0]), 1e-12) if x.size > 1 else 0.0
     # significantly falling: read at the tests' fixed level (the trend test at alpha, or the
     # slope's 1 - 2 alpha interval below zero), not from the look's interval, so a wider
-    # interval never shortens the projection
-    level = 1.0 - 2.0 * alpha
-    ref = trend if confidence == level else trend_test(x, y, level, autocorrelation)
-    falling = (trend.pvalue_decreasing < alpha or ref.high_slope < 0) and steps_left is not None
+    # interval never shortens the projection. The interval at that level is only computed where
+    # it can matter: with a budget, no significant trend, and an optimistic slope below zero
+    # (else the projection's length multiplies nothing)
+    falling = steps_left is not None and (trend.pvalue_decreasing < alpha or (
+        trend.low_slope < 0 and _falls_at(x, y, trend, 1.0 - 2.0 * alpha, confidence,
+                                          autocorrelation)))
     gain_high = max(0.0, -trend.low_slope) * (steps_left if falling else horizon) + hidden_slope * (
         horizon if resolution_horizon is None else resolution_horizon)
     stalled = False
@@ -240,6 +243,14 @@ def detect_plateau(
         state = PlateauState.UNDECIDED
     return PlateauResult(state, trend, float(x[0]), float(x[-1]), noise, horizon, gain, gain_high,
                          tolerance, stalled, resolution, hidden)
+
+
+def _falls_at(x: np.ndarray, y: np.ndarray, trend: TrendResult, level: float,
+              confidence: float, autocorrelation: float | None) -> bool:
+    """Whether the slope's ``level`` interval lies below zero (``trend`` is the test at
+    ``confidence``, reused when the levels agree)."""
+    ref = trend if confidence == level else trend_test(x, y, level, autocorrelation)
+    return ref.high_slope < 0
 
 
 def metric_resolution(values: np.ndarray) -> float:
