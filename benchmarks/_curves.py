@@ -60,6 +60,9 @@ CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 ZOO_DIR = Path(os.environ.get("ADVISOR_ZOO", Path(__file__).resolve().parent / "data" / "zoo"))
 #: The fresh corpus (``benchmarks/zoo.py --fresh``): families the advisor was never tuned on.
 FRESH_DIR = Path(__file__).resolve().parent / "data" / "zoo_fresh"
+#: The second fresh corpus (``benchmarks/zoo.py --fresh2``): generated in session 11, before any
+#: change of that session, to report those changes on runs nothing was chosen on.
+FRESH2_DIR = Path(__file__).resolve().parent / "data" / "zoo_fresh2"
 _CACHE_VERSION = 1
 
 #: A TaskSet run "learns" if its minimum validation loss drops below this (chance is ln 2 = 0.693).
@@ -265,13 +268,15 @@ def load_zoo(data_dir: Path | None = None, cache_dir: Path = CACHE_DIR) -> list[
 
 
 def zoo_split(split: str) -> list[Run]:
-    """The zoo's ``tune`` or ``holdout`` runs, both (``all``), or the fresh corpus (``fresh``:
-    ``data/zoo_fresh``, families generated after the advisor's defaults were frozen)."""
-    if split == "fresh":
-        if not (FRESH_DIR / "zoo.csv.gz").exists():
-            raise FileNotFoundError(f"no fresh corpus in {FRESH_DIR}: python -m benchmarks.zoo "
-                                    f"--fresh (see its docstring)")
-        return load_source("zoo", FRESH_DIR, CACHE_DIR / "fresh")
+    """The zoo's ``tune`` or ``holdout`` runs, both (``all``), the fresh corpus (``fresh``:
+    ``data/zoo_fresh``, families generated after the advisor's defaults were frozen) or the
+    second one (``fresh2``: ``data/zoo_fresh2``, generated in session 11)."""
+    if split in ("fresh", "fresh2"):
+        where = FRESH_DIR if split == "fresh" else FRESH2_DIR
+        if not (where / "zoo.csv.gz").exists():
+            raise FileNotFoundError(f"no {split} corpus in {where}: python -m benchmarks.zoo "
+                                    f"--{split} (see its docstring)")
+        return load_source("zoo", where, CACHE_DIR / split)
     return [r for r in load_zoo() if split == "all" or r.config["split"] == split]
 
 

@@ -141,7 +141,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks._curves import FRESH_DIR  # where the fresh corpus lives (its loader reads it)
+# where the fresh corpora live (their loader reads them)
+from benchmarks._curves import FRESH2_DIR, FRESH_DIR
 
 ZOO_DIR = Path(__file__).resolve().parent / "data" / "zoo"
 #: Seed of the config list; changing it (or the sampler) changes the whole corpus.
@@ -218,7 +219,27 @@ FRESH_VARIANTS: tuple[tuple[str, str, bool], ...] = VARIANTS + (
     ("warmup_linear", "polynomial", True),
     ("poly2", "polynomial", False),
 )
-VARIANT_INFO = {v: (s, per_batch) for v, s, per_batch in FRESH_VARIANTS}
+
+#: The second fresh corpus (``--fresh2``, ``data/zoo_fresh2``): five more families and a schedule
+#: family that neither corpus has, generated at the start of session 11 (2026-11-30), before any
+#: change of that session, and never used to choose anything: it reports the changes made after
+#: the first fresh corpus had been looked at. Every run is in split ``fresh2``.
+FRESH2_SEED = 30_11_2026_11
+FRESH2_FAMILIES: tuple[Family, ...] = (
+    Family("mlp_circles", "circles", "mlp", "clf", 100),
+    Family("cnn1d_waves", "waves", "cnn1d", "clf", 100),
+    Family("lnmlp_quantiles", "quantiles", "lnmlp", "clf", 100),
+    Family("tanh_friedman3", "make_friedman3", "tanhmlp", "reg", 100),
+    Family("embbag_polarity", "polarity", "embbag", "clf", 100),
+)
+#: Every schedule of the first fresh corpus and one family neither has: the inverse square root
+#: decay after a linear warm-up (per batch, as transformer recipes use it) and a linear decay to 2%
+#: (``LinearLR``, per epoch).
+FRESH2_VARIANTS: tuple[tuple[str, str, bool], ...] = FRESH_VARIANTS + (
+    ("inverse_sqrt", "inv_sqrt", True),
+    ("linear_decay", "inv_sqrt", False),
+)
+VARIANT_INFO = {v: (s, per_batch) for v, s, per_batch in FRESH2_VARIANTS}
 
 HOLDOUT_FAMILIES = frozenset({"mlp_breast_cancer", "mlp_friedman", "gru_ar"})
 HOLDOUT_VARIANTS = frozenset({"step_quarter_x0.5", "multistep_30_60_80", "exp_0.97",
@@ -268,6 +289,8 @@ def _batch_sizes(dataset: str) -> tuple[int, ...]:
         return (32, 64, 0)
     if dataset == "seq_count":
         return (128, 256)
+    if dataset == "circles":
+        return (32, 64, 0)
     return (32, 64, 128, 256)
 
 
@@ -301,9 +324,11 @@ def sample_config(fam: Family, i: int, seed: int = ZOO_SEED, *,
         "batch_size": int(_choice(rng, _batch_sizes(fam.dataset))), "budget": budget,
         "val_every": val_every, "seed": int(rng.integers(2**31 - 1)),
         "dropout": float(_choice(rng, (0.0, 0.0, 0.1, 0.2, 0.3, 0.5))),
-        "width": int(_choice(rng, (16, 32, 64) if fam.arch in ("gru", "lstm", "transformer")
+        "width": int(_choice(rng, (16, 32, 64) if fam.arch in ("gru", "lstm", "transformer",
+                                                            "cnn1d", "embbag")
                              else (8, 16) if fam.arch == "cnn" else (32, 64, 128, 256))),
-        "depth": int(_choice(rng, (1, 2) if fam.arch in ("gru", "lstm", "transformer", "cnn")
+        "depth": int(_choice(rng, (1, 2) if fam.arch in ("gru", "lstm", "transformer", "cnn",
+                                                      "cnn1d", "embbag")
                              else (1, 2, 3))),
         "train_frac": float(_choice(rng, (1.0, 0.5, 0.2), (0.6, 0.2, 0.2))),
         "label_smoothing": 0.0, "label_noise": 0.0,
@@ -325,6 +350,13 @@ def fresh_configs(seed: int = FRESH_SEED) -> list[dict[str, Any]]:
     """The fresh corpus's configs (see :data:`FRESH_FAMILIES`), all in split ``fresh``."""
     return [sample_config(f, i, seed, families=FRESH_FAMILIES, variant_table=FRESH_VARIANTS,
                           split="fresh") for f in FRESH_FAMILIES for i in range(f.runs)]
+
+
+def fresh2_configs(seed: int = FRESH2_SEED) -> list[dict[str, Any]]:
+    """The second fresh corpus's configs (see :data:`FRESH2_FAMILIES`), all in split
+    ``fresh2``."""
+    return [sample_config(f, i, seed, families=FRESH2_FAMILIES, variant_table=FRESH2_VARIANTS,
+                          split="fresh2") for f in FRESH2_FAMILIES for i in range(f.runs)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -361,6 +393,30 @@ def _seq_count(n: int = 1500, length: int = 16, vocab: int = 4) -> tuple[np.ndar
     return tok.astype(np.int64), counts.argmax(1).astype(np.int64)  # ties: the smallest symbol
 
 
+def _waves(n: int = 2000, length: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy periodic signals; the class: sine, square, triangle or sawtooth (random frequency,
+    phase, amplitude and offset; noise of 0.6 of the unit amplitude)."""
+    rng = np.random.default_rng(DATA_SEED + 3)
+    y = rng.integers(0, 4, n)
+    t = np.arange(length)[None, :]
+    phase = (rng.uniform(1.0, 4.0, (n, 1)) * t / length + rng.uniform(0, 1, (n, 1))) % 1.0
+    shapes = np.stack([np.sin(2 * np.pi * phase), np.where(phase < 0.5, 1.0, -1.0),
+                       4 * np.abs(phase - 0.5) - 1, 2 * phase - 1])
+    x = shapes[y, np.arange(n)] * rng.uniform(0.5, 1.5, (n, 1)) + rng.normal(0, 0.3, (n, 1))
+    x = x + rng.normal(0, 0.6, (n, length))
+    return x[:, :, None].astype(np.float32), y.astype(np.int64)
+
+
+def _polarity(n: int = 2000, length: int = 20, vocab: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """Bags of tokens; a third of the vocabulary counts +1, a third -1; the class: whether the
+    sum (plus logistic noise) is positive. A bag-of-words sentiment task in miniature."""
+    rng = np.random.default_rng(DATA_SEED + 4)
+    weight = np.repeat([1.0, -1.0, 0.0], vocab // 3)[rng.permutation(vocab)]
+    tok = rng.integers(0, vocab, (n, length))
+    score = weight[tok].sum(1) + rng.logistic(0, 1.0, n)
+    return tok.astype(np.int64), (score > 0).astype(np.int64)
+
+
 def dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
     """Features and targets (int64 classes or float32 values), the same for every run."""
     if name in _DATA:
@@ -390,6 +446,20 @@ def dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
     elif name == "digits_ae":  # reconstruct the digit images: the targets are the inputs
         X = skd.load_digits().data.astype(np.float32)
         out = (X, X)
+    elif name == "circles":
+        X, y = skd.make_circles(n_samples=1000, noise=0.15, factor=0.5, random_state=DATA_SEED)
+        out = (X.astype(np.float32), y.astype(np.int64))
+    elif name == "quantiles":
+        X, y = skd.make_gaussian_quantiles(n_samples=1500, n_features=6, n_classes=3,
+                                           random_state=DATA_SEED)
+        out = (X.astype(np.float32), y.astype(np.int64))
+    elif name == "make_friedman3":
+        X, y = skd.make_friedman3(n_samples=1000, noise=0.1, random_state=DATA_SEED)
+        out = (X.astype(np.float32), y.astype(np.float32))
+    elif name == "waves":
+        out = _waves()
+    elif name == "polarity":
+        out = _polarity()
     elif name == "seq_order":
         out = _seq_order()
     elif name == "seq_ar":
@@ -415,7 +485,8 @@ def split_data(cfg: dict[str, Any]) -> dict[str, Any]:
     tr = tr[:max(24, int(round(cfg["train_frac"] * len(tr))))]
     Xtr, Xva, Xte = X[tr], X[va], X[te]
     ytr, yva, yte = y[tr].copy(), y[va], y[te]
-    if cfg["dataset"] != "seq_count":  # tabular and AR inputs: standardise on the train split
+    # tabular, AR and signal inputs: standardise on the train split (tokens are left as they are)
+    if cfg["dataset"] not in ("seq_count", "polarity"):
         axes = (0, 1) if Xtr.ndim == 3 else 0
         mu, sd = Xtr.mean(axes, keepdims=True), Xtr.std(axes, keepdims=True)
         sd = np.where(sd > 1e-6, sd, 1.0)  # constant in train (digits' border pixels): as is
@@ -463,6 +534,25 @@ def build_model(cfg: dict[str, Any], in_dim: int, n_out: int):
         c = w * depth
         return nn.Sequential(*convs, nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(p),
                              nn.Linear(c * 16, 64), nn.ReLU(), nn.Dropout(p), nn.Linear(64, n_out))
+    if arch in ("lnmlp", "tanhmlp"):  # LayerNorm + GELU blocks; or a deeper tanh network
+        layers = []
+        d = in_dim
+        for _ in range(depth + (2 if arch == "tanhmlp" else 0)):
+            layers += ([nn.Linear(d, w), nn.LayerNorm(w), nn.GELU()] if arch == "lnmlp"
+                       else [nn.Linear(d, w), nn.Tanh()]) + [nn.Dropout(p)]
+            d = w
+        layers.append(nn.Linear(d, n_out))
+        return nn.Sequential(*layers)
+    if arch == "cnn1d":  # 1-D convolutions over the signal, global average pooling
+        convs = [nn.Conv1d(1, w, 5, padding=2), nn.ReLU()]
+        if depth == 2:
+            convs += [nn.Conv1d(w, 2 * w, 5, padding=2), nn.ReLU()]
+        return nn.Sequential(nn.Flatten(), nn.Unflatten(1, (1, -1)), *convs,
+                             nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Dropout(p),
+                             nn.Linear(w * depth, n_out))
+    if arch == "embbag":  # mean of token embeddings, one hidden layer
+        return nn.Sequential(nn.EmbeddingBag(30, w, mode="mean"), nn.ReLU(), nn.Dropout(p),
+                             nn.Linear(w, n_out))
     if arch == "linear":  # multinomial logistic regression: a convex problem
         return nn.Linear(in_dim, n_out)
     if arch == "resmlp":
@@ -601,6 +691,12 @@ def make_scheduler(cfg: dict[str, Any], opt, steps_per_epoch: int):
         return S.LambdaLR(opt, linear), per_batch
     if v == "poly2":
         return S.PolynomialLR(opt, total_iters=B, power=2.0), per_batch
+    if v == "inverse_sqrt":  # linear warm-up over 5% of the steps, then sqrt(warm / step)
+        warm = max(1, int(0.05 * B * steps_per_epoch))
+        return S.LambdaLR(opt, lambda step: (step + 1) / warm if step < warm
+                          else math.sqrt(warm / (step + 1))), per_batch
+    if v == "linear_decay":
+        return S.LinearLR(opt, start_factor=1.0, end_factor=0.02, total_iters=B), per_batch
     if v == "plateau_x0.1_p10":
         return S.ReduceLROnPlateau(opt, factor=0.1, patience=10), per_batch
     if v == "plateau_x0.5_p5":
@@ -834,15 +930,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument("--time", type=int, metavar="K",
                    help="train every K-th config of each family (nothing written); time per family")
     p.add_argument("--chunks", type=int, default=40)
-    p.add_argument("--fresh", action="store_true",
-                   help="the fresh corpus (FRESH_FAMILIES, into data/zoo_fresh) instead of the zoo")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--fresh", action="store_true",
+                       help="the fresh corpus (FRESH_FAMILIES, into data/zoo_fresh), not the zoo")
+    which.add_argument("--fresh2", action="store_true",
+                       help="the second fresh corpus (FRESH2_FAMILIES, into data/zoo_fresh2)")
     p.add_argument("--verbose", action="store_true", help="--list: print every config")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    configs, out_dir = (fresh_configs(), FRESH_DIR) if args.fresh else (all_configs(), ZOO_DIR)
+    configs, out_dir = ((fresh_configs(), FRESH_DIR) if args.fresh else
+                        (fresh2_configs(), FRESH2_DIR) if args.fresh2 else (all_configs(), ZOO_DIR))
     if args.list:
         print_list(configs, args.verbose)
     elif args.merge:
@@ -882,7 +982,8 @@ CHANCE_LOSS = {"digits": math.log(10), "wine": math.log(3), "iris": math.log(3),
                "breast_cancer": math.log(2), "seq_count": math.log(4), "diabetes": 1.0,
                "make_regression": 1.0, "make_friedman1": 1.0, "seq_ar": 1.0,
                "moons": math.log(2), "hastie": math.log(2), "seq_order": math.log(2),
-               "digits_ae": 1.0}
+               "digits_ae": 1.0, "circles": math.log(2), "waves": math.log(4),
+               "quantiles": math.log(3), "make_friedman3": 1.0, "polarity": math.log(2)}
 
 
 def behaviour(runs) -> pd.DataFrame:
@@ -938,7 +1039,7 @@ def summary_markdown(out_dir: Path = ZOO_DIR) -> str:
 
     for col in ("family", "schedule", "schedule_variant"):
         t = pd.crosstab(cfg[col], cfg.split, margins=True, margins_name="all")
-        t = t[[c for c in ("tune", "holdout", "fresh", "all") if c in t]]
+        t = t[[c for c in ("tune", "holdout", "fresh", "fresh2", "all") if c in t]]
         if col == "family":
             sec = cfg.groupby("family").seconds.sum()
             t["train_minutes"] = [round(sec.get(f, sec.sum()) / 60, 1) for f in t.index]

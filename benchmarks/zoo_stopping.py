@@ -18,7 +18,7 @@ best value up to it. Per run and rule: ``saved`` = share of the budget's epochs 
 that paid (the planned rate halved, and the best value after it beat the best before it by more
 than 1%).
 
-Results per split (tune / holdout families, see the zoo's split rule, or the fresh corpus), per
+Results per split (tune / holdout families, see the zoo's split rule, or a fresh corpus), per
 schedule family, per monitor and per data family (``data <family>``).
 Targets (issue 12 and 11): on every schedule family, the advisor's harmful share is no more than
 patience 20's; the advisor dominates patience 20 (harmful <=, mean regret <=, saved >=); with a
@@ -316,8 +316,9 @@ def frontier_table(df: pd.DataFrame) -> tuple[str, list[dict[str, Any]]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", choices=("holdout", "tune", "all", "fresh"), default="holdout",
-                        help="fresh: the fresh corpus (families never tuned on)")
+    parser.add_argument("--split", choices=("holdout", "tune", "all", "fresh", "fresh2"),
+                        default="holdout",
+                        help="fresh, fresh2: the fresh corpora (families never tuned on)")
     parser.add_argument("--config", choices=("callback", "logged"), default="callback")
     parser.add_argument("--advisor-kwargs", default="{}", type=json.loads)
     parser.add_argument("--workers", type=int, default=2)
