@@ -145,16 +145,43 @@ def test_fresh_schedules_plan_what_trains():
                                        rtol=1e-5)
 
 
-def test_fresh_families_train():
+def test_second_fresh_corpus_schedules_plan_what_trains():
+    """The second fresh corpus's schedule family: ``planned_lr`` is the rate each epoch trained
+    with; the inverse square root falls as ``sqrt(warm / step)`` after its warm-up, and the
+    linear decay reaches 2% of the rate at the budget."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from benchmarks.zoo import train_run
+
+    for variant in ("inverse_sqrt", "linear_decay"):
+        cfg = _tiny(variant, optimizer="adam", lr=0.01)
+        rec, summary = train_run(cfg)
+        m = _by_metric(rec)
+        epochs = list(range(1, cfg["budget"] + 1))
+        lr = np.array([m["lr"][e] for e in epochs])
+        np.testing.assert_array_equal(lr, [m["planned_lr"][e] for e in epochs])
+        if variant == "linear_decay":  # LinearLR(1 -> 0.02 over the 12 epochs), per epoch
+            np.testing.assert_allclose(lr, 0.01 * (1 - 0.98 * np.arange(12) / 12), rtol=1e-5)
+        else:  # 72 steps, warm-up over int(0.05 * 72) = 3 of them, per batch
+            assert summary["steps_per_epoch"] == 6
+            step = 6 * np.arange(1, 12)
+            np.testing.assert_allclose(lr[1:], 0.01 * np.sqrt(3 / (step + 1)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("corpus", ["fresh", "fresh2"])
+def test_fresh_families_train(corpus):
     """Every fresh architecture trains on its dataset: finite losses at every epoch, accuracy
     for classification only, and the autoencoder's targets are its inputs."""
     pytest.importorskip("torch")
     pytest.importorskip("sklearn")
     from benchmarks import zoo
 
-    for fam in zoo.FRESH_FAMILIES:
-        cfg = zoo.sample_config(fam, 0, zoo.FRESH_SEED, families=zoo.FRESH_FAMILIES,
-                                variant_table=zoo.FRESH_VARIANTS, split="fresh")
+    families, seed, variants = ((zoo.FRESH_FAMILIES, zoo.FRESH_SEED, zoo.FRESH_VARIANTS)
+                                if corpus == "fresh" else
+                                (zoo.FRESH2_FAMILIES, zoo.FRESH2_SEED, zoo.FRESH2_VARIANTS))
+    for fam in families:
+        cfg = zoo.sample_config(fam, 0, seed, families=families, variant_table=variants,
+                                split=corpus)
         cfg.update(budget=3, val_every=1, width=16, batch_size=64, train_frac=0.5,
                    schedule="constant", schedule_variant="constant", per_batch_schedule=False)
         rec, summary = zoo.train_run(cfg)
@@ -163,21 +190,32 @@ def test_fresh_families_train():
         for metric in ("train_loss", "val_loss", "test_loss"):
             assert sorted(m[metric]) == [1, 2, 3], (fam.name, metric)
         assert ("val_acc" in m) == (fam.kind == "clf"), fam.name
-    d = zoo.split_data({**cfg, "seed": 1})
-    assert cfg["dataset"] == "digits_ae" and d["out_dim"] == d["in_dim"] == 64
-    assert d["ytr"].equal(d["Xtr"])
+    if corpus == "fresh":
+        cfg = zoo.sample_config(zoo.FRESH_FAMILIES[-1], 0, seed, families=families,
+                                variant_table=variants, split=corpus)
+        d = zoo.split_data({**cfg, "seed": 1})
+        assert cfg["dataset"] == "digits_ae" and d["out_dim"] == d["in_dim"] == 64
+        assert d["ytr"].equal(d["Xtr"])
 
 
-def test_fresh_corpus_loads(tmp_path):
-    """The committed fresh corpus: its own families (none of the main corpus's), all in split
-    ``fresh``, with the schedules the main corpus lacks."""
+@pytest.mark.parametrize("corpus", ["fresh", "fresh2"])
+def test_fresh_corpus_loads(corpus, tmp_path):
+    """A committed fresh corpus: its own families (none of the other corpora's), all in its own
+    split, with the schedules the main corpus lacks."""
     from benchmarks import _curves, zoo
 
-    runs = _curves.load_zoo(_curves.FRESH_DIR, cache_dir=tmp_path)
-    assert len(runs) == sum(f.runs for f in zoo.FRESH_FAMILIES) >= 500
-    assert {r.config["split"] for r in runs} == {"fresh"}
+    where, families, configs, new = (
+        (_curves.FRESH_DIR, zoo.FRESH_FAMILIES, zoo.fresh_configs, {"warmup_linear", "poly2"})
+        if corpus == "fresh" else
+        (_curves.FRESH2_DIR, zoo.FRESH2_FAMILIES, zoo.fresh2_configs,
+         {"inverse_sqrt", "linear_decay"}))
+    runs = _curves.load_zoo(where, cache_dir=tmp_path)
+    assert len(runs) == sum(f.runs for f in families) >= 500
+    assert {r.config["split"] for r in runs} == {corpus}
     fams = {r.config["family"] for r in runs}
-    assert fams == {f.name for f in zoo.FRESH_FAMILIES}
-    assert not fams & {f.name for f in zoo.FAMILIES}
-    assert {"warmup_linear", "poly2"} <= {r.config["schedule_variant"] for r in runs}
-    assert [r.run_id for r in runs] == [c["run_id"] for c in zoo.fresh_configs()]
+    assert fams == {f.name for f in families}
+    others = {f.name for f in (*zoo.FAMILIES, *zoo.FRESH_FAMILIES, *zoo.FRESH2_FAMILIES)
+              if f not in families}
+    assert not fams & others
+    assert new <= {r.config["schedule_variant"] for r in runs}
+    assert [r.run_id for r in runs] == [c["run_id"] for c in configs()]
