@@ -662,9 +662,19 @@ class Advisor:
                                   planned=self.lr_plan is not None)
         if self.lr_plan is None:
             return sched, None
-        return sched, read_plan(self.lr_plan, x, y, tolerance=tol, max_steps=self.max_steps,
-                                logged_lr=logged_lr, min_checks=self.min_window, unit=self.unit,
-                                noise=noise, resolution=resolution)
+        plan = read_plan(self.lr_plan, x, y, tolerance=tol, max_steps=self.max_steps,
+                         logged_lr=logged_lr, min_checks=self.min_window, unit=self.unit,
+                         noise=noise, resolution=resolution)
+        if (isinstance(self.lr_plan, PlateauRule) and not plan.pending
+                and "flat_since" in plan.details and logged_lr is not None):
+            # reductions that stopped paying changed the rate, not the curve: one phase from
+            # the start of the one the earliest of them ended (a patience shorter than the
+            # plateau window left every phase too short to test, however long the curve had
+            # been flat)
+            before = int(np.searchsorted(x, plan.details["flat_since"], side="right"))
+            start = read_schedule(logged_lr[:before], planned=True).phase_start
+            sched = replace(sched, phase_start=min(sched.phase_start, start))
+        return sched, plan
 
     def _bound(self, y: np.ndarray) -> float | None:
         """The best value the monitor can take (see ``best_possible``), in its own terms; ``y``

@@ -327,6 +327,50 @@ def test_reduce_on_plateau_rule():
                          logged_lr=np.full(40, 0.1)).pending
 
 
+def _reduce_on_plateau_run(values: np.ndarray, patience: int) -> tuple[int, object]:
+    """Replay ``values`` (val_loss per epoch) through the advisor as the callback does, with the
+    rate a real ``ReduceLROnPlateau(factor=0.5)`` stepped on the same values gives each epoch."""
+    opt, _ = _optimizer()
+    scheduler = sch.ReduceLROnPlateau(opt, factor=0.5, patience=patience)
+    rule = plan_schedulers(opt, [(scheduler, "epoch", 1)], start_epoch=0,
+                           max_epochs=values.size, steps_per_epoch=1, unit="epoch")
+    advisor = Advisor("val_loss", max_steps=values.size, lr_plan=rule)
+    for e, v in enumerate(values, 1):
+        advice = advisor.update(e, {"val_loss": float(v), "lr": opt.param_groups[0]["lr"]})
+        if advice.should_stop:
+            return e, advice
+        scheduler.step(float(v))
+    return values.size, advice
+
+
+def test_reductions_every_few_checks_that_stopped_paying_end_a_flat_run():
+    """ReduceLROnPlateau with a patience shorter than the plateau window halves the rate every
+    six checks of a flat curve. Each reduction started a new phase too short to test, so a run
+    flat from epoch 30 was never stopped, however many reductions brought nothing. Reductions
+    that stopped paying changed the rate, not the curve: the phase runs from before them, and
+    the run stops with the reason naming them. One that pays is still waited for."""
+    e = np.arange(1, 201)
+    flat = np.where(e < 30, 1 / np.sqrt(e), 1 / np.sqrt(30))
+    flat = flat + np.random.default_rng(0).normal(0, 0.0005, e.size) * (e >= 30)
+    stop, advice = _reduce_on_plateau_run(flat, patience=5)
+    assert advice.should_stop and advice.verdict is Verdict.PLATEAU and stop < 150
+    plan = next(ev for ev in advice.evidence if ev.detector == "schedule")
+    assert "stopped paying" in plan.summary
+    # the rule's reading: the latest reduction judged (six checks after it) is the one before
+    # a reduction too recent to judge; the flat stretch reaches back over every reduction that,
+    # with all since, brought less than the tolerance
+    x = np.arange(1.0, 41.0)
+    lr = 0.1 * 0.5 ** np.searchsorted([12, 18, 24, 30, 36], x, side="left")
+    level = np.where(x <= 12, 0.6, 0.5)  # the first reduction paid, the later ones did not
+    rule = PlateauRule(factor=0.5, patience=5)
+    state = read_plan(rule, x, level, tolerance=0.004, max_steps=100, logged_lr=lr)
+    assert not state.pending and state.last_decay_step == 30.0
+    assert state.details["later_reductions"] == 1 and state.details["flat_since"] == 18.0
+    paid = read_plan(rule, x, np.where(x <= 30, 0.6, 0.5), tolerance=0.004, max_steps=100,
+                     logged_lr=lr)
+    assert paid.pending and paid.last_decay_step == 30.0
+
+
 def test_a_constant_logged_rate_is_an_unknown_schedule():
     """Logging a rate that has not changed must not make the advisor bolder than logging
     none: before min_progress_without_lr of the budget, a plateau is not a stop."""

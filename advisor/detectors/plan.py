@@ -272,8 +272,13 @@ def read_plan(
     For a :class:`PlateauRule` (``ReduceLROnPlateau``) the decay ahead is the reduction a
     plateau brings, unless the rate sits at ``min_lr`` or fewer than ``patience + 1`` checks
     remain in the budget; it has stopped paying when the improvement after the latest
-    reduction (read from ``logged_lr``, the rate logged at each check) is below ``tolerance``
-    once ``patience + 1`` checks have passed since it.
+    reduction with ``patience + 1`` checks after it (read from ``logged_lr``, the rate logged at
+    each check) is below ``tolerance``: a reduction younger than that (a short patience reduces
+    again as soon as it may) is expected to pay as little. ``details["flat_since"]`` then names
+    the check before the earliest of the reductions that, with all those since, brought less than
+    ``tolerance``: the curve has been one flat stretch since, and the advisor tests it as one
+    phase (each reduction would otherwise start a phase, and a patience shorter than the plateau
+    window leaves none long enough to test).
 
     Assumptions and when it is wrong: a decay helps about as much as the previous one of the same
     size. It waits too long on runs where only the last decay of a schedule matters little (the
@@ -401,20 +406,40 @@ def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: fl
     if not falls.size:
         return PlanState(True, current, None, None, None, None,
                          f"{lowers} and has not reduced it yet", details)
-    last = float(xs[falls[-1]])  # the last check at the old rate
+    # the latest reduction with patience + 1 checks after it is the one judged: one younger
+    # than that (a short patience reduces again as soon as it may) is expected to pay as little
+    befores = xs[falls]  # the last check at the old rate, per reduction
+    judged = befores[np.array([int(np.sum(x > b)) for b in befores]) >= rule.patience + 1]
+    if not judged.size:
+        last = float(befores[-1])
+        since = int(np.sum(x > last))
+        details.update(last_decay_step=last, checks_since=since)
+        return PlanState(True, current, None, None, last, None,
+                         f"{lowers}, and the last reduction (after {unit} {last:g}) has had only "
+                         f"{since} check(s)", details)
+    last = float(judged[-1])
     gain = _gain_after(x, y, last, k)
     since = int(np.sum(x > last))
+    later = int(np.sum(befores > last))  # reductions since, too young to judge
     margin = _margin(noise, k, resolution)
     details.update(last_decay_step=last, last_decay_gain=gain, checks_since=since,
-                   tolerance=tolerance, gain_margin=margin)
-    if since < rule.patience + 1 or not gain + margin < tolerance:
-        said = (f"the last reduction (after {unit} {last:g}) has had only {since} check(s)"
-                if since < rule.patience + 1 else
-                f"the last reduction (after {unit} {last:g}) brought {gain:.3g}"
+                   later_reductions=later, tolerance=tolerance, gain_margin=margin)
+    which = "the last reduction" if not later else \
+        f"the last reduction judged ({later} more since, too recent to judge)"
+    if not gain + margin < tolerance:
+        said = (f"{which} (after {unit} {last:g}) brought {gain:.3g}"
                 + ("" if gain >= tolerance else f", within the noise (+-{margin:.3g}) of the "
                                                 f"{tolerance:.3g} worth training for"))
         return PlanState(True, current, None, None, last, gain, f"{lowers}, and {said}", details)
+    # the reductions before it that, with all since, brought as little: the curve has been
+    # one flat stretch since the check before the earliest of them
+    flat_since = last
+    for b in befores[befores < last][::-1]:
+        if not _gain_after(x, y, float(b), k) + margin < tolerance:
+            break
+        flat_since = float(b)
+    details["flat_since"] = flat_since
     return PlanState(False, current, None, None, last, gain,
-                     f"{lowers}, but the last reduction (after {unit} {last:g}) brought only "
+                     f"{lowers}, but {which} (after {unit} {last:g}) brought only "
                      f"{gain:.3g} in {since} checks, less than the {tolerance:.3g} worth "
                      f"training for: reductions have stopped paying", details)
