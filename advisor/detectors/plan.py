@@ -409,7 +409,7 @@ def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: fl
     # the latest reduction with patience + 1 checks after it is the one judged: one younger
     # than that (a short patience reduces again as soon as it may) is expected to pay as little
     befores = xs[falls]  # the last check at the old rate, per reduction
-    judged = befores[np.array([int(np.sum(x > b)) for b in befores]) >= rule.patience + 1]
+    judged = befores[x.size - np.searchsorted(x, befores, side="right") >= rule.patience + 1]
     if not judged.size:
         last = float(befores[-1])
         since = int(np.sum(x > last))
