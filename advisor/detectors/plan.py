@@ -230,11 +230,26 @@ class PlanState:
 def _gain_after(x: np.ndarray, y: np.ndarray, split: float, k: int) -> float:
     """How much the level of ``y`` fell after ``split``: the median of the last ``k`` checks
     up to it minus the median of the last ``k`` checks (medians, not minima: the minimum of
-    more noisy checks falls by itself)."""
-    before, after = y[x <= split], y[x > split]
-    if not before.size or not after.size:
-        return float("nan")
-    return float(np.median(before[-k:]) - np.median(after[-k:]))
+    more noisy checks falls by itself). ``x`` is increasing."""
+    return float(_gains_after(x, y, np.array([split], dtype=float), k)[0])
+
+
+def _gains_after(x: np.ndarray, y: np.ndarray, splits: np.ndarray, k: int) -> np.ndarray:
+    """:func:`_gain_after` at each of ``splits`` (NaN where no check lies on one side)."""
+    idx = np.searchsorted(x, splits, side="right")
+    out = np.full(idx.size, np.nan)
+    ok = (idx > 0) & (idx < x.size)
+    if not ok.any():
+        return out
+    now = float(np.median(y[-k:]))
+    windows = np.lib.stride_tricks.sliding_window_view(y, min(k, y.size))
+    full = ok & (idx >= k) & (idx <= x.size - k)  # k checks before, the last k after
+    if full.any():
+        out[full] = np.median(windows[idx[full] - k], axis=1) - now
+    for j in np.flatnonzero(ok & ~full):  # near either end: the checks there are
+        i = int(idx[j])
+        out[j] = float(np.median(y[max(0, i - k):i]) - np.median(y[max(i, x.size - k):]))
+    return out
 
 
 def read_plan(
@@ -395,7 +410,7 @@ def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: fl
         return PlanState(False, current, None, None, None, None,
                          f"{rule.source} has brought the rate down to its min_lr "
                          f"({current:.3g}): no reduction is left", details)
-    spacing = float(np.median(np.diff(x))) if x.size > 1 else 1.0
+    spacing = float(np.median(np.diff(x[-64:]))) if x.size > 1 else 1.0  # recent checks
     checks_left = (end - x[-1]) / spacing if spacing > 0 else math.inf
     if checks_left < rule.patience + 1:
         return PlanState(False, current, None, None, None, None,
@@ -433,12 +448,10 @@ def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: fl
         return PlanState(True, current, None, None, last, gain, f"{lowers}, and {said}", details)
     # the reductions before it that, with all since, brought as little: the curve has been
     # one flat stretch since the check before the earliest of them
-    flat_since = last
-    for b in befores[befores < last][::-1]:
-        if not _gain_after(x, y, float(b), k) + margin < tolerance:
-            break
-        flat_since = float(b)
-    details["flat_since"] = flat_since
+    earlier = befores[befores < last][::-1]
+    unpaid = _gains_after(x, y, earlier, k) + margin < tolerance
+    run = int(np.argmin(unpaid)) if not unpaid.all() else unpaid.size  # up to the first that paid
+    details["flat_since"] = float(earlier[run - 1]) if run else last
     return PlanState(False, current, None, None, last, gain,
                      f"{lowers}, but {which} (after {unit} {last:g}) brought only "
                      f"{gain:.3g} in {since} checks, less than the {tolerance:.3g} worth "
