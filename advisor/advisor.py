@@ -527,7 +527,8 @@ class Advisor:
                          and (over.pvalue < self.alpha if over.rise is None
                               else over.rise.pvalue_increasing < self.alpha))
         up_in_window = (plateau is not None and plateau.trend.pvalue_increasing < self.alpha
-                        and plateau.trend.slope > 0)
+                        and plateau.trend.slope * (plateau.window_end - plateau.window_start)
+                        > tol)  # an effect as well: a rise by more than the tolerance
         rising = bool((up_since_best or up_in_window) and not train_rising)
         progress = None if self.max_steps is None else step / self.max_steps
         return Findings(

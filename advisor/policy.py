@@ -37,8 +37,10 @@ class Findings:
             and a run that has not learned yet holds back a plateau or overfitting.
         forecast_gain_low: the low end of the forecast's gain interval (``None``: no forecast).
         tolerance: the smallest gain worth the rest of the budget, in metric units.
-        rising: validation's trend since its best is significantly upward while training is
-            not getting worse (a flat-looking window at the end of a rise is still overfitting).
+        rising: validation is significantly upward, by more than the tolerance, while training
+            is not getting worse: since its best, or over the plateau's window (a flat-looking
+            window at the end of a rise is still overfitting; a creep smaller than the tolerance
+            is a stall).
         learned: the run has improved by more than the tolerance since its first checks, its
             best below an earlier check by that much, and by more than the luck of the best of
             its checks (a curve still at its initial level, at chance, or worse ever since its
@@ -111,7 +113,7 @@ def decide(f: Findings) -> Decision:
        one, is what most often moves it, even where earlier decays did not), or the forecast
        still expects more than the tolerance: wait.
     7. Flat, and confirmed over ``confirm`` checks: stop; labelled overfitting if validation has
-       been rising since its best, else plateau.
+       been rising by more than the tolerance (``rising``), else plateau.
     """
     if f.divergence.diverged:
         if f.divergence.kind == "blow-up" and f.rate_raised and f.ahead in _RATE_CHANGES:

@@ -548,6 +548,25 @@ def test_a_noisy_stall_is_not_overfitting_and_a_rise_is_never_a_plateau():
     assert "train_loss is still improving" in ev.summary
 
 
+def test_a_drift_up_smaller_than_the_tolerance_is_a_plateau_not_overfitting():
+    """Overfitting has an effect size: validation that creeps up significantly but by far less
+    than the tolerance over the plateau's window (0.05% of a 0.5 loss) has stalled, and is told
+    as a plateau; the same run rising by more than the tolerance is overfitting."""
+    x = np.arange(1, 81, dtype=float)
+    train = {"train_loss": 1 / np.sqrt(x)}
+    noise = np.random.default_rng(3).normal(0, 0.00005, x.size)
+    verdicts = {}
+    for drift in (0.00001, 0.0005):
+        val = 0.5 + np.where(x < 20, 0.02 * (20 - x), drift * (x - 20)) + noise
+        stop = feed(Advisor(train_metric="train_loss", max_steps=100), val, extra=train,
+                    stop=True)[-1]
+        assert stop.should_stop
+        verdicts[drift] = stop.verdict
+        window = stop.evidence_for("plateau")
+        assert window is not None and window.details["slope"] > 0
+    assert verdicts == {0.00001: Verdict.PLATEAU, 0.0005: Verdict.OVERFITTING}
+
+
 def test_overfitting_without_a_train_metric_says_it_is_validation_only():
     x, val, _ = _u_shaped_run()
     stop = feed(Advisor(max_steps=100), val, stop=True)[-1]
