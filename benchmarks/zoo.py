@@ -225,13 +225,11 @@ FRESH_VARIANTS: tuple[tuple[str, str, bool], ...] = VARIANTS + (
 #: change of that session, and never used to choose anything: it reports the changes made after
 #: the first fresh corpus had been looked at. Every run is in split ``fresh2``.
 FRESH2_SEED = 30_11_2026_11
-FRESH2_FAMILIES: tuple[Family, ...] = (
-    Family("mlp_circles", "circles", "mlp", "clf", 100),
-    Family("cnn1d_waves", "waves", "cnn1d", "clf", 100),
-    Family("lnmlp_quantiles", "quantiles", "lnmlp", "clf", 100),
-    Family("tanh_friedman3", "make_friedman3", "tanhmlp", "reg", 100),
-    Family("embbag_polarity", "polarity", "embbag", "clf", 100),
-)
+FRESH2_FAMILIES: tuple[Family, ...] = tuple(Family(*spec, runs=100) for spec in (
+    ("mlp_circles", "circles", "mlp", "clf"), ("cnn1d_waves", "waves", "cnn1d", "clf"),
+    ("lnmlp_quantiles", "quantiles", "lnmlp", "clf"),
+    ("tanh_friedman3", "make_friedman3", "tanhmlp", "reg"),
+    ("embbag_polarity", "polarity", "embbag", "clf")))
 #: Every schedule of the first fresh corpus and one family neither has: the inverse square root
 #: decay after a linear warm-up (per batch, as transformer recipes use it) and a linear decay to 2%
 #: (``LinearLR``, per epoch).
@@ -417,6 +415,21 @@ def _polarity(n: int = 2000, length: int = 20, vocab: int = 30) -> tuple[np.ndar
     return tok.astype(np.int64), (score > 0).astype(np.int64)
 
 
+#: scikit-learn's generated datasets: name -> (generator, its arguments, the targets' dtype)
+_GENERATED: dict[str, tuple[str, dict[str, Any], type]] = {
+    "make_regression": ("make_regression",
+                        {"n_samples": 1000, "n_features": 20, "n_informative": 10, "noise": 20.0},
+                        np.float32),
+    "make_friedman1": ("make_friedman1", {"n_samples": 1000, "n_features": 10, "noise": 1.0},
+                       np.float32),
+    "moons": ("make_moons", {"n_samples": 1000, "noise": 0.3}, np.int64),
+    "circles": ("make_circles", {"n_samples": 1000, "noise": 0.15, "factor": 0.5}, np.int64),
+    "quantiles": ("make_gaussian_quantiles", {"n_samples": 1500, "n_features": 6, "n_classes": 3},
+                  np.int64),
+    "make_friedman3": ("make_friedman3", {"n_samples": 1000, "noise": 0.1}, np.float32),
+}
+
+
 def dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
     """Features and targets (int64 classes or float32 values), the same for every run."""
     if name in _DATA:
@@ -429,33 +442,16 @@ def dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
     elif name == "diabetes":
         b = skd.load_diabetes()
         out = (b.data.astype(np.float32), b.target.astype(np.float32))
-    elif name == "make_regression":
-        X, y = skd.make_regression(n_samples=1000, n_features=20, n_informative=10, noise=20.0,
-                                   random_state=DATA_SEED)
-        out = (X.astype(np.float32), y.astype(np.float32))
-    elif name == "make_friedman1":
-        X, y = skd.make_friedman1(n_samples=1000, n_features=10, noise=1.0,
-                                  random_state=DATA_SEED)
-        out = (X.astype(np.float32), y.astype(np.float32))
-    elif name == "moons":
-        X, y = skd.make_moons(n_samples=1000, noise=0.3, random_state=DATA_SEED)
-        out = (X.astype(np.float32), y.astype(np.int64))
+    elif name in _GENERATED:
+        generator, kwargs, target = _GENERATED[name]
+        X, y = getattr(skd, generator)(**kwargs, random_state=DATA_SEED)
+        out = (X.astype(np.float32), y.astype(target))
     elif name == "hastie":
         X, y = skd.make_hastie_10_2(n_samples=2000, random_state=DATA_SEED)
         out = (X.astype(np.float32), (y > 0).astype(np.int64))
     elif name == "digits_ae":  # reconstruct the digit images: the targets are the inputs
         X = skd.load_digits().data.astype(np.float32)
         out = (X, X)
-    elif name == "circles":
-        X, y = skd.make_circles(n_samples=1000, noise=0.15, factor=0.5, random_state=DATA_SEED)
-        out = (X.astype(np.float32), y.astype(np.int64))
-    elif name == "quantiles":
-        X, y = skd.make_gaussian_quantiles(n_samples=1500, n_features=6, n_classes=3,
-                                           random_state=DATA_SEED)
-        out = (X.astype(np.float32), y.astype(np.int64))
-    elif name == "make_friedman3":
-        X, y = skd.make_friedman3(n_samples=1000, noise=0.1, random_state=DATA_SEED)
-        out = (X.astype(np.float32), y.astype(np.float32))
     elif name == "waves":
         out = _waves()
     elif name == "polarity":
