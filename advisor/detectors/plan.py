@@ -439,10 +439,11 @@ def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: fl
     margin = _margin(noise, k, resolution)
     details.update(last_decay_step=last, last_decay_gain=gain, checks_since=since,
                    later_reductions=later, tolerance=tolerance, gain_margin=margin)
-    which = "the last reduction" if not later else \
-        f"the last reduction judged ({later} more since, too recent to judge)"
+    which = f"the last reduction (after {unit} {last:g})" if not later else \
+        (f"the last reduction old enough to judge (after {unit} {last:g}; {later} more since, "
+         f"too recent to judge)")
     if not gain + margin < tolerance:
-        said = (f"{which} (after {unit} {last:g}) brought {gain:.3g}"
+        said = (f"{which} brought {gain:.3g}"
                 + ("" if gain >= tolerance else f", within the noise (+-{margin:.3g}) of the "
                                                 f"{tolerance:.3g} worth training for"))
         return PlanState(True, current, None, None, last, gain, f"{lowers}, and {said}", details)
@@ -453,6 +454,6 @@ def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: fl
     run = int(np.argmin(unpaid)) if not unpaid.all() else unpaid.size  # up to the first that paid
     details["flat_since"] = float(earlier[run - 1]) if run else last
     return PlanState(False, current, None, None, last, gain,
-                     f"{lowers}, but {which} (after {unit} {last:g}) brought only "
+                     f"{lowers}, but {which} brought only "
                      f"{gain:.3g} in {since} checks, less than the {tolerance:.3g} worth "
                      f"training for: reductions have stopped paying", details)
