@@ -31,7 +31,15 @@ from .detectors.forecast import (
     forecast_scale,
 )
 from .detectors.overfitting import OverfittingResult
-from .detectors.plan import LrPlan, PlanState, PlateauRule, plan_from_dict, plan_to_dict, read_plan
+from .detectors.plan import (
+    LrPlan,
+    PlanState,
+    PlateauRule,
+    frequent_drops_start,
+    plan_from_dict,
+    plan_to_dict,
+    read_plan,
+)
 from .detectors.plateau import (
     adaptive_window,
     block_autocorrelation,
@@ -662,6 +670,13 @@ class Advisor:
             sched = read_schedule(logged_lr, steps=x, max_steps=self.max_steps,
                                   planned=self.lr_plan is not None)
         if self.lr_plan is None:
+            if sched.drops >= 2 and not sched.decay_pending:
+                # drops too frequent for any phase to be tested, that changed nothing
+                start = frequent_drops_start(x, y, sched.starts, sched.ratios, tolerance=tol,
+                                             k=self.min_window,
+                                             shortest=self.min_window + self.confirm,
+                                             noise=noise, resolution=resolution)
+                sched = replace(sched, phase_start=min(sched.phase_start, start))
             return sched, None
         plan = read_plan(self.lr_plan, x, y, tolerance=tol, max_steps=self.max_steps,
                          logged_lr=logged_lr, min_checks=self.min_window, unit=self.unit,

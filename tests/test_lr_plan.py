@@ -15,6 +15,7 @@ from torch.optim import lr_scheduler as sch
 from advisor import Advisor, LrPlan, PlateauRule, Verdict, replay
 from advisor.callbacks._lr_plan import plan_schedulers
 from advisor.detectors import read_plan
+from advisor.detectors.plan import frequent_drops_start
 
 EPOCHS, STEPS_PER_EPOCH = 30, 7
 
@@ -327,14 +328,16 @@ def test_reduce_on_plateau_rule():
                          logged_lr=np.full(40, 0.1)).pending
 
 
-def _reduce_on_plateau_run(values: np.ndarray, patience: int) -> tuple[int, object]:
+def _reduce_on_plateau_run(values: np.ndarray, patience: int,
+                           planned: bool = True) -> tuple[int, object]:
     """Replay ``values`` (val_loss per epoch) through the advisor as the callback does, with the
-    rate a real ``ReduceLROnPlateau(factor=0.5)`` stepped on the same values gives each epoch."""
+    rate a real ``ReduceLROnPlateau(factor=0.5)`` stepped on the same values gives each epoch
+    (and its rule as the plan, unless not ``planned``: a replay of the logged rate alone)."""
     opt, _ = _optimizer()
     scheduler = sch.ReduceLROnPlateau(opt, factor=0.5, patience=patience)
     rule = plan_schedulers(opt, [(scheduler, "epoch", 1)], start_epoch=0,
                            max_epochs=values.size, steps_per_epoch=1, unit="epoch")
-    advisor = Advisor("val_loss", max_steps=values.size, lr_plan=rule)
+    advisor = Advisor("val_loss", max_steps=values.size, lr_plan=rule if planned else None)
     for e, v in enumerate(values, 1):
         advice = advisor.update(e, {"val_loss": float(v), "lr": opt.param_groups[0]["lr"]})
         if advice.should_stop:
@@ -369,6 +372,33 @@ def test_reductions_every_few_checks_that_stopped_paying_end_a_flat_run():
     paid = read_plan(rule, x, np.where(x <= 30, 0.6, 0.5), tolerance=0.004, max_steps=100,
                      logged_lr=lr)
     assert paid.pending and paid.last_decay_step == 30.0
+
+
+def test_frequent_drops_of_a_logged_rate_that_changed_nothing_are_one_phase():
+    """Without a plan, the logged rate's drops start phases; ReduceLROnPlateau with a short
+    patience drops it every six flat checks, so no phase was long enough to test and the flat
+    run went on until the reductions ended. Drops that come too often for a phase to be
+    tested and changed nothing are merged; a step schedule's drops, with long phases between
+    them, are not."""
+    e = np.arange(1, 201)
+    flat = np.where(e < 30, 1 / np.sqrt(e), 1 / np.sqrt(30))
+    flat = flat + np.random.default_rng(0).normal(0, 0.0001, e.size) * (e >= 30)
+    stop, advice = _reduce_on_plateau_run(flat, patience=5, planned=False)
+    # before, it stopped only once torch's eps ended the reductions (epoch 161)
+    assert advice.should_stop and advice.verdict is Verdict.PLATEAU and stop < 120
+    # the reading itself (indices of the checks): drops every six checks after a long flat
+    # phase are one phase from the first of them; a step schedule's long phases are left
+    # alone; a drop that paid ends the walk
+    x = np.arange(1.0, 61.0)
+    starts, ratios = [20, 26, 32, 38, 44, 50], [0.5] * 6
+    level = np.where(x < 20, 0.6, 0.5)
+    assert frequent_drops_start(x, level, starts, ratios, tolerance=0.004, k=6,
+                                shortest=8) == 20
+    assert frequent_drops_start(x, level, [20, 40], [0.1, 0.1], tolerance=0.004, k=6,
+                                shortest=8) == 40
+    paying = np.where(x <= 50, 0.6, 0.5)
+    assert frequent_drops_start(x, paying, starts, ratios, tolerance=0.004, k=6,
+                                shortest=8) == 50
 
 
 def test_a_constant_logged_rate_is_an_unknown_schedule():

@@ -25,7 +25,8 @@ import numpy as np
 
 from .plateau import hidden_change
 
-__all__ = ["LrPlan", "PlanState", "PlateauRule", "plan_from_dict", "plan_to_dict", "read_plan"]
+__all__ = ["LrPlan", "PlanState", "PlateauRule", "frequent_drops_start", "plan_from_dict",
+           "plan_to_dict", "read_plan"]
 
 
 @dataclass(frozen=True)
@@ -370,6 +371,49 @@ def _paid(x: np.ndarray, y: np.ndarray, last: float, current: float, at: float, 
                      f"{ahead}, but {what} {last:g}) brought only {gain:.3g}, less than the "
                      f"{tolerance:.3g} worth training for even with its noise (+-{margin:.3g})",
                      details)
+
+
+def frequent_drops_start(x: np.ndarray, y: np.ndarray, starts: Sequence[int],
+                         ratios: Sequence[float], *, tolerance: float, k: int = 6,
+                         shortest: int = 8, noise: float = 0.0,
+                         resolution: float = 0.0) -> int:
+    """The first check of the stretch a plateau test may take as one phase, read from the
+    logged rate's drops alone (``starts``: the first check after each drop; ``ratios``: the
+    rate's ratio across it, as :class:`~advisor.detectors.schedule.ScheduleState` has them),
+    when the drops come too often for any phase to be tested on its own.
+
+    Algorithm: walking back from the latest drop, a drop is merged into the phase before it
+    when that phase is shorter than ``shortest`` checks (the plateau window and its
+    confirmation: a scheduler lowers the rate every few flat checks, as ReduceLROnPlateau with
+    a short patience does) and the drop did not pay: with ``k`` checks after it, the level of
+    ``y`` (lower is better; medians of ``k`` checks) fell by significantly less than
+    ``tolerance`` from before it to now, read with the noise as :func:`read_plan` does; with
+    fewer, the drop before it did not pay and it is no deeper (the next decay of a size is
+    expected to pay as the last one did). Drops with a phase long enough to test before them
+    (a step schedule's) are left as they are.
+
+    Wrong when: a frequent drop pays after earlier ones did not (rare), or pays only after
+    more than ``k`` checks.
+    """
+    n = x.size
+    st = np.asarray(starts, dtype=int)
+    if not st.size:
+        return 0
+    rt = np.asarray(ratios, dtype=float)
+    begins = np.r_[0, st]  # phase starts: before the first drop, and after each
+    short = np.diff(begins) < shortest  # the phase each drop ended was too short to test
+    walk = np.arange(st.size - 1, -1, -1)
+    if n - st[-1] < k:  # too young to judge: expected to pay as the one before it did
+        if st.size < 2 or rt[-1] < rt[-2] or n - st[-2] < k or not short[-1]:
+            return int(st[-1])
+        walk = walk[1:]
+    unpaid = (_gains_after(x, y, x[st[walk] - 1], k) + _margin(noise, k, resolution)
+              < tolerance) & short[walk]
+    run = int(np.argmin(unpaid)) if not unpaid.all() else unpaid.size
+    if not run and walk.size == st.size:
+        return int(st[-1])
+    earliest = int(walk[run - 1]) if run else int(st.size - 1)
+    return int(begins[earliest])
 
 
 def _read_restart(x: np.ndarray, y: np.ndarray, rates: np.ndarray, at: float, to: float,

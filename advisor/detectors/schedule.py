@@ -26,6 +26,8 @@ class ScheduleState:
             in it or would at least halve again before it ends at its current pace: a decay
             will likely come and break a plateau.
         drops: how many drops (by more than ``drop_ratio`` between two checks) were seen.
+        starts, ratios: per drop, the index of the first check after it (the start of the
+            phase it began) and the rate's ratio across it.
     """
 
     known: bool
@@ -36,6 +38,8 @@ class ScheduleState:
     warming_up: bool
     decay_pending: bool
     drops: int
+    starts: tuple[int, ...] = ()
+    ratios: tuple[float, ...] = ()
 
     def describe(self) -> str:
         if self.constant and not self.known:
@@ -106,7 +110,9 @@ def read_schedule(
         early = x[-1] - x[0] < early_fraction * (max_steps - x[0])
         decay_pending = early or _pace_ratio(v, x, max_steps) < pending_ratio
     return ScheduleState(planned or not constant, phase_start, current, peak, constant,
-                         warming_up, decay_pending, int(drops.size))
+                         warming_up, decay_pending, int(drops.size),
+                         tuple(int(i) for i in idx[drops + 1]),
+                         tuple(float(q) for q in ratios[drops]))
 
 
 def _pace_ratio(v: np.ndarray, x: np.ndarray, max_steps: float) -> float:
