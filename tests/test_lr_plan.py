@@ -396,6 +396,10 @@ def test_frequent_drops_of_a_logged_rate_that_changed_nothing_are_one_phase():
                                 shortest=8) == 20
     assert frequent_drops_start(x, level, [20, 40], [0.1, 0.1], tolerance=0.004, k=6,
                                 shortest=8) == 40
+    # a drop too recent to judge joins the phase before it only if the drop before it did
+    # not pay: here the one after check 50 paid, and the latest (after 56) waits on its own
+    assert frequent_drops_start(x, np.where(x <= 50, 0.6, 0.5), [*starts, 56], [0.5] * 7,
+                                tolerance=0.004, k=6, shortest=8) == 56
     paying = np.where(x <= 50, 0.6, 0.5)
     assert frequent_drops_start(x, paying, starts, ratios, tolerance=0.004, k=6,
                                 shortest=8) == 50

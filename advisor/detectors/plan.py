@@ -410,10 +410,9 @@ def frequent_drops_start(x: np.ndarray, y: np.ndarray, starts: Sequence[int],
     unpaid = (_gains_after(x, y, x[st[walk] - 1], k) + _margin(noise, k, resolution)
               < tolerance) & short[walk]
     run = int(np.argmin(unpaid)) if not unpaid.all() else unpaid.size
-    if not run and walk.size == st.size:
+    if not run:  # the latest judged drop paid (or ended a phase long enough to test)
         return int(st[-1])
-    earliest = int(walk[run - 1]) if run else int(st.size - 1)
-    return int(begins[earliest])
+    return int(begins[int(walk[run - 1])])
 
 
 def _read_restart(x: np.ndarray, y: np.ndarray, rates: np.ndarray, at: float, to: float,
