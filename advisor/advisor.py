@@ -688,7 +688,8 @@ class Advisor:
             # plateau window left every phase too short to test, however long the curve had
             # been flat)
             before = int(np.searchsorted(x, plan.details["flat_since"], side="right"))
-            start = read_schedule(logged_lr[:before], planned=True).phase_start
+            begins = (0, *sched.starts)  # the phases the logged rate's drops began
+            start = begins[max(int(np.searchsorted(begins, before, side="left")) - 1, 0)]
             sched = replace(sched, phase_start=min(sched.phase_start, start))
         return sched, plan
 

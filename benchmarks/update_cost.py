@@ -30,19 +30,16 @@ PLANS = ("none", "cosine", "on plateau")
 
 def _reduced_on_plateau(val: np.ndarray, lr0: float, factor: float = 0.5,
                         patience: int = 5) -> np.ndarray:
-    """The rate each check trains with under ``ReduceLROnPlateau``'s default rule (mode min,
-    relative threshold 1e-4, no cooldown, eps 1e-8), stepped on ``val`` after each check."""
-    rates, rate, best, bad = np.empty(val.size), lr0, np.inf, 0
+    """The rate each check trains with under torch's ``ReduceLROnPlateau`` (its defaults
+    otherwise), stepped on ``val`` after each check."""
+    import torch
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr0)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=factor, patience=patience)
+    rates = np.empty(val.size)
     for i, v in enumerate(val):
-        rates[i] = rate
-        if v < best * (1 - 1e-4):
-            best, bad = v, 0
-        else:
-            bad += 1
-        if bad > patience:
-            if rate - rate * factor > 1e-8:
-                rate *= factor
-            bad = 0
+        rates[i] = opt.param_groups[0]["lr"]
+        scheduler.step(float(v))
     return rates
 
 

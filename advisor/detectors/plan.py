@@ -373,6 +373,11 @@ def _paid(x: np.ndarray, y: np.ndarray, last: float, current: float, at: float, 
                      details)
 
 
+def _leading(mask: np.ndarray) -> int:
+    """How many entries of ``mask`` are true before its first false one."""
+    return int(mask.size if mask.all() else np.argmin(mask))
+
+
 def frequent_drops_start(x: np.ndarray, y: np.ndarray, starts: Sequence[int],
                          ratios: Sequence[float], *, tolerance: float, k: int = 6,
                          shortest: int = 8, noise: float = 0.0,
@@ -409,7 +414,7 @@ def frequent_drops_start(x: np.ndarray, y: np.ndarray, starts: Sequence[int],
         walk = walk[1:]
     unpaid = (_gains_after(x, y, x[st[walk] - 1], k) + _margin(noise, k, resolution)
               < tolerance) & short[walk]
-    run = int(np.argmin(unpaid)) if not unpaid.all() else unpaid.size
+    run = _leading(unpaid)
     if not run:  # the latest judged drop paid (or ended a phase long enough to test)
         return int(st[-1])
     return int(begins[int(walk[run - 1])])
@@ -493,8 +498,7 @@ def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: fl
     # the reductions before it that, with all since, brought as little: the curve has been
     # one flat stretch since the check before the earliest of them
     earlier = befores[befores < last][::-1]
-    unpaid = _gains_after(x, y, earlier, k) + margin < tolerance
-    run = int(np.argmin(unpaid)) if not unpaid.all() else unpaid.size  # up to the first that paid
+    run = _leading(_gains_after(x, y, earlier, k) + margin < tolerance)  # to the first that paid
     details["flat_since"] = float(earlier[run - 1]) if run else last
     return PlanState(False, current, None, None, last, gain,
                      f"{lowers}, but {which} brought only "
