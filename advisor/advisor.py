@@ -612,6 +612,11 @@ class Advisor:
         reasons = {
             "overfitting": f"Overfitting: {over_text}; keep the best checkpoint "
                            f"({self.unit} {best_step:g}).",
+            "small_rise_before_decay": f"{monitor} is {worse} since its best, but by no more "
+                                       f"than twice the {worth} worth training for, and "
+                                       f"{self._decay_ahead_text(f)}: a lower rate often takes "
+                                       f"a small rise back and goes past the best; wait for "
+                                       f"it ({over_text}).",
             "overfitting_unconfirmed": f"{monitor} is {worse} since its best, to be "
                                        f"confirmed at the next check: {over_text}.",
             "new_phase": f"A new phase began after a drop of the learning rate "
@@ -652,6 +657,12 @@ class Advisor:
             suggested = stop_at if d.verdict is Verdict.PLATEAU else best_step
         return Advice(verdict=d.verdict, should_stop=d.should_stop, evidence=tuple(evidence),
                       suggested_stop_step=suggested, reason=reasons[d.why], **base)
+
+    @staticmethod
+    def _decay_ahead_text(f: Findings) -> str:
+        if f.plan is not None:
+            return f.plan.reason
+        return f"{f.schedule.describe()}, so a decay is likely ahead"
 
     def _to_budget(self) -> str:
         return "" if self.max_steps is None else f" to {self.unit} {self.max_steps:g}"

@@ -17,6 +17,7 @@ from .detectors.schedule import ScheduleState
 __all__ = ["Decision", "Findings", "decide"]
 
 _RATE_CHANGES = ("decay", "restart")  # what the schedule still holds that may move a run
+_DECAY_TAKES_BACK = 2.0  # a rise since the best, in tolerances, that a decay ahead may undo
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,14 @@ class Decision:
     why: str
 
 
+def _decay_ahead(f: Findings) -> bool:
+    """A decay that matters is still ahead: the plan's, or, without one, read from the logged
+    rate (a decay under way, or a warm-up that a decay usually follows)."""
+    if f.plan is not None:
+        return f.plan.pending
+    return f.schedule.decay_pending or f.schedule.warming_up
+
+
 def decide(f: Findings) -> Decision:
     """The stopping policy, in order of precedence.
 
@@ -103,7 +112,11 @@ def decide(f: Findings) -> Decision:
        is not getting worse) stops once confirmed over ``confirm`` checks; but not early in the
        budget in a run that has not improved by the tolerance yet (it has learned nothing it
        could overfit: validation worse than its first checks is a slow start, and many such
-       runs learn later).
+       runs learn later), and not while a decay that matters is still ahead (the plan's, or one
+       read from the logged rate) and validation is no more than twice the tolerance worse
+       than at its best: a lower rate often takes a small rise back and goes on past the best
+       (a rise that large is within what one decay brings, an assumption; a larger rise is the
+       trend of a model that overfits, which a decay seldom turns: it stops as before).
     4. While the current phase (since the last drop of the rate) is too short: undecided.
     5. Improving, or a window that says neither: no stop.
     6. Flat, but a decay of the rate that matters is still ahead (the plan, or a decay read from
@@ -126,6 +139,8 @@ def decide(f: Findings) -> Decision:
     if f.overfitting.overfitting:
         if not f.learned and f.progress is not None and f.progress < f.min_progress_without_lr:
             return Decision(Verdict.UNDECIDED, False, "worse_before_learning")
+        if _decay_ahead(f) and f.overfitting.gap <= _DECAY_TAKES_BACK * f.tolerance:
+            return Decision(Verdict.UNDECIDED, False, "small_rise_before_decay")
         if f.overfitting_run >= f.confirm:
             return Decision(Verdict.OVERFITTING, True, "overfitting")
         return Decision(Verdict.UNDECIDED, False, "overfitting_unconfirmed")

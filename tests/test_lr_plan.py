@@ -462,3 +462,46 @@ def test_replay_reads_planned_lr_as_the_plan():
         pd.DataFrame({"epoch": e, "planned_lr": STEP_PLAN.rates_at(e)}), how="outer")
     row = replay(cut, monitor="val_loss").iloc[0]
     assert row["last_epoch"] == 60 and not row["stopped"]
+
+
+
+def _overfit_then_drop(slow: float) -> tuple[np.ndarray, np.ndarray]:
+    """Validation falls to its best at epoch 25, rises by 0.0072 (1.4% of the best) over
+    twelve epochs, then by ``slow`` per epoch while training keeps falling; the drop of the
+    rate at epoch 61 takes it to 0.47, 6% below its best before."""
+    e = np.arange(1, 101, dtype=float)
+    val = 0.5 + 0.5 * (np.exp(-(np.minimum(e, 25) - 1) / 8) - np.exp(-3))
+    up = np.clip(e - 25, 0, None)
+    val = val + 0.0006 * np.minimum(up, 12) + slow * np.clip(up - 12, 0, None)
+    val = np.where(e > 60, 0.47 + 0.03 * np.exp(-(e - 61) / 3), val)
+    val = val + np.random.default_rng(3).normal(0, 0.0005, e.size)
+    return val, 1.0 * np.exp(-e / 20)
+
+
+def _run_overfit(plan: LrPlan, val: np.ndarray, train: np.ndarray,
+                 until: int = 100) -> tuple[int, object]:
+    advisor = Advisor("val_loss", train_metric="train_loss", max_steps=100, lr_plan=plan)
+    for e in range(1, until + 1):
+        advice = advisor.update(e, {"val_loss": float(val[e - 1]),
+                                    "train_loss": float(train[e - 1])})
+        if advice.should_stop:
+            return e, advice
+    return until, advice
+
+
+def test_a_small_rise_before_a_planned_drop_waits_for_it():
+    """Validation rises by less than twice the tolerance (1% of the best) while training falls:
+    overfitting by the test, but the plan lowers the rate x0.1 at epoch 61, and a lower rate
+    often takes such a rise back. A rise past twice the tolerance stops whatever is ahead."""
+    val, train = _overfit_then_drop(0.00008)
+    constant = LrPlan.from_mapping({1: 0.1}, "constant")
+    stop, advice = _run_overfit(constant, val, train)
+    assert stop < 61 and advice.verdict is Verdict.OVERFITTING, "must be an overfitting stop"
+    stop, advice = _run_overfit(STEP_PLAN, val, train)
+    assert stop > 61 and advice.best_step > 61  # the best after the drop is kept
+    _, advice = _run_overfit(STEP_PLAN, val, train, until=50)
+    assert advice.evidence_for("overfitting").details["overfitting"]
+    assert "no more than twice the" in advice.reason and "step 61" in advice.reason
+    val, train = _overfit_then_drop(0.0005)
+    stop, advice = _run_overfit(STEP_PLAN, val, train)
+    assert stop < 61 and advice.verdict is Verdict.OVERFITTING

@@ -41,8 +41,9 @@ def findings(**changes) -> Findings:
     return dataclasses.replace(base, **changes)
 
 
-def overfitting() -> OverfittingResult:
-    return dataclasses.replace(findings().overfitting, overfitting=True)
+def overfitting(gap: float = 0.05) -> OverfittingResult:
+    """Validation worse than at its best by ``gap`` (the tolerance is 0.01)."""
+    return dataclasses.replace(findings().overfitting, overfitting=True, gap=gap)
 
 
 def test_a_flat_confirmed_plateau_with_nothing_ahead_is_a_stop():
@@ -107,12 +108,29 @@ def test_a_best_within_the_tolerance_of_the_best_possible_value_stops_whatever_e
     assert decide(findings(headroom=0.0, divergence=nan)).verdict is Verdict.DIVERGED
 
 
-def test_overfitting_stops_once_confirmed_whatever_the_schedule_ahead():
+def test_a_large_rise_stops_as_overfitting_once_confirmed_whatever_the_schedule_ahead():
     pending = PlanState(True, 0.1, 40.0, 0.01, None, None, "x0.1 at 40")
     first = decide(findings(overfitting=overfitting(), overfitting_run=1, plan=pending))
     assert not first.should_stop and first.why == "overfitting_unconfirmed"
     d = decide(findings(overfitting=overfitting(), overfitting_run=2, plan=pending))
     assert (d.verdict, d.should_stop) == (Verdict.OVERFITTING, True)
+
+
+@pytest.mark.parametrize("ahead", [
+    {"plan": PlanState(True, 0.1, 40.0, 0.01, None, None, "x0.1 at 40")},
+    {"plan": None, "schedule": ScheduleState(True, 0, 0.1, 0.1, False, False, True, 0)},
+    {"plan": None, "schedule": ScheduleState(True, 0, 0.1, 0.1, False, True, False, 0)},
+])
+def test_a_small_rise_waits_for_a_decay_ahead_but_not_without_one(ahead):
+    # worse than its best by twice the tolerance at most, and the rate falls later (the plan's
+    # decay; without a plan, a decay under way or a warm-up read from the logged rate): a lower
+    # rate often takes such a rise back
+    small = decide(findings(overfitting=overfitting(gap=0.02), overfitting_run=3, **ahead))
+    assert (small.should_stop, small.why) == (False, "small_rise_before_decay")
+    large = decide(findings(overfitting=overfitting(gap=0.021), overfitting_run=3, **ahead))
+    assert (large.verdict, large.should_stop) == (Verdict.OVERFITTING, True)
+    nothing_ahead = decide(findings(overfitting=overfitting(gap=0.02), overfitting_run=3))
+    assert (nothing_ahead.verdict, nothing_ahead.should_stop) == (Verdict.OVERFITTING, True)
 
 
 def test_a_run_that_has_learned_nothing_is_not_stopped_as_overfitting_early():
