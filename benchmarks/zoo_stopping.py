@@ -210,6 +210,7 @@ def wait_kind(reason: str) -> str:
         if reason.startswith(start):
             return kind
     for part, kind in (("since its best, to be confirmed", "overfitting unconfirmed"),
+                       ("by no more than twice the", "small rise, decay ahead"),
                        ("schedule is unknown", "schedule unknown"),
                        ("has not improved by more than", "not learned yet"),
                        ("forecast expects", "forecast expects more"),
