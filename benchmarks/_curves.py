@@ -63,6 +63,9 @@ FRESH_DIR = Path(__file__).resolve().parent / "data" / "zoo_fresh"
 #: The second fresh corpus (``benchmarks/zoo.py --fresh2``): generated in session 11, before any
 #: change of that session, to report those changes on runs nothing was chosen on.
 FRESH2_DIR = Path(__file__).resolve().parent / "data" / "zoo_fresh2"
+#: The third (``--fresh3``): generated in session 12, after its change, to report every rule on
+#: runs none was chosen on.
+FRESH3_DIR = Path(__file__).resolve().parent / "data" / "zoo_fresh3"
 _CACHE_VERSION = 1
 
 #: A TaskSet run "learns" if its minimum validation loss drops below this (chance is ln 2 = 0.693).
@@ -270,9 +273,10 @@ def load_zoo(data_dir: Path | None = None, cache_dir: Path = CACHE_DIR) -> list[
 def zoo_split(split: str) -> list[Run]:
     """The zoo's ``tune`` or ``holdout`` runs, both (``all``), the fresh corpus (``fresh``:
     ``data/zoo_fresh``, families generated after the advisor's defaults were frozen) or the
-    second one (``fresh2``: ``data/zoo_fresh2``, generated in session 11)."""
-    if split in ("fresh", "fresh2"):
-        where = FRESH_DIR if split == "fresh" else FRESH2_DIR
+    second and third (``fresh2``, ``fresh3``: ``data/zoo_fresh2``, ``data/zoo_fresh3``,
+    generated in sessions 11 and 12)."""
+    if split in ("fresh", "fresh2", "fresh3"):
+        where = {"fresh": FRESH_DIR, "fresh2": FRESH2_DIR, "fresh3": FRESH3_DIR}[split]
         if not (where / "zoo.csv.gz").exists():
             raise FileNotFoundError(f"no {split} corpus in {where}: python -m benchmarks.zoo "
                                     f"--{split} (see its docstring)")

@@ -142,7 +142,7 @@ import numpy as np
 import pandas as pd
 
 # where the fresh corpora live (their loader reads them)
-from benchmarks._curves import FRESH2_DIR, FRESH_DIR
+from benchmarks._curves import FRESH2_DIR, FRESH3_DIR, FRESH_DIR
 
 ZOO_DIR = Path(__file__).resolve().parent / "data" / "zoo"
 #: Seed of the config list; changing it (or the sampler) changes the whole corpus.
@@ -237,7 +237,25 @@ FRESH2_VARIANTS: tuple[tuple[str, str, bool], ...] = FRESH_VARIANTS + (
     ("inverse_sqrt", "inv_sqrt", True),
     ("linear_decay", "inv_sqrt", False),
 )
-VARIANT_INFO = {v: (s, per_batch) for v, s, per_batch in FRESH2_VARIANTS}
+
+#: The third fresh corpus (``--fresh3``, ``data/zoo_fresh3``): five more families and a schedule
+#: family that no other corpus has, generated in session 12 (2026-11-30) after that session's
+#: change and never used to choose anything: it reports every rule on runs none was chosen on.
+#: Every run is in split ``fresh3``.
+FRESH3_SEED = 30_11_2026_12
+FRESH3_FAMILIES: tuple[Family, ...] = tuple(Family(*spec, runs=100) for spec in (
+    ("mlp_blobs", "blobs", "mlp", "clf"), ("mixer_digits", "digits", "mixer", "clf"),
+    ("bigru_thirds", "seq_thirds", "bigru", "clf"),
+    ("silu_swissroll", "swiss_roll", "silumlp", "reg"),
+    ("sine_friedman2", "make_friedman2", "sinmlp", "reg")))
+#: Every schedule of the other fresh corpora and one family none has: ``CyclicLR`` (per batch,
+#: between a tenth of the rate and the rate, cycles of a fifth of the budget), its amplitude
+#: halved each cycle (``triangular2``) or shrunk geometrically (``exp_range``).
+FRESH3_VARIANTS: tuple[tuple[str, str, bool], ...] = FRESH2_VARIANTS + (
+    ("cyclic_triangular2", "cyclic", True),
+    ("cyclic_exp_range", "cyclic", True),
+)
+VARIANT_INFO = {v: (s, per_batch) for v, s, per_batch in FRESH3_VARIANTS}
 
 HOLDOUT_FAMILIES = frozenset({"mlp_breast_cancer", "mlp_friedman", "gru_ar"})
 HOLDOUT_VARIANTS = frozenset({"step_quarter_x0.5", "multistep_30_60_80", "exp_0.97",
@@ -287,8 +305,10 @@ def _batch_sizes(dataset: str) -> tuple[int, ...]:
         return (32, 64, 0)
     if dataset == "seq_count":
         return (128, 256)
-    if dataset == "circles":
+    if dataset in ("circles", "swiss_roll", "make_friedman2"):
         return (32, 64, 0)
+    if dataset == "seq_thirds":
+        return (64, 128, 256)
     return (32, 64, 128, 256)
 
 
@@ -323,10 +343,11 @@ def sample_config(fam: Family, i: int, seed: int = ZOO_SEED, *,
         "val_every": val_every, "seed": int(rng.integers(2**31 - 1)),
         "dropout": float(_choice(rng, (0.0, 0.0, 0.1, 0.2, 0.3, 0.5))),
         "width": int(_choice(rng, (16, 32, 64) if fam.arch in ("gru", "lstm", "transformer",
-                                                            "cnn1d", "embbag")
+                                                            "cnn1d", "embbag", "bigru",
+                                                            "mixer")
                              else (8, 16) if fam.arch == "cnn" else (32, 64, 128, 256))),
         "depth": int(_choice(rng, (1, 2) if fam.arch in ("gru", "lstm", "transformer", "cnn",
-                                                      "cnn1d", "embbag")
+                                                      "cnn1d", "embbag", "bigru", "mixer")
                              else (1, 2, 3))),
         "train_frac": float(_choice(rng, (1.0, 0.5, 0.2), (0.6, 0.2, 0.2))),
         "label_smoothing": 0.0, "label_noise": 0.0,
@@ -348,6 +369,13 @@ def fresh_configs(seed: int = FRESH_SEED) -> list[dict[str, Any]]:
     """The fresh corpus's configs (see :data:`FRESH_FAMILIES`), all in split ``fresh``."""
     return [sample_config(f, i, seed, families=FRESH_FAMILIES, variant_table=FRESH_VARIANTS,
                           split="fresh") for f in FRESH_FAMILIES for i in range(f.runs)]
+
+
+def fresh3_configs(seed: int = FRESH3_SEED) -> list[dict[str, Any]]:
+    """The third fresh corpus's configs (see :data:`FRESH3_FAMILIES`), all in split
+    ``fresh3``."""
+    return [sample_config(f, i, seed, families=FRESH3_FAMILIES, variant_table=FRESH3_VARIANTS,
+                          split="fresh3") for f in FRESH3_FAMILIES for i in range(f.runs)]
 
 
 def fresh2_configs(seed: int = FRESH2_SEED) -> list[dict[str, Any]]:
@@ -405,6 +433,17 @@ def _waves(n: int = 2000, length: int = 32) -> tuple[np.ndarray, np.ndarray]:
     return x[:, :, None].astype(np.float32), y.astype(np.int64)
 
 
+def _seq_thirds(n: int = 1200, length: int = 15) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences of Gaussian values with a bump hidden in one third; the class: which third
+    (the bump, of height 1.2, is as large as the noise's extremes, so some are ambiguous)."""
+    rng = np.random.default_rng(DATA_SEED + 5)
+    y = rng.integers(0, 3, n)
+    x = rng.normal(0, 1, (n, length))
+    at = y * (length // 3) + rng.integers(0, length // 3, n)
+    x[np.arange(n), at] += 1.2
+    return x[:, :, None].astype(np.float32), y.astype(np.int64)
+
+
 def _polarity(n: int = 2000, length: int = 20, vocab: int = 30) -> tuple[np.ndarray, np.ndarray]:
     """Bags of tokens; a third of the vocabulary counts +1, a third -1; the class: whether the
     sum (plus logistic noise) is positive. A bag-of-words sentiment task in miniature."""
@@ -427,6 +466,9 @@ _GENERATED: dict[str, tuple[str, dict[str, Any], type]] = {
     "quantiles": ("make_gaussian_quantiles", {"n_samples": 1500, "n_features": 6, "n_classes": 3},
                   np.int64),
     "make_friedman3": ("make_friedman3", {"n_samples": 1000, "noise": 0.1}, np.float32),
+    "blobs": ("make_blobs", {"n_samples": 1500, "n_features": 8, "centers": 5,
+                             "cluster_std": 3.0}, np.int64),
+    "make_friedman2": ("make_friedman2", {"n_samples": 1000, "noise": 30.0}, np.float32),
 }
 
 
@@ -456,6 +498,11 @@ def dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
         out = _waves()
     elif name == "polarity":
         out = _polarity()
+    elif name == "seq_thirds":
+        out = _seq_thirds()
+    elif name == "swiss_roll":  # the roll's position t from the noisy 3-D point
+        X, t = skd.make_swiss_roll(n_samples=1000, noise=0.5, random_state=DATA_SEED)
+        out = (X.astype(np.float32), t.astype(np.float32))
     elif name == "seq_order":
         out = _seq_order()
     elif name == "seq_ar":
@@ -530,12 +577,18 @@ def build_model(cfg: dict[str, Any], in_dim: int, n_out: int):
         c = w * depth
         return nn.Sequential(*convs, nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(p),
                              nn.Linear(c * 16, 64), nn.ReLU(), nn.Dropout(p), nn.Linear(64, n_out))
-    if arch in ("lnmlp", "tanhmlp"):  # LayerNorm + GELU blocks; or a deeper tanh network
+    if arch in ("lnmlp", "tanhmlp", "silumlp", "sinmlp"):
+        # LayerNorm + GELU blocks; a deeper tanh network; SiLU; sine activations (SIREN-like)
+        class Sine(nn.Module):
+            def forward(self, x):
+                return torch.sin(x)
+
+        act = {"tanhmlp": nn.Tanh, "silumlp": nn.SiLU, "sinmlp": Sine}
         layers = []
         d = in_dim
         for _ in range(depth + (2 if arch == "tanhmlp" else 0)):
             layers += ([nn.Linear(d, w), nn.LayerNorm(w), nn.GELU()] if arch == "lnmlp"
-                       else [nn.Linear(d, w), nn.Tanh()]) + [nn.Dropout(p)]
+                       else [nn.Linear(d, w), act[arch]()]) + [nn.Dropout(p)]
             d = w
         layers.append(nn.Linear(d, n_out))
         return nn.Sequential(*layers)
@@ -546,6 +599,28 @@ def build_model(cfg: dict[str, Any], in_dim: int, n_out: int):
         return nn.Sequential(nn.Flatten(), nn.Unflatten(1, (1, -1)), *convs,
                              nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Dropout(p),
                              nn.Linear(w * depth, n_out))
+    if arch == "mixer":  # an MLP-Mixer on the digit's sixteen 2x2 patches
+        class Mixer(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.embed = nn.Linear(4, w)
+                self.norms = nn.ModuleList(nn.LayerNorm(w) for _ in range(depth))
+                self.tokens = nn.ModuleList(nn.Sequential(
+                    nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 16)) for _ in range(depth))
+                self.channels = nn.ModuleList(nn.Sequential(
+                    nn.LayerNorm(w), nn.Linear(w, 2 * w), nn.GELU(), nn.Dropout(p),
+                    nn.Linear(2 * w, w)) for _ in range(depth))
+                self.head = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, n_out))
+
+            def forward(self, x):
+                patches = x.view(-1, 4, 2, 4, 2).permute(0, 1, 3, 2, 4).reshape(-1, 16, 4)
+                h = self.embed(patches)
+                for norm, tok, ch in zip(self.norms, self.tokens, self.channels, strict=True):
+                    h = h + tok(norm(h).transpose(1, 2)).transpose(1, 2)
+                    h = h + ch(h)
+                return self.head(h.mean(1))
+
+        return Mixer()
     if arch == "embbag":  # mean of token embeddings, one hidden layer
         return nn.Sequential(nn.EmbeddingBag(30, w, mode="mean"), nn.ReLU(), nn.Dropout(p),
                              nn.Linear(w, n_out))
@@ -572,6 +647,19 @@ def build_model(cfg: dict[str, Any], in_dim: int, n_out: int):
         return nn.Sequential(nn.Linear(in_dim, w), nn.ReLU(), nn.Dropout(p), nn.Linear(w, 8),
                              nn.ReLU(), nn.Linear(8, w), nn.ReLU(), nn.Dropout(p),
                              nn.Linear(w, n_out))
+    if arch == "bigru":  # a bidirectional GRU, its outputs averaged over the sequence
+        class BiGRU(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.rnn = nn.GRU(1, w, num_layers=depth, batch_first=True, bidirectional=True,
+                                  dropout=p if depth > 1 else 0.0)
+                self.head = nn.Sequential(nn.Dropout(p), nn.Linear(2 * w, n_out))
+
+            def forward(self, x):
+                out, _ = self.rnn(x)
+                return self.head(out.mean(1))
+
+        return BiGRU()
     if arch in ("gru", "lstm"):
         class GRUReg(nn.Module):
             def __init__(self) -> None:
@@ -693,6 +781,12 @@ def make_scheduler(cfg: dict[str, Any], opt, steps_per_epoch: int):
                           else math.sqrt(warm / (step + 1))), per_batch
     if v == "linear_decay":
         return S.LinearLR(opt, start_factor=1.0, end_factor=0.02, total_iters=B), per_batch
+    if v in ("cyclic_triangular2", "cyclic_exp_range"):  # cycles of a fifth of the budget
+        up = max(1, (B * steps_per_epoch) // 10)
+        mode = "triangular2" if v == "cyclic_triangular2" else "exp_range"
+        gamma = 0.5 ** (1.0 / (2 * up))  # exp_range: the amplitude halves every cycle too
+        return S.CyclicLR(opt, base_lr=0.1 * lr, max_lr=lr, step_size_up=up, mode=mode,
+                          gamma=gamma, cycle_momentum=False), per_batch
     if v == "plateau_x0.1_p10":
         return S.ReduceLROnPlateau(opt, factor=0.1, patience=10), per_batch
     if v == "plateau_x0.5_p5":
@@ -931,6 +1025,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                        help="the fresh corpus (FRESH_FAMILIES, into data/zoo_fresh), not the zoo")
     which.add_argument("--fresh2", action="store_true",
                        help="the second fresh corpus (FRESH2_FAMILIES, into data/zoo_fresh2)")
+    which.add_argument("--fresh3", action="store_true",
+                       help="the third fresh corpus (FRESH3_FAMILIES, into data/zoo_fresh3)")
     p.add_argument("--verbose", action="store_true", help="--list: print every config")
     return p.parse_args(argv)
 
@@ -938,7 +1034,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configs, out_dir = ((fresh_configs(), FRESH_DIR) if args.fresh else
-                        (fresh2_configs(), FRESH2_DIR) if args.fresh2 else (all_configs(), ZOO_DIR))
+                        (fresh2_configs(), FRESH2_DIR) if args.fresh2 else
+                        (fresh3_configs(), FRESH3_DIR) if args.fresh3 else (all_configs(), ZOO_DIR))
     if args.list:
         print_list(configs, args.verbose)
     elif args.merge:
@@ -1035,7 +1132,7 @@ def summary_markdown(out_dir: Path = ZOO_DIR) -> str:
 
     for col in ("family", "schedule", "schedule_variant"):
         t = pd.crosstab(cfg[col], cfg.split, margins=True, margins_name="all")
-        t = t[[c for c in ("tune", "holdout", "fresh", "fresh2", "all") if c in t]]
+        t = t[[c for c in ("tune", "holdout", "fresh", "fresh2", "fresh3", "all") if c in t]]
         if col == "family":
             sec = cfg.groupby("family").seconds.sum()
             t["train_minutes"] = [round(sec.get(f, sec.sum()) / 60, 1) for f in t.index]
