@@ -1076,7 +1076,9 @@ CHANCE_LOSS = {"digits": math.log(10), "wine": math.log(3), "iris": math.log(3),
                "make_regression": 1.0, "make_friedman1": 1.0, "seq_ar": 1.0,
                "moons": math.log(2), "hastie": math.log(2), "seq_order": math.log(2),
                "digits_ae": 1.0, "circles": math.log(2), "waves": math.log(4),
-               "quantiles": math.log(3), "make_friedman3": 1.0, "polarity": math.log(2)}
+               "quantiles": math.log(3), "make_friedman3": 1.0, "polarity": math.log(2),
+               "blobs": math.log(5), "seq_thirds": math.log(3), "swiss_roll": 1.0,
+               "make_friedman2": 1.0}
 
 
 def behaviour(runs) -> pd.DataFrame:

@@ -11,8 +11,8 @@ interval before calibration) and the conformal one the advisor gives by default
 (:func:`advisor.detectors.forecast.conformal_interval`). Targets (issue 11, item 7): coverage
 within 85-95% on every holdout schedule family at each share of the budget, and a median width
 under half of the models' interval on the same runs. Where the fresh corpora exist
-(``python -m benchmarks.zoo --fresh`` and ``--fresh2``: families generated after the defaults
-were frozen), they are scored too, as further out-of-sample sets.
+(``python -m benchmarks.zoo --fresh``, ``--fresh2`` and ``--fresh3``: families generated after
+the defaults were frozen), they are scored too, as further out-of-sample sets.
 
 ``--calibrate`` prints the conformal table (the 5% and 95% quantiles of
 :func:`~advisor.detectors.forecast.conformal_score` at 10%, 20%, ..., 90% of the budget, per
@@ -50,7 +50,7 @@ if __package__ in (None, ""):
     __package__ = "benchmarks"
 
 from benchmarks import zoo_stopping as zs  # noqa: E402
-from benchmarks._curves import FRESH2_DIR, FRESH_DIR, Run, zoo_split  # noqa: E402
+from benchmarks._curves import FRESH2_DIR, FRESH3_DIR, FRESH_DIR, Run, zoo_split  # noqa: E402
 
 REPORT = (0.25, 0.5, 0.75)
 CALIBRATION = tuple(round(0.1 * k, 1) for k in range(1, 10))
@@ -196,7 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {}
     text = []
     splits = ("holdout", "tune") + tuple(
-        name for name, where in (("fresh", FRESH_DIR), ("fresh2", FRESH2_DIR))
+        name for name, where in (("fresh", FRESH_DIR), ("fresh2", FRESH2_DIR),
+                                 ("fresh3", FRESH3_DIR))
         if (where / "zoo.csv.gz").exists())
     for split in splits:
         df = scored(replay(zoo_split(split), REPORT, args.workers))

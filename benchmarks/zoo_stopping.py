@@ -317,9 +317,10 @@ def frontier_table(df: pd.DataFrame) -> tuple[str, list[dict[str, Any]]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", choices=("holdout", "tune", "all", "fresh", "fresh2"),
+    parser.add_argument("--split",
+                        choices=("holdout", "tune", "all", "fresh", "fresh2", "fresh3"),
                         default="holdout",
-                        help="fresh, fresh2: the fresh corpora (families never tuned on)")
+                        help="fresh, fresh2, fresh3: the fresh corpora (families never tuned on)")
     parser.add_argument("--config", choices=("callback", "logged"), default="callback")
     parser.add_argument("--advisor-kwargs", default="{}", type=json.loads)
     parser.add_argument("--workers", type=int, default=2)

@@ -145,6 +145,27 @@ def test_fresh_schedules_plan_what_trains():
                                        rtol=1e-5)
 
 
+def test_third_fresh_corpus_cyclic_schedules_plan_what_trains():
+    """CyclicLR per batch: ``planned_lr`` is the rate each epoch trained with; it stays between
+    a tenth of the rate and the rate, rises and falls again, and its peaks shrink."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from benchmarks.zoo import train_run
+
+    for variant in ("cyclic_triangular2", "cyclic_exp_range"):
+        cfg = _tiny(variant, optimizer="adam", lr=0.01, budget=30, batch_size=50)
+        rec, summary = train_run(cfg)
+        m = _by_metric(rec)
+        epochs = list(range(1, cfg["budget"] + 1))
+        lr = np.array([m["lr"][e] for e in epochs])
+        np.testing.assert_array_equal(lr, [m["planned_lr"][e] for e in epochs])
+        assert lr.min() >= 0.001 - 1e-12 and lr.max() <= 0.01 + 1e-12
+        assert summary["steps_per_epoch"] == 2  # 90 training samples in batches of 50
+        # cycles of a fifth of the 60 steps: up over 3 epochs, down over 3
+        first, last = lr[:6].max(), lr[-6:].max()
+        assert lr[3] > lr[0] and lr[5] < lr[3] and last < 0.6 * first
+
+
 def test_second_fresh_corpus_schedules_plan_what_trains():
     """The second fresh corpus's schedule family: ``planned_lr`` is the rate each epoch trained
     with; the inverse square root falls as ``sqrt(warm / step)`` after its warm-up, and the
@@ -168,7 +189,20 @@ def test_second_fresh_corpus_schedules_plan_what_trains():
             np.testing.assert_allclose(lr[1:], 0.01 * np.sqrt(3 / (step + 1)), rtol=1e-5)
 
 
-@pytest.mark.parametrize("corpus", ["fresh", "fresh2"])
+def _fresh(corpus):
+    """(families, seed, variants, configs, directory, new variants) of a fresh corpus."""
+    from benchmarks import _curves, zoo
+
+    return {"fresh": (zoo.FRESH_FAMILIES, zoo.FRESH_SEED, zoo.FRESH_VARIANTS, zoo.fresh_configs,
+                      _curves.FRESH_DIR, {"warmup_linear", "poly2"}),
+            "fresh2": (zoo.FRESH2_FAMILIES, zoo.FRESH2_SEED, zoo.FRESH2_VARIANTS,
+                       zoo.fresh2_configs, _curves.FRESH2_DIR, {"inverse_sqrt", "linear_decay"}),
+            "fresh3": (zoo.FRESH3_FAMILIES, zoo.FRESH3_SEED, zoo.FRESH3_VARIANTS,
+                       zoo.fresh3_configs, _curves.FRESH3_DIR,
+                       {"cyclic_triangular2", "cyclic_exp_range"})}[corpus]
+
+
+@pytest.mark.parametrize("corpus", ["fresh", "fresh2", "fresh3"])
 def test_fresh_families_train(corpus):
     """Every fresh architecture trains on its dataset: finite losses at every epoch, accuracy
     for classification only, and the autoencoder's targets are its inputs."""
@@ -176,9 +210,7 @@ def test_fresh_families_train(corpus):
     pytest.importorskip("sklearn")
     from benchmarks import zoo
 
-    families, seed, variants = ((zoo.FRESH_FAMILIES, zoo.FRESH_SEED, zoo.FRESH_VARIANTS)
-                                if corpus == "fresh" else
-                                (zoo.FRESH2_FAMILIES, zoo.FRESH2_SEED, zoo.FRESH2_VARIANTS))
+    families, seed, variants, *_ = _fresh(corpus)
     for fam in families:
         cfg = zoo.sample_config(fam, 0, seed, families=families, variant_table=variants,
                                 split=corpus)
@@ -198,23 +230,20 @@ def test_fresh_families_train(corpus):
         assert d["ytr"].equal(d["Xtr"])
 
 
-@pytest.mark.parametrize("corpus", ["fresh", "fresh2"])
+@pytest.mark.parametrize("corpus", ["fresh", "fresh2", "fresh3"])
 def test_fresh_corpus_loads(corpus, tmp_path):
     """A committed fresh corpus: its own families (none of the other corpora's), all in its own
     split, with the schedules the main corpus lacks."""
     from benchmarks import _curves, zoo
 
-    where, families, configs, new = (
-        (_curves.FRESH_DIR, zoo.FRESH_FAMILIES, zoo.fresh_configs, {"warmup_linear", "poly2"})
-        if corpus == "fresh" else
-        (_curves.FRESH2_DIR, zoo.FRESH2_FAMILIES, zoo.fresh2_configs,
-         {"inverse_sqrt", "linear_decay"}))
+    families, _, _, configs, where, new = _fresh(corpus)
     runs = _curves.load_zoo(where, cache_dir=tmp_path)
     assert len(runs) == sum(f.runs for f in families) >= 500
     assert {r.config["split"] for r in runs} == {corpus}
     fams = {r.config["family"] for r in runs}
     assert fams == {f.name for f in families}
-    others = {f.name for f in (*zoo.FAMILIES, *zoo.FRESH_FAMILIES, *zoo.FRESH2_FAMILIES)
+    others = {f.name for f in (*zoo.FAMILIES, *zoo.FRESH_FAMILIES, *zoo.FRESH2_FAMILIES,
+                               *zoo.FRESH3_FAMILIES)
               if f not in families}
     assert not fams & others
     assert new <= {r.config["schedule_variant"] for r in runs}
