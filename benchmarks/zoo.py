@@ -435,12 +435,13 @@ def _waves(n: int = 2000, length: int = 32) -> tuple[np.ndarray, np.ndarray]:
 
 def _seq_thirds(n: int = 1200, length: int = 15) -> tuple[np.ndarray, np.ndarray]:
     """Sequences of Gaussian values with a bump hidden in one third; the class: which third
-    (the bump, of height 1.2, is as large as the noise's extremes, so some are ambiguous)."""
+    (the bump, of height 2.5, is about as large as the noise's extremes, so some are
+    ambiguous; at 1.2, a first try, 99% of the runs stayed near chance)."""
     rng = np.random.default_rng(DATA_SEED + 5)
     y = rng.integers(0, 3, n)
     x = rng.normal(0, 1, (n, length))
     at = y * (length // 3) + rng.integers(0, length // 3, n)
-    x[np.arange(n), at] += 1.2
+    x[np.arange(n), at] += 2.5
     return x[:, :, None].astype(np.float32), y.astype(np.int64)
 
 
