@@ -220,16 +220,21 @@ FRESH_VARIANTS: tuple[tuple[str, str, bool], ...] = VARIANTS + (
     ("poly2", "polynomial", False),
 )
 
+def _hundred_each(*specs: tuple[str, str, str, str]) -> tuple[Family, ...]:
+    """Families of 100 runs each from ``(name, dataset, arch, kind)``."""
+    return tuple(Family(*spec, runs=100) for spec in specs)
+
+
 #: The second fresh corpus (``--fresh2``, ``data/zoo_fresh2``): five more families and a schedule
 #: family that neither corpus has, generated at the start of session 11 (2026-11-30), before any
 #: change of that session, and never used to choose anything: it reports the changes made after
 #: the first fresh corpus had been looked at. Every run is in split ``fresh2``.
 FRESH2_SEED = 30_11_2026_11
-FRESH2_FAMILIES: tuple[Family, ...] = tuple(Family(*spec, runs=100) for spec in (
+FRESH2_FAMILIES = _hundred_each(
     ("mlp_circles", "circles", "mlp", "clf"), ("cnn1d_waves", "waves", "cnn1d", "clf"),
     ("lnmlp_quantiles", "quantiles", "lnmlp", "clf"),
     ("tanh_friedman3", "make_friedman3", "tanhmlp", "reg"),
-    ("embbag_polarity", "polarity", "embbag", "clf")))
+    ("embbag_polarity", "polarity", "embbag", "clf"))
 #: Every schedule of the first fresh corpus and one family neither has: the inverse square root
 #: decay after a linear warm-up (per batch, as transformer recipes use it) and a linear decay to 2%
 #: (``LinearLR``, per epoch).
@@ -243,18 +248,16 @@ FRESH2_VARIANTS: tuple[tuple[str, str, bool], ...] = FRESH_VARIANTS + (
 #: change and never used to choose anything: it reports every rule on runs none was chosen on.
 #: Every run is in split ``fresh3``.
 FRESH3_SEED = 30_11_2026_12
-FRESH3_FAMILIES: tuple[Family, ...] = tuple(Family(*spec, runs=100) for spec in (
+FRESH3_FAMILIES = _hundred_each(
     ("mlp_blobs", "blobs", "mlp", "clf"), ("mixer_digits", "digits", "mixer", "clf"),
     ("bigru_thirds", "seq_thirds", "bigru", "clf"),
     ("silu_swissroll", "swiss_roll", "silumlp", "reg"),
-    ("sine_friedman2", "make_friedman2", "sinmlp", "reg")))
+    ("sine_friedman2", "make_friedman2", "sinmlp", "reg"))
 #: Every schedule of the other fresh corpora and one family none has: ``CyclicLR`` (per batch,
 #: between a tenth of the rate and the rate, cycles of a fifth of the budget), its amplitude
 #: halved each cycle (``triangular2``) or shrunk geometrically (``exp_range``).
-FRESH3_VARIANTS: tuple[tuple[str, str, bool], ...] = FRESH2_VARIANTS + (
-    ("cyclic_triangular2", "cyclic", True),
-    ("cyclic_exp_range", "cyclic", True),
-)
+FRESH3_VARIANTS = FRESH2_VARIANTS + tuple(
+    (f"cyclic_{mode}", "cyclic", True) for mode in ("triangular2", "exp_range"))
 VARIANT_INFO = {v: (s, per_batch) for v, s, per_batch in FRESH3_VARIANTS}
 
 HOLDOUT_FAMILIES = frozenset({"mlp_breast_cancer", "mlp_friedman", "gru_ar"})
@@ -365,24 +368,27 @@ def all_configs(seed: int = ZOO_SEED) -> list[dict[str, Any]]:
     return [sample_config(f, i, seed) for f in FAMILIES for i in range(f.runs)]
 
 
+def _split_configs(families: Sequence[Family], variants: Sequence[tuple[str, str, bool]],
+                   seed: int, split: str) -> list[dict[str, Any]]:
+    return [sample_config(f, i, seed, families=families, variant_table=variants, split=split)
+            for f in families for i in range(f.runs)]
+
+
 def fresh_configs(seed: int = FRESH_SEED) -> list[dict[str, Any]]:
     """The fresh corpus's configs (see :data:`FRESH_FAMILIES`), all in split ``fresh``."""
-    return [sample_config(f, i, seed, families=FRESH_FAMILIES, variant_table=FRESH_VARIANTS,
-                          split="fresh") for f in FRESH_FAMILIES for i in range(f.runs)]
-
-
-def fresh3_configs(seed: int = FRESH3_SEED) -> list[dict[str, Any]]:
-    """The third fresh corpus's configs (see :data:`FRESH3_FAMILIES`), all in split
-    ``fresh3``."""
-    return [sample_config(f, i, seed, families=FRESH3_FAMILIES, variant_table=FRESH3_VARIANTS,
-                          split="fresh3") for f in FRESH3_FAMILIES for i in range(f.runs)]
+    return _split_configs(FRESH_FAMILIES, FRESH_VARIANTS, seed, "fresh")
 
 
 def fresh2_configs(seed: int = FRESH2_SEED) -> list[dict[str, Any]]:
     """The second fresh corpus's configs (see :data:`FRESH2_FAMILIES`), all in split
     ``fresh2``."""
-    return [sample_config(f, i, seed, families=FRESH2_FAMILIES, variant_table=FRESH2_VARIANTS,
-                          split="fresh2") for f in FRESH2_FAMILIES for i in range(f.runs)]
+    return _split_configs(FRESH2_FAMILIES, FRESH2_VARIANTS, seed, "fresh2")
+
+
+def fresh3_configs(seed: int = FRESH3_SEED) -> list[dict[str, Any]]:
+    """The third fresh corpus's configs (see :data:`FRESH3_FAMILIES`), all in split
+    ``fresh3``."""
+    return _split_configs(FRESH3_FAMILIES, FRESH3_VARIANTS, seed, "fresh3")
 
 
 # --------------------------------------------------------------------------------------------
