@@ -28,6 +28,13 @@ Stress families (added in session 8, after the defaults were frozen; reported, n
   training keeps falling: a stop on the bump costs (the overfitting test is wrong here by
   design: it cannot know that validation comes back).
 
+A savings family (added in session 12, after that session's change; reported, never tuned on):
+
+- ``settled``: ``c + a exp(-x / tau)`` with tau 2-5% of the budget, so the curve is within 1% of
+  its final value before 40% of it (``a exp(-x / tau) < 0.01 c``): every check after that is
+  spent for less than 1%. What a stop saves
+  here is the measure (the second-worst failure is a stop that saves nothing).
+
 The true cost of a stop: the noise-free value at the checkpoint kept (the best noisy check up to
 the stop) against the noise-free value at the checkpoint kept by training to the end, relative
 to the latter. ``costly`` = true cost above 1%. Anchors: ``EarlyStopping`` with patience 10 and 20
@@ -61,7 +68,7 @@ from advisor import Advisor, LrPlan
 from benchmarks.false_stops import patience_stop
 
 FAMILIES = ("exponential", "log_linear", "power", "accuracy", "overfitting", "heavy_tailed",
-            "spiky", "late_start", "double_descent")
+            "spiky", "late_start", "double_descent", "settled")
 IMPROVING = ("exponential", "log_linear", "power", "accuracy")
 STRESS = ("heavy_tailed", "spiky", "late_start", "double_descent")
 BUDGETS = (50, 100, 300, 1000)
@@ -75,7 +82,9 @@ def make_run(family: str, n: int, noise: float, seed: int) -> dict[str, Any]:
     x = np.arange(1, n + 1, dtype=float)
     mode = "min"
     while True:
-        if family in ("exponential", "heavy_tailed", "spiky"):
+        if family == "settled":
+            clean = 0.2 + rng.uniform(0.5, 3) * np.exp(-x / (n * rng.uniform(0.02, 0.05)))
+        elif family in ("exponential", "heavy_tailed", "spiky"):
             tau = n * rng.uniform(0.25, 1.0)
             clean = 0.2 + rng.uniform(0.5, 3) * np.exp(-x / tau)
         elif family == "log_linear":
@@ -102,7 +111,7 @@ def make_run(family: str, n: int, noise: float, seed: int) -> dict[str, Any]:
             clean = 0.3 + np.exp(-x / (m / 3)) + rng.uniform(0.05, 0.3) * np.clip(
                 (x - m) / n, 0, None) ** rng.uniform(1.0, 2.0)
         total = abs(clean[0] - clean[-1]) if family != "overfitting" else clean[0] - clean.min()
-        if family in ("overfitting", "log_linear", "late_start", "double_descent"):
+        if family in ("overfitting", "log_linear", "late_start", "double_descent", "settled"):
             break  # log-linear improves forever by design; the others are shaped as they are
         late = abs(clean[int(0.75 * n) - 1] - clean[-1])
         if late >= 0.02 * total:  # (a power law cannot gain 5% in the last quarter of 1,000)
@@ -207,6 +216,13 @@ def main(argv: Sequence[str] | None = None) -> int:
               for f, g in df[df.family.isin(STRESS)].groupby("family")}
     summary += "\nstress families, costly stops advisor / patience 20: " + ", ".join(
         f"{f} {100 * c['advisor']:.1f}% / {100 * c['es_p20']:.1f}%" for f, c in stress.items())
+    settled = df[df.family == "settled"]
+    summary += ("\nsettled curves (within 1% of their end before 40% of the budget), "
+                "saved / costly: ") + ", ".join(
+        f"{label} {100 * settled[f'{rule}_saved'].mean():.1f}% / "
+        f"{100 * (settled[f'{rule}_cost'] > COSTLY).mean():.1f}%"
+        for label, rule in (("advisor", "advisor"), ("patience 10", "es_p10"),
+                            ("patience 20", "es_p20")))
     title = f"Synthetic families ({len(df)} runs, {time.time() - t0:.0f} s)"
     print(title)
     print("\n".join(lines))
