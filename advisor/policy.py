@@ -150,10 +150,9 @@ def decide(f: Findings) -> Decision:
         return Decision(Verdict.IMPROVING, False, "improving")
     if f.plateau.state is PlateauState.UNDECIDED:
         return Decision(Verdict.UNDECIDED, False, "unclear")
-    if f.plan is not None and f.plan.pending:
-        return Decision(Verdict.UNDECIDED, False, "decay_planned")
-    if f.plan is None and (f.schedule.decay_pending or f.schedule.warming_up):
-        return Decision(Verdict.UNDECIDED, False, "decay_likely")
+    if _decay_ahead(f):
+        return Decision(Verdict.UNDECIDED, False,
+                        "decay_planned" if f.plan is not None else "decay_likely")
     if (not f.schedule.known and f.progress is not None
             and f.progress < f.min_progress_without_lr):
         return Decision(Verdict.UNDECIDED, False, "schedule_unknown")

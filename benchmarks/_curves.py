@@ -66,6 +66,8 @@ FRESH2_DIR = Path(__file__).resolve().parent / "data" / "zoo_fresh2"
 #: The third (``--fresh3``): generated in session 12, after its change, to report every rule on
 #: runs none was chosen on.
 FRESH3_DIR = Path(__file__).resolve().parent / "data" / "zoo_fresh3"
+#: The fresh corpora by split name.
+FRESH_DIRS = {"fresh": FRESH_DIR, "fresh2": FRESH2_DIR, "fresh3": FRESH3_DIR}
 _CACHE_VERSION = 1
 
 #: A TaskSet run "learns" if its minimum validation loss drops below this (chance is ln 2 = 0.693).
@@ -275,8 +277,8 @@ def zoo_split(split: str) -> list[Run]:
     ``data/zoo_fresh``, families generated after the advisor's defaults were frozen) or the
     second and third (``fresh2``, ``fresh3``: ``data/zoo_fresh2``, ``data/zoo_fresh3``,
     generated in sessions 11 and 12)."""
-    if split in ("fresh", "fresh2", "fresh3"):
-        where = {"fresh": FRESH_DIR, "fresh2": FRESH2_DIR, "fresh3": FRESH3_DIR}[split]
+    if split in FRESH_DIRS:
+        where = FRESH_DIRS[split]
         if not (where / "zoo.csv.gz").exists():
             raise FileNotFoundError(f"no {split} corpus in {where}: python -m benchmarks.zoo "
                                     f"--{split} (see its docstring)")

@@ -50,7 +50,7 @@ if __package__ in (None, ""):
     __package__ = "benchmarks"
 
 from benchmarks import zoo_stopping as zs  # noqa: E402
-from benchmarks._curves import FRESH2_DIR, FRESH3_DIR, FRESH_DIR, Run, zoo_split  # noqa: E402
+from benchmarks._curves import FRESH_DIRS, Run, zoo_split  # noqa: E402
 
 REPORT = (0.25, 0.5, 0.75)
 CALIBRATION = tuple(round(0.1 * k, 1) for k in range(1, 10))
@@ -196,9 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {}
     text = []
     splits = ("holdout", "tune") + tuple(
-        name for name, where in (("fresh", FRESH_DIR), ("fresh2", FRESH2_DIR),
-                                 ("fresh3", FRESH3_DIR))
-        if (where / "zoo.csv.gz").exists())
+        name for name, where in FRESH_DIRS.items() if (where / "zoo.csv.gz").exists())
     for split in splits:
         df = scored(replay(zoo_split(split), REPORT, args.workers))
         table, records = summary(df)

@@ -62,7 +62,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from benchmarks._curves import Run, zoo_split  # noqa: E402
+from benchmarks._curves import FRESH_DIRS, Run, zoo_split  # noqa: E402
 from benchmarks._rules import (  # noqa: E402
     LightningEarlyStopping,
     kept_best,
@@ -318,7 +318,7 @@ def frontier_table(df: pd.DataFrame) -> tuple[str, list[dict[str, Any]]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split",
-                        choices=("holdout", "tune", "all", "fresh", "fresh2", "fresh3"),
+                        choices=("holdout", "tune", "all", *FRESH_DIRS),
                         default="holdout",
                         help="fresh, fresh2, fresh3: the fresh corpora (families never tuned on)")
     parser.add_argument("--config", choices=("callback", "logged"), default="callback")
