@@ -151,7 +151,7 @@ def to_forecast(r: Forecast, sign: float) -> Forecast:
     """The detector's forecast (lower is better) in the metric's own direction."""
     low, high = sorted((sign * r.low, sign * r.high))
     return Forecast(r.step, sign * r.value, low, high, r.level, r.models, r.weights, r.scale,
-                    r.calibrated, r.ahead)
+                    r.calibrated, r.ahead, sign * r.model_value)
 
 
 def forecast_evidence(f: Forecast, gain: float, gain_interval: tuple[float, float],

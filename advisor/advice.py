@@ -93,7 +93,10 @@ class Forecast:
     :func:`~advisor.detectors.forecast.conformal_interval`; NaN where not computed) and
     ``calibrated`` says whether the interval is the conformal one or the models' own, and
     ``ahead`` what the schedule still holds before ``step`` (``"none"``, ``"decay"`` or
-    ``"restart"``), the table the calibration used."""
+    ``"restart"``), the table the calibration used. ``model_value`` is the curve models' own
+    forecast; a calibrated forecast's ``value`` is it combined with the latest checks' level
+    (see :func:`~advisor.detectors.forecast.combined_forecast`; the interval is calibrated
+    around ``model_value``), an uncalibrated one's is ``model_value``."""
 
     step: float
     value: float
@@ -105,6 +108,7 @@ class Forecast:
     scale: float = math.nan
     calibrated: bool = False
     ahead: str = ""
+    model_value: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _json_safe(getattr(self, f.name)) for f in fields(self)}

@@ -25,6 +25,7 @@ from .detectors._stats import median, noise_estimate
 from .detectors.forecast import (
     CONFORMAL_LEVEL,
     CurveFit,
+    combined_forecast,
     conformal_interval,
     curve_fit_from_dict,
     curve_fit_to_dict,
@@ -728,7 +729,9 @@ class Advisor:
     def _forecast(self, x: np.ndarray, y: np.ndarray, noise: float, best: float,
                   ahead: str):
         """The forecast at ``max_steps`` (loss-like), refitting only when the phase has grown
-        enough, with its calibrated interval (see :func:`conformal_interval`)."""
+        enough. Calibrated (see :func:`conformal_interval`: the schedule is known, the
+        interval is the 90% one), its value is combined with the latest checks' level (see
+        :func:`combined_forecast`); else the curve models' own value and interval."""
         if self.max_steps is None or y.size < 5:
             return None
         key = (float(x[0]), int(y.size))
@@ -747,12 +750,14 @@ class Advisor:
         result = self._prediction[1]
         if result is None:
             return None
-        scale = forecast_scale(result.value, median(y[-3:]), best, noise)
+        level = median(y[-3:])
+        progress = float(x[-1]) / self.max_steps
+        scale = forecast_scale(result.value, level, best, noise)
         interval = None
         if self.forecast_calibration and self.forecast_level == CONFORMAL_LEVEL:
-            interval = conformal_interval(result.value, scale, float(x[-1]) / self.max_steps,
-                                          ahead)
-        if interval is None:
-            return replace(result, scale=scale, ahead=ahead)
-        return replace(result, low=interval[0], high=interval[1], scale=scale, calibrated=True,
-                       ahead=ahead)
+            interval = conformal_interval(result.value, scale, progress, ahead)
+        if interval is None:  # the models' own forecast, value and interval
+            return replace(result, scale=scale, ahead=ahead, model_value=result.value)
+        value = combined_forecast(result.value, level, progress, interval)
+        return replace(result, value=value, low=interval[0], high=interval[1], scale=scale,
+                       calibrated=True, ahead=ahead, model_value=result.value)

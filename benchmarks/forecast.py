@@ -51,7 +51,9 @@ def coverage_of_run(job: tuple[Run, str, str]) -> list[dict]:
                 out.append({"task": run.task, "source": run.source, "metric": metric,
                             "fraction": marks[i], "covered": bool(f.low <= truth <= f.high),
                             "relative_width": float(width),
-                            "relative_error": float(abs(f.value - truth) / max(abs(truth), 1e-12))})
+                            "relative_error": float(abs(f.value - truth) / max(abs(truth), 1e-12)),
+                            "model_relative_error": float(abs(f.model_value - truth)
+                                                          / max(abs(truth), 1e-12))})
     return out
 
 
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     table, result = [], {"split": args.split, "max_runs_per_task": args.max_runs_per_task,
                          "level": 0.9, "target": [0.85, 0.95], "by_source": {}}
     header = (f"{'source':<10}{'budget':>8}{'runs':>7}{'coverage':>10}{'median width':>14}"
-              f"{'target':>8}")
+              f"{'target':>8}{'median error: models / combined':>34}")
     table.append(header)
     for source in sorted({r["source"] for r in rows}):
         result["by_source"][source] = {}
@@ -89,18 +91,25 @@ def main(argv: list[str] | None = None) -> int:
             cov = float(np.mean([r["covered"] for r in sel]))
             width = float(np.median([r["relative_width"] for r in sel]))
             ok = 0.85 <= cov <= 0.95
+            err = float(np.median([r["relative_error"] for r in sel]))
+            model_err = float(np.median([r["model_relative_error"] for r in sel]))
             result["by_source"][source][str(frac)] = {"runs": len(sel), "coverage": cov,
                                                       "median_relative_width": width,
-                                                      "within_target": ok}
+                                                      "within_target": ok,
+                                                      "median_relative_error": err,
+                                                      "model_median_relative_error": model_err}
             table.append(f"{source:<10}{frac:>8.0%}{len(sel):>7}{cov:>10.3f}{width:>14.3f}"
-                         f"{'PASS' if ok else 'MISS':>8}")
+                         f"{'PASS' if ok else 'MISS':>8}{model_err:>25.4f} / {err:.4f}")
     print("\n".join(table))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "forecast.json").write_text(json.dumps(result, indent=2))
     (out / "forecast.md").write_text(
         f"# Forecast calibration ({args.split} tasks, 90% interval for the final value)\n\n```\n"
-        + "\n".join(table) + "\n```\n\nWidth: interval width relative to the final value.\n")
+        + "\n".join(table) + "\n```\n\nWidth: interval width relative to the final value. "
+        "Error: the median distance of the point forecast to the final value, relative to it "
+        "(the curve models' own value, and the one the advisor gives, combined with the latest "
+        "checks' level).\n")
     return 0
 
 

@@ -601,9 +601,11 @@ def test_the_forecast_interval_is_the_calibrated_one_unless_switched_off(saturat
     advice = feed(Advisor(max_steps=100, lr_plan=plan), y)[-1]
     f = advice.forecast
     assert f.calibrated and f.ahead == "decay" and f.scale > 0
-    assert (f.low, f.high) == pytest.approx(conformal_interval(f.value, f.scale, 0.4, "decay"))
+    # calibrated around the curve models' own value
+    assert (f.low, f.high) == pytest.approx(conformal_interval(f.model_value, f.scale, 0.4,
+                                                               "decay"))
     raw = feed(Advisor(max_steps=100, lr_plan=plan, forecast_calibration=False), y)[-1].forecast
-    assert not raw.calibrated and raw.value == pytest.approx(f.value)
+    assert not raw.calibrated and raw.model_value == pytest.approx(f.model_value)
     assert (raw.low, raw.high) != pytest.approx((f.low, f.high))
     # another level than the calibrated 90% keeps the models' interval
     other = feed(Advisor(max_steps=100, lr_plan=plan, forecast_level=0.8), y)[-1].forecast
@@ -612,6 +614,26 @@ def test_the_forecast_interval_is_the_calibrated_one_unless_switched_off(saturat
     # calibrated knowing it
     unknown = feed(Advisor(max_steps=100), y)[-1].forecast
     assert unknown.ahead == "unknown" and not unknown.calibrated
+
+
+def test_the_forecast_read_is_between_the_latest_level_and_the_models_extrapolation():
+    from advisor.detectors.forecast import combined_forecast
+
+    rng = np.random.default_rng(8)
+    e = np.arange(1, 61, dtype=float)
+    y = 0.2 + e ** -0.7 + rng.normal(0, 0.002, e.size)
+    advice = feed(Advisor(max_steps=100, lr_plan={1: 0.1}), y)[-1]
+    f = advice.forecast
+    level = float(np.median(y[-3:]))
+    # at 60% of the budget, 20% of the way from the level to the models' value
+    assert f.value == pytest.approx(level + 0.2 * (f.model_value - level))
+    assert min(level, f.model_value) < f.value < max(level, f.model_value)
+    assert f.value == pytest.approx(combined_forecast(f.model_value, level, 0.6, (f.low, f.high)))
+    assert advice.expected_gain == pytest.approx(max(0.0, advice.best_value - f.value))
+    assert advice.evidence_for("forecast").details["value"] == f.value  # one story
+    # with nothing known of the schedule there is no calibration, and the models' own forecast
+    unknown = feed(Advisor(max_steps=100), y)[-1].forecast
+    assert not unknown.calibrated and unknown.value == unknown.model_value
 
 
 def test_no_forecast_without_a_budget():

@@ -518,6 +518,22 @@ def test_conformal_interval_is_the_forecast_moved_by_the_calibrated_score_quanti
     assert math.isnan(conformal_score(0.3, 0.3, 0.0))
 
 
+def test_the_combined_forecast_trusts_the_models_change_less_as_the_budget_runs_out():
+    from advisor.detectors.forecast import combined_forecast
+
+    # a loss at 0.5 now, forecast by the curve models at 0.3 at the end of the budget
+    assert combined_forecast(0.3, level=0.5, progress=0.0) == pytest.approx(0.4)  # half-way
+    assert combined_forecast(0.3, level=0.5, progress=0.6) == pytest.approx(0.46)
+    assert combined_forecast(0.3, level=0.5, progress=1.0) == pytest.approx(0.5)  # the level
+    assert combined_forecast(0.3, level=0.5, progress=1.7) == pytest.approx(0.5)  # past the end
+    # an accuracy (negated, loss-like) moves the same way
+    assert combined_forecast(-0.9, level=-0.8, progress=0.5) == pytest.approx(-0.825)
+    # kept within the interval it is read with (calibrated around the models' value)
+    assert combined_forecast(0.3, level=0.5, progress=0.2, interval=(0.25, 0.35)) == 0.35
+    assert combined_forecast(0.3, level=0.5, progress=0.2, interval=(0.2, 0.45)) \
+        == pytest.approx(0.42)
+
+
 def test_a_plan_says_what_it_still_holds():
     from advisor import LrPlan
 

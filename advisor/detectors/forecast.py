@@ -15,8 +15,9 @@ from scipy.special import ndtri
 from ..advice import Forecast
 from ._stats import median
 
-__all__ = ["CONFORMAL_QUANTILES", "CurveFit", "conformal_interval", "conformal_score",
-           "curve_fit_from_dict", "curve_fit_to_dict", "fit_learning_curve", "forecast_scale"]
+__all__ = ["CONFORMAL_QUANTILES", "CurveFit", "combined_forecast", "conformal_interval",
+           "conformal_score", "curve_fit_from_dict", "curve_fit_to_dict", "fit_learning_curve",
+           "forecast_scale"]
 
 
 def _grid(*axes: np.ndarray) -> np.ndarray:
@@ -309,6 +310,44 @@ def forecast_scale(value: float, level: float, best: float, noise: float) -> flo
     (``value`` against the current ``level``), plus one noise scale, plus 1% of the best value's
     size (so a flat, quiet curve still gets an interval)."""
     return abs(value - level) + noise + _SCALE_FLOOR * abs(best)
+
+
+def combined_forecast(value: float, level: float, progress: float,
+                      interval: tuple[float, float] | None = None) -> float:
+    """The forecast a person reads: the curve models' ``value`` combined with the no-change
+    forecast (``level``, the latest checks' median), weighted ``(1 - progress) / 2`` and
+    ``(1 + progress) / 2``, and kept within ``interval``.
+
+    Algorithm: a forecast combination (the no-change forecast is the classic partner of a
+    model's extrapolation, and a combination is often better than either). The models extrapolate
+    the trend of the phase so far; the end of a budget seldom keeps it (schedules anneal the rate,
+    curves saturate, validation turns up), so the change they promise comes about half-way early
+    in the budget and hardly at all near its end. On the zoo's tune families the weight on the
+    models' change that minimises the median error of the final value falls from 0.53 at 10% of
+    the budget to 0.23 at 50% and 0 at 90%; ``(1 - progress) / 2`` follows it, and on the holdout
+    and the three fresh corpora it lowers the median error at 20%, 50% and 80% of the budget on
+    every set (``python -m benchmarks.zoo_forecast``). ``progress`` is the share of the budget
+    used (clipped to [0, 1]).
+
+    The interval is not moved: it is calibrated around the models' value (see
+    :func:`conformal_interval`), and the combination is clipped into it. The advisor combines
+    only a calibrated forecast (the schedule known, as the weights were measured): on the public
+    curves, whose schedules it cannot see, the combination was worse than the models' value at
+    25% of the budget (median error 13.3% against 10.3% on AlgoPerf, 2.6% against 2.2% on
+    TaskSet; ``python -m benchmarks.forecast``), and an uncalibrated forecast keeps the models'
+    value and interval.
+
+    Wrong when: the curve keeps its trend to the end (a constant rate far from convergence): the
+    combination then forecasts too little change; the interval still holds it.
+
+    >>> combined_forecast(0.2, level=0.5, progress=0.5)
+    0.425
+    """
+    weight = 0.5 * (1.0 - min(max(progress, 0.0), 1.0))
+    combined = level + weight * (value - level)
+    if interval is not None:
+        combined = min(max(combined, interval[0]), interval[1])
+    return float(combined)
 
 
 def _log_space(value: float, scale: float) -> tuple[float, float] | None:
