@@ -325,7 +325,7 @@ def combined_forecast(value: float, level: float, progress: float,
     in the budget and hardly at all near its end. On the zoo's tune families the weight on the
     models' change that minimises the median error of the final value falls from 0.53 at 10% of
     the budget to 0.23 at 50% and 0 at 90%; ``(1 - progress) / 2`` follows it, and on the holdout
-    and the three fresh corpora it lowers the median error at 20%, 50% and 80% of the budget on
+    and the three fresh corpora it lowers the median error at 25%, 50% and 75% of the budget on
     every set (``python -m benchmarks.zoo_forecast``). ``progress`` is the share of the budget
     used (clipped to [0, 1]).
 
