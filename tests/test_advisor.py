@@ -114,6 +114,17 @@ def test_gaps_in_the_steps_are_accepted():
     assert stop.step > 40
 
 
+def test_a_loss_that_stops_changing_exactly_is_a_plateau_soon_after():
+    # a network whose loss is the same to the last digit from check 5 on (a dead network, a
+    # rate of zero): flat, not a drift its rounding might hide
+    values = [1.0, 0.6173, 0.4519, 0.3388] + [0.2845] * 146
+    adv = Advisor("val_loss", max_steps=150, lr_plan={1: 0.05})
+    stop = first_stop(feed(adv, values, stop=True))
+    assert stop is not None and stop.verdict is Verdict.PLATEAU
+    assert stop.step <= 15
+    assert "moves in steps" not in stop.reason
+
+
 def test_plateau_confirmation_counts_new_checks_not_updates_of_other_metrics():
     """Logging a training metric between validations must not confirm a plateau sooner."""
     rng = np.random.default_rng(0)

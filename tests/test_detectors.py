@@ -453,6 +453,34 @@ def test_metric_resolution_reads_the_quantum_of_a_quantized_metric_only():
     assert metric_resolution(np.full(10, 0.5)) == 0.0  # one level: no quantum seen
 
 
+def test_a_continuous_loss_that_stops_changing_is_not_read_as_quantized():
+    from advisor.detectors import metric_resolution
+
+    # a dead network repeats its last loss exactly; its earlier values are on no lattice
+    loss = np.r_[1.0, 0.6173, 0.4519, 0.3388, np.full(20, 0.2845)]
+    assert metric_resolution(loss) == 0.0
+    # float32 accuracies on 359 samples whose smallest gap seen is one sample: gaps of up to
+    # 73 samples still line up on 1/359 (float32 rounding of the smallest gap is not enough
+    # to push them off), and a smallest gap of three samples still gives the one-sample quantum
+    counts = np.array([40, 73, 125, 198, 199, 217, 235, 246, 251, 261, 261, 262, 262])
+    acc = (counts / 359).astype(np.float32).astype(float)
+    assert metric_resolution(acc) == pytest.approx(1 / 359, rel=1e-5)
+    coarse = np.array([0.5, 0.76, 0.86, 0.89, 0.92, 0.92, 0.92])
+    assert metric_resolution(coarse) == pytest.approx(0.01)
+    thirds = np.array([22, 98, 129, 139, 142, 145, 145]) / 300
+    assert metric_resolution(thirds) == pytest.approx(1 / 300)
+
+
+def test_the_gain_reported_is_projected_as_far_as_its_optimistic_end():
+    x = np.arange(1.0, 16.0)
+    y = 0.3 + np.exp(-x / 6)  # still falling significantly at the budget's end
+    for left in (2.0, 0.0):
+        r = detect_plateau(x[-6:], y[-6:], tolerance=0.004, horizon=6.0, steps_left=left)
+        assert r.state is PlateauState.IMPROVING  # judged over the horizon: still improving
+        assert r.projected_gain <= r.projected_gain_high
+    assert r.projected_gain == r.projected_gain_high == 0.0  # nothing left to gain
+
+
 def test_a_tied_window_of_a_quantized_metric_is_not_flat_by_its_interval_alone():
     x = np.arange(1.0, 9.0)
     y = np.full(8, -32 / 36)

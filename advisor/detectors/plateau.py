@@ -31,7 +31,9 @@ class PlateauResult:
         window_start, window_end: first and last step of the window.
         noise_scale: check-to-check noise in the window.
         horizon: the effective number of steps of improvement still to come.
-        projected_gain: gain the point slope projects over the horizon (>= 0).
+        projected_gain: gain the point slope projects over the horizon, or, while the window
+            falls significantly and the steps left are known, over the steps left, as
+            ``projected_gain_high`` is (>= 0, at most ``projected_gain_high``).
         projected_gain_high: gain the optimistic end of the slope interval projects (>= 0).
         tolerance: the smallest gain worth training for.
         stalled: the plateau rests on the stall rule (no downward trend, no new best) rather
@@ -228,7 +230,8 @@ def detect_plateau(
     falling = steps_left is not None and (trend.pvalue_decreasing < alpha or (
         trend.low_slope < 0 and _falls_at(x, y, trend, 1.0 - 2.0 * alpha, confidence,
                                           autocorrelation)))
-    gain_high = max(0.0, -trend.low_slope) * (steps_left if falling else horizon) + hidden_slope * (
+    length = steps_left if falling else horizon
+    gain_high = max(0.0, -trend.low_slope) * length + hidden_slope * (
         horizon if resolution_horizon is None else resolution_horizon)
     stalled = False
     if (trend.pvalue_decreasing < alpha or trend.high_slope < 0) and gain >= tolerance:
@@ -241,8 +244,12 @@ def detect_plateau(
         state, stalled = PlateauState.PLATEAU, True
     else:
         state = PlateauState.UNDECIDED
-    return PlateauResult(state, trend, float(x[0]), float(x[-1]), noise, horizon, gain, gain_high,
-                         tolerance, stalled, resolution, hidden)
+    # the gain reported is projected over the same length as its optimistic end, so "about X
+    # (at most Y)" reads X <= Y (improving was judged over the horizon: a curve still falling
+    # at the budget's last check is improving, with nothing left to gain)
+    projected = max(0.0, -trend.slope) * length
+    return PlateauResult(state, trend, float(x[0]), float(x[-1]), noise, horizon, projected,
+                         gain_high, tolerance, stalled, resolution, hidden)
 
 
 def _falls_at(x: np.ndarray, y: np.ndarray, trend: TrendResult, level: float,
@@ -257,10 +264,26 @@ def metric_resolution(values: np.ndarray) -> float:
     """The quantum of a quantized metric, or 0 for a continuous one.
 
     A metric is read as quantized when its values repeat exactly (a float loss practically never
-    does; accuracy on ``n`` validation samples moves in steps of ``1 / n``); its quantum is then
-    the smallest gap between distinct values seen (relative to the largest value, rounded to 9
-    digits, so float noise in the division does not split one level in two). Wrong when a
-    continuous metric is logged rounded to a few digits: that is quantized too, and treated so.
+    does; accuracy on ``n`` validation samples moves in steps of ``1 / n``) and its distinct
+    values lie on one lattice: every gap between neighbouring levels is a whole number of
+    quanta, the quantum being the smallest gap seen or a fraction of it down to a twentieth
+    (compared relative to the largest value, rounded to 9 digits, so float noise in the division
+    does not split one level in two; a gap within 1% of a quantum from a whole number of them
+    counts, so float32 accuracies on up to ten thousand samples still line up). A continuous loss
+    that stopped changing (a dead network, a rate of zero) repeats its last value exactly, but
+    its earlier values are on no lattice: it is continuous, and a window of its ties is flat,
+    not a drift that rounding may hide.
+
+    Example:
+        >>> round(metric_resolution([0.5, 0.75, 0.875, 0.875, 0.9375, 0.9375]), 6)
+        0.0625
+        >>> metric_resolution([1.0, 0.6, 0.45, 0.35, 0.2845, 0.2845, 0.2845])
+        0.0
+
+    Wrong when: a continuous metric is logged rounded to a few digits (that is quantized too, and
+    treated so), or a flat continuous metric had only two or three distinct values before it
+    stopped changing (their gaps may line up by chance: read as quantized, its plateau waits for
+    the rounding it may hide).
     """
     y = np.asarray(values, dtype=float)
     y = y[np.isfinite(y)]
@@ -272,4 +295,18 @@ def metric_resolution(values: np.ndarray) -> float:
     levels = np.unique(np.round(y / size, 9))
     if levels.size == y.size or levels.size < 2:
         return 0.0
-    return float(np.diff(levels).min() * size)
+    gaps = np.diff(levels)
+    smallest = float(gaps.min())
+    for parts in range(1, _MAX_QUANTUM_PARTS + 1):
+        # each gap's whole number of candidate quanta, then the quantum they fit best (least
+        # squares: the smallest gap's own rounding error, times a gap of 70 quanta, would
+        # otherwise push a large gap off the lattice)
+        counts = np.round(gaps * parts / smallest)
+        quantum = float(gaps @ counts / (counts @ counts))
+        if np.all(np.abs(gaps - counts * quantum) <= _LATTICE_TOLERANCE * quantum):
+            return quantum * size
+    return 0.0
+
+
+_MAX_QUANTUM_PARTS = 20  # the quantum may be the smallest gap seen over up to 20
+_LATTICE_TOLERANCE = 0.01  # a gap this close (in quanta) to a whole number of quanta is on it
