@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Mapping
 from dataclasses import replace
@@ -86,6 +87,23 @@ def _noisy_hint(noise: float, tol: float) -> str:
             f"training for, so ruling out a gain that small may take most of the budget (a "
             f"min_delta of about twice the noise, {2 * noise:.2g}, or more validation samples "
             f"would let it decide sooner)")
+
+
+def _check_settings(integers: Mapping[str, Any], reals: Mapping[str, Any],
+                    flags: Mapping[str, Any]) -> None:
+    """Settings of the right type: whole numbers, finite real numbers and booleans (numpy's
+    included), each named with its value when it is not (the ranges are checked after)."""
+    for name, value in integers.items():
+        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real) or not (
+                math.isfinite(value) and float(value).is_integer()):
+            raise TypeError(f"{name} must be a whole number, but got {value!r}.")
+    for name, value in reals.items():
+        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real) or not (
+                math.isfinite(value)):
+            raise TypeError(f"{name} must be a finite real number, but got {value!r}.")
+    for name, value in flags.items():
+        if not isinstance(value, bool | np.bool_):
+            raise TypeError(f"{name} must be True or False, but got {value!r}.")
 
 
 class Advisor:
@@ -205,6 +223,28 @@ class Advisor:
             raise ValueError(f"monitor must be a metric name, but got {monitor!r}.")
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', but got {mode!r}.")
+        if train_metric is not None and (not isinstance(train_metric, str) or not train_metric
+                                         or train_metric == monitor):
+            raise ValueError(f"train_metric must be the name of a metric other than the monitor "
+                             f"{monitor!r}, or None, but got {train_metric!r}.")
+        if lr_metric is not None and (not isinstance(lr_metric, str) or not lr_metric):
+            raise ValueError(f"lr_metric must be a metric name, 'auto' or None, but got "
+                             f"{lr_metric!r}.")
+        _check_settings(
+            integers={"min_checks": min_checks, "confirm": confirm, "min_window": min_window,
+                      "max_window": max_window, "stall_window": stall_window},
+            reals={"min_improvement": min_improvement, "min_delta": min_delta,
+                   "noise_tolerance": noise_tolerance, "alpha": alpha, "confidence": confidence,
+                   "window_fraction": window_fraction,
+                   "min_progress_without_lr": min_progress_without_lr, "decay": decay,
+                   "forecast_level": forecast_level,
+                   "forecast_extrapolation": forecast_extrapolation,
+                   "refit_growth": refit_growth},
+            flags={"alpha_spending": alpha_spending,
+                   "forecast_calibration": forecast_calibration})
+        if not 0 <= min_progress_without_lr <= 1:
+            raise ValueError(f"min_progress_without_lr is a share of the budget, in [0, 1], but "
+                             f"got {min_progress_without_lr}.")
         if max_steps is not None and positive_number(max_steps) is None:
             raise ValueError(f"max_steps must be a positive number or None, but got {max_steps!r}.")
         if min_checks < 3:

@@ -56,6 +56,12 @@ class Unwritten:
         return bool(self.metrics or self.tags or self.artifacts)
 
 
+def default_tracking_uri() -> str:
+    """Where a new run goes when no server is named: ``MLFLOW_TRACKING_URI``, else the embedded
+    store ``sqlite:///mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+
+
 def resolve_run(tracking_uri: str | None, experiment_name: str, run_name: str | None):
     """Return ``(client, run_id, created)``: the active MLflow run, else a new run.
 
@@ -63,8 +69,6 @@ def resolve_run(tracking_uri: str | None, experiment_name: str, run_name: str | 
     ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``); an experiment created here is tagged
     ``mlflow.experimentKind=custom_model_development`` so MLflow opens it as a training run.
     """
-    import os
-
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -73,7 +77,7 @@ def resolve_run(tracking_uri: str | None, experiment_name: str, run_name: str | 
     active_id = active.info.run_id if active is not None else getattr(_caller, "run_id", None)
     if active_id is not None and tracking_uri is None:
         return MlflowClient(mlflow.get_tracking_uri()), active_id, False
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    uri = tracking_uri or default_tracking_uri()
     _check_reachable(uri)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(experiment_name)

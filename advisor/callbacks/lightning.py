@@ -7,6 +7,7 @@ import io
 import json
 import math
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from ..dashboards import (
 from ..detectors.plan import LrPlan, PlateauRule
 from ..history import AdvisorWarning
 from ._lr_plan import plan_from_trainer
-from ._mlflow import MlflowWriter, mark_training_experiment, resolve_run
+from ._mlflow import MlflowWriter, default_tracking_uri, mark_training_experiment, resolve_run
 
 __all__ = ["PLOT_ARTIFACT", "REPORT_ARTIFACT", "AdvisorCallback"]
 
@@ -115,6 +116,21 @@ class AdvisorCallback(*_callback_bases()):
         if isinstance(param_group, bool) or not isinstance(param_group, int) or param_group < 0:
             raise ValueError(f"param_group must be a non-negative integer, but got "
                              f"{param_group!r}.")
+        taken = sorted(set(advisor_kwargs) & {"max_steps", "unit"})
+        if taken:
+            raise ValueError(f"AdvisorCallback reads {' and '.join(taken)} from the trainer "
+                             f"(max_epochs, max_steps, val_check_interval); do not pass "
+                             f"{', '.join(f'{k}={advisor_kwargs[k]!r}' for k in taken)}.")
+        for name, flag in (("log_to_mlflow", log_to_mlflow), ("report", report),
+                           ("strict", strict), ("plan_lr", plan_lr)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, but got {flag!r}.")
+        for name, text, optional in (("tracking_uri", tracking_uri, True),
+                                     ("experiment_name", experiment_name, False),
+                                     ("run_name", run_name, True)):
+            if not (optional and text is None) and not (isinstance(text, str) and text.strip()):
+                raise ValueError(f"{name} must be a non-empty string"
+                                 f"{' or None' if optional else ''}, but got {text!r}.")
         Advisor(monitor, mode, train_metric, **advisor_kwargs)  # validate the settings now
         self.monitor, self.mode, self.train_metric = monitor, mode, train_metric
         self.action = action
@@ -154,6 +170,7 @@ class AdvisorCallback(*_callback_bases()):
         self._trainer: Any = None
         self._planned_for: tuple[int, ...] | None = None  # the schedulers the plan was read from
         self._fit_trainer: Any = None  # the trainer of the fit under way (its checkpoints)
+        self._last_trainer: weakref.ref | None = None  # the last fit's (a fit on continues it)
         self._fitting = False
         self._kept: tuple[str | None, bool] = (None, False)  # after the fit: file, none kept
         self._announce = False  # print the stop when the fit ends
@@ -166,15 +183,35 @@ class AdvisorCallback(*_callback_bases()):
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit":
             return
-        self._new_fit()
+        try:
+            self._setup_fit(trainer)
+        except Exception as exc:
+            if self.strict:
+                raise
+            self.advisor = None  # no advice this fit; the training is the user's
+            self._warn_once("setup", f"training-advisor is off for this fit: it could not start: "
+                                     f"{type(exc).__name__}: {exc} (training goes on; pass "
+                                     f"strict=True to raise).")
+
+    def _setup_fit(self, trainer: Any) -> None:
+        last = self._last_trainer() if self._last_trainer is not None else None
+        continuing = (last is trainer and self.advisor is not None
+                      and self._pending_state is None and trainer.current_epoch > 0)
+        self._new_fit(keep_history=continuing)
         interval = trainer.val_check_interval
         per_epoch = isinstance(interval, float) and interval == 1.0
         self.unit = "epoch" if per_epoch else "step"
         max_epochs = trainer.max_epochs
-        # per step, estimated_stepping_batches needs the dataloaders: set at the first check
-        self.budget = float(max_epochs) if per_epoch and max_epochs not in (None, -1) else None
-        self.advisor = Advisor(self.monitor, self.mode, self.train_metric,
-                               max_steps=self.budget, **{"unit": self.unit, **self.advisor_kwargs})
+        # per step, estimated_stepping_batches needs the dataloaders: set at the first check;
+        # a budget of max_steps with checks per epoch is set at the start of training
+        self.budget = float(max_epochs) if per_epoch and isinstance(max_epochs, int) and (
+            max_epochs > 0) else None
+        if continuing:
+            self.advisor.max_steps = self.budget
+            self._planned_for = None  # plan again up to the new budget
+        else:
+            self.advisor = Advisor(self.monitor, self.mode, self.train_metric,
+                                   max_steps=self.budget, unit=self.unit, **self.advisor_kwargs)
         if self._pending_state is not None:
             self._restore(self._pending_state)
         self._rank_zero = trainer.is_global_zero
@@ -182,10 +219,13 @@ class AdvisorCallback(*_callback_bases()):
         if self.log_to_mlflow and trainer.is_global_zero:
             self._join_run(trainer)
 
-    def _new_fit(self) -> None:
+    def _new_fit(self, keep_history: bool = False) -> None:
         """A new fit starts a new history (a reused callback carried the last fit's rows and
-        stop); a checkpoint it resumes from restores one (:meth:`load_state_dict`)."""
-        self.advice, self.history, self.stop_reason, self.stopped_step = None, [], None, None
+        stop); a checkpoint it resumes from restores one (:meth:`load_state_dict`). The same
+        trainer fitting on (``fit`` again with more epochs) keeps its history and advice."""
+        if not keep_history:
+            self.advice, self.history = None, []
+        self.stop_reason, self.stopped_step = None, None
         self.run_id = self._tracking_uri = self._logger_run_name = self._lr = None
         self._check_pending, self._trainer, self._log_trainer_metrics = False, None, False
         self._warned, self._planned_for, self._read = set(), None, {}
@@ -197,8 +237,25 @@ class AdvisorCallback(*_callback_bases()):
         self._fitting = False
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.advisor is not None and self.unit == "epoch":
+            self._budget_from_steps(trainer)
         if self.plan_lr and self.advisor is not None:  # after a resume: restored schedulers
             self._guarded(self._plan, trainer)
+
+    def _budget_from_steps(self, trainer: Any) -> None:
+        """With checks per epoch, ``max_steps`` may end training before ``max_epochs`` (or be the
+        only budget, ``max_epochs=-1``): the budget is then the epoch in which the optimizer
+        takes its last step, once the dataloaders say how many steps an epoch takes."""
+        max_steps = getattr(trainer, "max_steps", -1)
+        batches = getattr(trainer, "num_training_batches", None)
+        accumulate = getattr(trainer, "accumulate_grad_batches", 1) or 1
+        if not (isinstance(max_steps, int) and max_steps > 0 and isinstance(batches, int | float)
+                and math.isfinite(batches) and batches > 0):
+            return
+        per_epoch = math.ceil(batches / accumulate)
+        epochs = float(math.ceil(max_steps / per_epoch))
+        if self.budget is None or epochs < self.budget:
+            self.budget = self.advisor.max_steps = epochs
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         # the rate this epoch trains with (schedulers step before validation ends)
@@ -210,8 +267,8 @@ class AdvisorCallback(*_callback_bases()):
             self._guarded(self._plan, trainer)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        if trainer.sanity_checking or self.advisor is None:
-            return
+        if trainer.sanity_checking or self.advisor is None or not self._fitting:
+            return  # trainer.validate() after a fit, on whatever data, is not a check
         self._logged_step = _logger_step(trainer)
         if self.unit == "epoch":
             # judged at the end of the epoch, once Lightning has averaged the epoch's training
@@ -301,6 +358,11 @@ class AdvisorCallback(*_callback_bases()):
             self._forget_writers()
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.advisor is not None and self.advice is None and trainer.is_global_zero:
+            self._warn_once("no_check", (
+                f"training-advisor gave no advice: no validation check logged "
+                f"{self.monitor!r} during this fit (no validation dataloader, "
+                f"limit_val_batches=0, or the budget ended before the first check)."))
         self._end_fit(trainer)
         if self._writer is not None:
             self._finish(trainer, "KILLED" if self.pruned else "FINISHED")
@@ -434,6 +496,7 @@ class AdvisorCallback(*_callback_bases()):
         self._fitting = False
         self._kept = self._checkpoint_state(trainer)
         self._fit_trainer = None
+        self._last_trainer = None if trainer is None else weakref.ref(trainer)
         if self._announce and self.stopped_step is not None and self.advice is not None:
             self._announce = False
             where = story.at(self.stopped_step, self.unit, self._origin())
@@ -532,7 +595,8 @@ class AdvisorCallback(*_callback_bases()):
             def connect() -> tuple[Any, str, bool]:
                 return resolve_run(self.tracking_uri, self.experiment_name, self.run_name)
         self._writer = MlflowWriter(connect, server=getattr(logger, "_tracking_uri", None)
-                                    or self.tracking_uri)
+                                    or self.tracking_uri
+                                    or (None if logger is not None else default_tracking_uri()))
 
     @staticmethod
     def _mlflow_logger(trainer: Any) -> Any:
