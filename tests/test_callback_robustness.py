@@ -101,3 +101,32 @@ def test_validating_after_the_fit_does_not_change_the_advice():
         assert callback.history == rows and callback.advice is advice
         assert not _advisor_warnings(caught)
         assert not callback._check_pending
+
+
+def test_a_callback_state_it_cannot_restore_costs_the_history_not_the_training(tmp_path):
+    import torch
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    train, val = loaders()
+    saver = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    first = AdvisorCallback("val_loss", log_to_mlflow=False)
+    pl.Trainer(callbacks=[first, saver], logger=False, enable_progress_bar=False,
+               enable_model_summary=False, max_epochs=3).fit(LinearRegression(), train, val)
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    key = next(k for k in checkpoint["callbacks"] if k.startswith("AdvisorCallback"))
+    checkpoint["callbacks"][key]["advisor"] = {"version": 999, "settings": "from elsewhere"}
+    torch.save(checkpoint, tmp_path / "edited.ckpt")
+
+    callback = AdvisorCallback("val_loss", log_to_mlflow=False)
+    trainer = _trainer(callback, max_epochs=5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(LinearRegression(), train, val, ckpt_path=tmp_path / "edited.ckpt")
+    assert trainer.current_epoch == 5  # the training went on to its budget
+    messages = _advisor_warnings(caught)
+    assert len(messages) == 1 and "could not restore its state" in messages[0], messages
+    assert [row["step"] for row in callback.history] == [4, 5]  # advice from the resume on
+    strict = AdvisorCallback("val_loss", log_to_mlflow=False, strict=True)
+    with pytest.raises(Exception, match="version|state"):
+        _trainer(strict, max_epochs=5).fit(LinearRegression(), train, val,
+                                           ckpt_path=tmp_path / "edited.ckpt")

@@ -213,7 +213,7 @@ class AdvisorCallback(*_callback_bases()):
             self.advisor = Advisor(self.monitor, self.mode, self.train_metric,
                                    max_steps=self.budget, unit=self.unit, **self.advisor_kwargs)
         if self._pending_state is not None:
-            self._restore(self._pending_state)
+            self._restore_or_start_afresh(self._pending_state)
         self._rank_zero = trainer.is_global_zero
         self._fit_trainer, self._fitting = trainer, True
         if self.log_to_mlflow and trainer.is_global_zero:
@@ -418,7 +418,24 @@ class AdvisorCallback(*_callback_bases()):
         if self.advisor is None or not self._fitting:  # before this fit's setup
             self._pending_state = dict(state_dict)  # restored in setup, once the budget is known
         else:
-            self._restore(state_dict)
+            self._restore_or_start_afresh(state_dict)
+
+    def _restore_or_start_afresh(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint's state; one that cannot be read (another version's, an edited
+        file) costs the history before the resume, with one warning, never the training."""
+        try:
+            self._restore(state)
+        except Exception as exc:
+            if self.strict:
+                raise
+            self._pending_state = None
+            self.advisor = Advisor(self.monitor, self.mode, self.train_metric,
+                                   max_steps=self.budget, unit=self.unit, **self.advisor_kwargs)
+            self.advice, self.history, self.stop_reason = None, [], None
+            self._warn_once("restore", f"training-advisor could not restore its state from the "
+                                       f"checkpoint ({type(exc).__name__}: {exc}); its history "
+                                       f"starts again at the resumed check (training goes on; "
+                                       f"pass strict=True to raise).")
 
     # ------------------------------------------------------------------ the rule
     def _restore(self, state: dict[str, Any]) -> None:
