@@ -190,13 +190,21 @@ def connect(tracking_uri: str | None = None) -> Any:
                             f"database, pass sqlite:///{path}.")
     elif scheme in _DATABASES:
         _check_database_store(uri)
-    elif path is None and scheme not in _SERVERS:
-        raise TrackingError(f"unknown tracking URI scheme {scheme!r} in {uri}; expected "
-                            "http(s)://HOST, sqlite:///FILE, postgresql://, mysql://, "
-                            "mssql://, databricks, file:///FOLDER or a folder.")
+    else:
+        check_scheme(uri)
     check_reachable(uri)
     with mlflow_errors(f"cannot open the MLflow store at {uri}"):
         return MlflowClient(uri)
+
+
+def check_scheme(uri: str) -> None:
+    """Raise :class:`TrackingError` for a tracking URI whose scheme no MLflow store has (a typo
+    that no retry will fix)."""
+    scheme = urllib.parse.urlsplit(uri).scheme.split("+")[0].lower()
+    if _local_store(uri) is None and scheme not in (*_SERVERS, *_DATABASES, "sqlite"):
+        raise TrackingError(f"unknown tracking URI scheme {scheme!r} in {uri}; expected "
+                            "http(s)://HOST, sqlite:///FILE, postgresql://, mysql://, "
+                            "mssql://, databricks, file:///FOLDER or a folder.")
 
 
 _DATABASES = ("postgresql", "mysql", "mssql")  # SQLAlchemy URLs MLflow keeps runs in

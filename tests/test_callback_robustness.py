@@ -30,6 +30,8 @@ def test_settings_the_callback_takes_from_the_trainer_or_of_the_wrong_type_are_r
     with pytest.raises(ValueError, match="tracking_uri must be a non-empty string or None, but "
                                          "got 123"):
         AdvisorCallback("val_loss", tracking_uri=123)
+    with pytest.raises(ValueError, match="unknown tracking URI scheme 'nosuchscheme'"):
+        AdvisorCallback("val_loss", tracking_uri="nosuchscheme://x")
     with pytest.raises(ValueError, match="experiment_name"):
         AdvisorCallback("val_loss", experiment_name=None)
     with pytest.raises(TypeError, match="log_to_mlflow must be True or False, but got 'no'"):

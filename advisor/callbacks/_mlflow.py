@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..history import AdvisorWarning
-from ..tracking import answer_timeout
+from ..tracking import answer_timeout, default_tracking_uri
 from ..tracking import check_reachable as _check_reachable
 
 __all__ = ["Flushed", "MlflowWriter", "Unwritten", "flush_unwritten", "mark_training_experiment",
@@ -54,12 +54,6 @@ class Unwritten:
 
     def __bool__(self) -> bool:
         return bool(self.metrics or self.tags or self.artifacts)
-
-
-def default_tracking_uri() -> str:
-    """Where a new run goes when no server is named: ``MLFLOW_TRACKING_URI``, else the embedded
-    store ``sqlite:///mlflow.db``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
 
 
 def resolve_run(tracking_uri: str | None, experiment_name: str, run_name: str | None):

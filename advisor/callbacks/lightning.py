@@ -23,8 +23,9 @@ from ..dashboards import (
 )
 from ..detectors.plan import LrPlan, PlateauRule
 from ..history import AdvisorWarning
+from ..tracking import check_scheme, default_tracking_uri
 from ._lr_plan import plan_from_trainer
-from ._mlflow import MlflowWriter, default_tracking_uri, mark_training_experiment, resolve_run
+from ._mlflow import MlflowWriter, mark_training_experiment, resolve_run
 
 __all__ = ["PLOT_ARTIFACT", "REPORT_ARTIFACT", "AdvisorCallback"]
 
@@ -131,6 +132,8 @@ class AdvisorCallback(*_callback_bases()):
             if not (optional and text is None) and not (isinstance(text, str) and text.strip()):
                 raise ValueError(f"{name} must be a non-empty string"
                                  f"{' or None' if optional else ''}, but got {text!r}.")
+        if tracking_uri is not None:
+            check_scheme(tracking_uri)  # a typo no retry will fix
         Advisor(monitor, mode, train_metric, **advisor_kwargs)  # validate the settings now
         self.monitor, self.mode, self.train_metric = monitor, mode, train_metric
         self.action = action
