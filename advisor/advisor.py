@@ -57,6 +57,7 @@ from .policy import Decision, Findings, decide
 __all__ = ["Advisor", "MetricNotFoundError"]
 
 _LR_NAMES = ("lr", "learning_rate", "learning-rate")
+_MIN_LOOK_ALPHA = 1e-10  # the most looks an error rate is shared among: 1e10
 _NO_OVERFITTING = OverfittingResult(False, 0, math.nan, 1.0, None, 0.0, 0.0, math.nan, math.nan,
                                     None)
 _NO_SCHEDULE = ScheduleState(False, 0, math.nan, math.nan, False, False, False, 0)
@@ -486,7 +487,8 @@ class Advisor:
             else sign * h.values(self.train_metric)[logged][finite]
         spacing_all = median(np.diff(x)) if n > 1 else 1.0
         over = detect_overfitting(x, y, tolerance=tol,
-                                  alpha=self._look_alpha(step, spacing_all, self.alpha),
+                                  alpha=self._look_alpha(step, spacing_all, self.alpha,
+                                                         float(x[0])),
                                   stall_points=self.stall_window, train_values=train,
                                   autocorrelation=phi)
         evidence.append(_explain.overfitting_evidence(over, monitor, self.train_metric,
@@ -505,7 +507,7 @@ class Advisor:
             remaining = remaining_gain_horizon(step, self.max_steps, origin, self.decay)
             horizon = max(remaining, float(xp[w][-1] - xp[w][0])) * ratio
             before = yp[: w[0]]
-            confidence = self._look_confidence(step, spacing)
+            confidence = self._look_confidence(step, spacing, float(x[0]))
             xw, yw, blocked = window_means(xp, yp, w)
             span = int(w[-1] - w[0] + 1)  # the checks the window covers
             plateau = detect_plateau(xw, yw, tolerance=tol, horizon=horizon, noise=noise,
@@ -540,22 +542,27 @@ class Advisor:
         return max(self.min_improvement * abs(best), self.min_delta,
                    self.noise_tolerance * noise)
 
-    def _look_confidence(self, step: float, spacing: float) -> float:
+    def _look_confidence(self, step: float, spacing: float, first: float) -> float:
         """The plateau interval's level at this look. With ``alpha_spending``, the one-sided
         error ``(1 - confidence) / 2`` is shared evenly among the checks the budget holds
         (Bonferroni over the looks), so asking at every check does not raise the chance of a
         wrong stop above it however long the run; without a budget, the run is assumed to go on
         for as long again."""
-        return 1.0 - 2.0 * self._look_alpha(step, spacing, (1.0 - self.confidence) / 2.0)
+        return 1.0 - 2.0 * self._look_alpha(step, spacing, (1.0 - self.confidence) / 2.0, first)
 
-    def _look_alpha(self, step: float, spacing: float, alpha: float) -> float:
+    def _look_alpha(self, step: float, spacing: float, alpha: float, first: float) -> float:
         """A test's level at this look: ``alpha`` shared evenly among the checks the budget
         holds (with ``alpha_spending``), so the chance of a wrong stop over the whole run stays
-        below ``alpha`` (Bonferroni: valid however the looks depend on each other)."""
+        below ``alpha`` (Bonferroni: valid however the looks depend on each other). The checks
+        are counted from the one before the ``first`` (or from step 0, if that is later): steps
+        that start at 10**15 hold as many checks as steps that start at 1. At most
+        ``1 / _MIN_LOOK_ALPHA`` looks are counted (past that the level would round to 0)."""
         if not self.alpha_spending:
             return alpha
-        end = self.max_steps if self.max_steps is not None else 2.0 * step
-        return alpha / max(1.0, end / max(spacing, 1e-12))
+        origin = max(first - spacing, 0.0)
+        end = self.max_steps if self.max_steps is not None else step + (step - origin)
+        looks = (end - origin) / max(spacing, 1e-12)
+        return max(alpha / max(1.0, looks), alpha * _MIN_LOOK_ALPHA)
 
     def _findings(self, n, div, over, plateau, sched, plan, gain_low, step, tol, again, *,
                   learned, ahead, headroom=None):

@@ -321,3 +321,53 @@ def test_advise_trial_on_a_frozen_trial_takes_the_study():
     assert advise_trial(frozen, study=study) == live
     with pytest.raises(TypeError, match="FrozenTrial.*study="):
         advise_trial(frozen)
+
+
+def test_steps_far_from_zero_are_judged_as_steps_from_one():
+    # a global step carried over from earlier training: 10**15 + i. The looks are counted
+    # from the first check, so the error rate is shared over 40 checks, not 10**15
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    values = [0.5 + math.exp(-i / 4) for i in range(40)]
+    stops = []
+    for offset in (0, 10**6, 10**15):
+        adv = Advisor("val_loss", max_steps=offset + 40, lr_plan={offset + 1: 0.1})
+        stop = next((a for i, v in enumerate(values)
+                     if (a := adv.update(offset + i + 1, {"val_loss": v})).should_stop), None)
+        assert stop is not None and stop.verdict is Verdict.PLATEAU
+        stops.append(stop.step - offset)
+    assert stops[0] == stops[1] == stops[2]
+    study = optuna.create_study(pruner=AdvisorPruner(max_steps=10**15 + 39))
+
+    def objective(trial):
+        for i, v in enumerate(values):
+            trial.report(v, 10**15 + i)
+            advice = advise_trial(trial)
+            if advice.should_stop:
+                return advice.best_value
+        return values[-1]
+
+    study.optimize(objective, n_trials=1)
+    assert study.trials[0].user_attrs["advisor.verdict"] == "plateau"
+
+
+def test_pruner_and_advise_trial_refuse_what_they_cannot_use():
+    with pytest.raises(TypeError, match="n_startup_trials must be a whole number, but got '3'"):
+        AdvisorPruner(n_startup_trials="3")
+    with pytest.raises(TypeError, match="n_warmup_steps must be a whole number, but got inf"):
+        AdvisorPruner(n_warmup_steps=float("inf"))
+    with pytest.raises(ValueError, match="threshold must be in"):
+        AdvisorPruner(threshold="0.1")
+    with pytest.raises(ValueError, match="do not pass mode='max'"):
+        AdvisorPruner(mode="max")
+    with pytest.raises(TypeError, match="unknown advisor setting.*'bogus'"):
+        AdvisorPruner(bogus=1)
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.report(1.0, 0)
+    for bad in (0, -1, float("nan"), "auto", True):
+        with pytest.raises(ValueError, match="max_steps must be a positive number"):
+            advise_trial(trial, max_steps=bad)
+    with pytest.raises(TypeError, match="needs an optuna Trial"):
+        advise_trial(None)
+    with pytest.raises(TypeError, match="study must be an optuna Study"):
+        advise_trial(study.trials[0], study="x")

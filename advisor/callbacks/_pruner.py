@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import warnings
 from typing import Any
 
 import numpy as np
@@ -14,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .. import _explain
 from ..advice import Advice, Verdict
 from ..detectors.promise import PeerResult, chance_from_peers, chance_to_beat
-from ..history import positive_number
+from ..history import AdvisorWarning, positive_number
 from ._peers import PeerCurves
 from ._trials import TrialAdvisors, advice_attrs, check_single_objective, record_advice
 
@@ -96,10 +99,22 @@ class AdvisorPruner(BasePruner):
                 or positive_number(max_steps) is not None):
             raise ValueError(
                 f"max_steps must be a positive number, 'auto' or None, but got {max_steps!r}.")
-        if not 0 < threshold < 1:
+        for name, value in (("n_startup_trials", n_startup_trials),
+                            ("n_warmup_steps", n_warmup_steps)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+                    math.isfinite(value) and float(value).is_integer()):
+                raise TypeError(f"{name} must be a whole number, but got {value!r}.")
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (
+                0 < threshold < 1):
             raise ValueError(f"threshold must be in (0, 1), but got {threshold!r}.")
         if isinstance(n_best, bool) or not isinstance(n_best, int) or n_best < 1:
             raise ValueError(f"n_best must be a positive integer, but got {n_best!r}.")
+        taken = sorted(set(advisor_kwargs) & {"monitor", "mode", "max_steps", "train_metric"})
+        if taken:
+            raise ValueError(f"AdvisorPruner sets {', '.join(taken)} itself (a trial reports "
+                             f"one value, judged in the study's direction, up to max_steps=...); "
+                             f"do not pass "
+                             f"{', '.join(f'{k}={advisor_kwargs[k]!r}' for k in taken)}.")
         if n_startup_trials < 0:
             raise ValueError(f"n_startup_trials cannot be negative, but got {n_startup_trials!r}.")
         if n_warmup_steps < 0:
@@ -115,6 +130,7 @@ class AdvisorPruner(BasePruner):
         self.wrapped_pruner = wrapped_pruner
         self.advisors = TrialAdvisors(advisor_kwargs)
         self.peers = PeerCurves()
+        self._warned = False  # a failure inside prune() was reported
 
     # ------------------------------------------------------------------ Optuna's interface
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
@@ -126,6 +142,17 @@ class AdvisorPruner(BasePruner):
         """
         if len(study.directions) > 1 or trial.state.is_finished():
             return False
+        try:
+            return self._prune(study, trial)
+        except Exception as exc:  # never the sweep's end: one warning, the trial goes on
+            if not self._warned:
+                self._warned = True
+                warnings.warn(f"training-advisor could not judge trial {trial.number}: "
+                              f"{type(exc).__name__}: {exc} (the trial goes on unpruned; later "
+                              f"failures are not repeated).", AdvisorWarning, stacklevel=2)
+            return False
+
+    def _prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         advice = self.advise(study, trial, complete)
         if advice is None:

@@ -9,6 +9,7 @@ whose history no longer matches the trial is rebuilt from the reported values.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -37,6 +38,11 @@ class TrialAdvisors:
     def __init__(self, advisor_kwargs: Mapping[str, Any] | None = None,
                  max_trials: int = 256) -> None:
         self.advisor_kwargs = {"min_improvement": SWEEP_MIN_IMPROVEMENT, **(advisor_kwargs or {})}
+        unknown = sorted(set(self.advisor_kwargs) - set(inspect.signature(Advisor).parameters))
+        if unknown:
+            raise TypeError(f"unknown advisor setting(s) {', '.join(map(repr, unknown))}; the "
+                            f"settings are those of advisor.Advisor: "
+                            f"{', '.join(inspect.signature(Advisor).parameters)}.")
         Advisor(MONITOR, "min", **self.advisor_kwargs)  # validate the settings up front
         self.max_trials = max_trials
         self._entries: OrderedDict[tuple[str, int], tuple[Advisor, list[tuple[int, float]]]] = (

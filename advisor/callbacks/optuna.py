@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from optuna.trial import FrozenTrial, TrialState
+from optuna.study import Study
+from optuna.trial import FrozenTrial, Trial, TrialState
 
 from ..advice import Advice
+from ..history import positive_number
 from ._pruner import AdvisorPruner
 from ._trials import (
     TrialAdvisors,
@@ -58,10 +60,20 @@ def advise_trial(trial: Any, max_steps: float | None = None, *, study: Any = Non
     its ``study``; the attributes are written only to a trial that is still running.
 
     Raises:
-        ValueError: the trial has reported no value yet.
-        TypeError: a ``FrozenTrial`` without ``study``.
+        ValueError: the trial has reported no value yet, or ``max_steps`` is not a positive
+            number or None.
+        TypeError: ``trial`` is not a trial, or a ``FrozenTrial`` comes without ``study``.
         NotImplementedError: the study is multi-objective.
     """
+    if max_steps is not None and positive_number(max_steps) is None:
+        raise ValueError(f"max_steps must be a positive number (the last step a trial reports) "
+                         f"or None, but got {max_steps!r}.")
+    max_steps = None if max_steps is None else positive_number(max_steps)
+    if not isinstance(trial, FrozenTrial | Trial):
+        raise TypeError(f"advise_trial needs an optuna Trial (or a FrozenTrial with study=...), "
+                        f"but got {type(trial).__name__}.")
+    if study is not None and not isinstance(study, Study):
+        raise TypeError(f"study must be an optuna Study, but got {type(study).__name__}.")
     if isinstance(trial, FrozenTrial):
         if study is None:
             raise TypeError(f"advise_trial got a FrozenTrial (trial {trial.number}), which does "
