@@ -20,7 +20,11 @@ __all__ = ["PLANNED_LR", "advise_run", "long_to_wide", "prepare_runs", "replay"]
 PLANNED_LR = "planned_lr"
 
 _STEP_COLUMNS = ("epoch", "step")
-_NOT_METRICS = {"run_id", "task", "source", "step", "epoch", "timestamp", "time", "metric", "value"}
+#: A column of the wide frame marking the steps where the monitor was logged as NaN (a value
+#: the long format and MLflow keep, which the wide frame would read as "not logged").
+MONITOR_LOGGED = "advisor_monitor_logged"
+_NOT_METRICS = {"run_id", "task", "source", "step", "epoch", "timestamp", "time", "metric", "value",
+                MONITOR_LOGGED}
 
 
 def _step_column(frame: pd.DataFrame, what: str, step_column: str | None = None) -> str:
@@ -59,9 +63,20 @@ def prepare_runs(frame: pd.DataFrame, monitor: str, train_metric: str | None = N
         if missing is not None and missing.any():
             raise ValueError(f"{key} is missing in {int(missing.sum())} row(s) (the first at "
                              f"row {frame.index[missing.argmax()]!r}); every row needs one.")
+    logged_nan = None
     if "metric" in frame.columns and "value" in frame.columns:
+        # a NaN the run logged for the monitor is a value (the run diverged), not a gap: the
+        # wide frame cannot tell the two apart, so the steps it was logged at are marked
+        monitor_rows = frame[frame["metric"] == monitor]
+        if monitor_rows["value"].isna().any():
+            logged_nan = monitor_rows
         frame = long_to_wide(frame, step_column)
     step = _step_column(frame, "the frame", step_column)
+    if logged_nan is not None:
+        keys = [c for c in ("task", "run_id") if c in frame.columns]
+        marks = logged_nan[keys + [step]].drop_duplicates().assign(**{MONITOR_LOGGED: True})
+        frame = frame.merge(marks, on=keys + [step], how="left")
+        frame[MONITOR_LOGGED] = frame[MONITOR_LOGGED].eq(True)
     if monitor not in frame.columns:
         metrics = sorted(c for c in frame.columns if c not in _NOT_METRICS)
         raise ValueError(f"monitored metric {monitor!r} is not in the data; metrics present: "
@@ -149,6 +164,8 @@ def advise_run(run: pd.DataFrame, step: str, metric_columns: list[str], monitor:
         metric_columns = [c for c in metric_columns if c != PLANNED_LR]
     table = run[metric_columns].to_numpy(dtype=float)
     has_monitor = ~np.isnan(run[monitor].to_numpy(dtype=float))
+    if MONITOR_LOGGED in run.columns:  # NaN logged as the monitor's value: a check
+        has_monitor |= run[MONITOR_LOGGED].to_numpy(dtype=bool)
     last = float(steps[-1]) if steps.size else 0.0
     if plan is not None:  # the plan goes to the budget, beyond the steps that happened
         last = max(last, plan.steps[-1])
@@ -184,7 +201,9 @@ def replay_run(run: pd.DataFrame, step: str, metric_columns: list[str], monitor:
                train_metric: str | None, advisor_kwargs: dict[str, Any]) -> dict[str, Any]:
     """Replay one run (sorted by ``step``) and return its row of decisions."""
     logged = [c for c in metric_columns if c != PLANNED_LR]  # a plan reaches past the run's end
-    ran = run[logged].notna().any(axis=1).to_numpy() if logged else np.ones(len(run), bool)
+    ran = run[logged].notna().any(axis=1).to_numpy(copy=True) if logged else np.ones(len(run), bool)
+    if MONITOR_LOGGED in run.columns:
+        ran |= run[MONITOR_LOGGED].to_numpy(dtype=bool)
     last = float(run[step].to_numpy()[ran][-1] if ran.any() else run[step].iloc[-1])
     advices = advise_run(run, step, metric_columns, monitor, mode, train_metric, advisor_kwargs)
     if not advices:

@@ -241,9 +241,12 @@ def build_report(client: Any, experiment: Any, runs: list[Any], folder: Path,
     report = ExperimentReport(name, experiment.experiment_id, tuple(analyses))
     if not report.analysed:
         monitor = settings.get("monitor", "val_loss")
+        train = settings.get("train_metric")
         present = sorted({m for r in runs for m in r.data.metrics if not m.startswith("advisor/")})
-        raise TrackingError(f"no run of experiment {name!r} has the monitored metric "
-                            f"{monitor!r}; metrics present: {', '.join(present) or 'none'}.")
+        wanted = f"the monitored metric {monitor!r}" if monitor not in present or not train else (
+            f"the train metric {train!r}")
+        raise TrackingError(f"no run of experiment {name!r} has {wanted}; metrics present: "
+                            f"{', '.join(present) or 'none'}.")
     (folder / "index.html").write_text(experiment_html(name, analyses, tracking_uri,
                                                        experiment_id=experiment.experiment_id),
                                        encoding="utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import subprocess
 from pathlib import Path
 
@@ -423,3 +424,19 @@ def test_replay_of_a_frame_with_text_in_the_monitored_metric_names_the_row():
     with pytest.raises(ValueError, match="column 'val_loss' must hold numbers, but row 3 has "
                                          "'oops'"):
         replay(wide, monitor="val_loss")
+
+
+def test_a_nan_logged_as_the_monitor_is_a_divergence_not_a_gap():
+    # the long format (and MLflow) keep a NaN the run logged; a wide frame would read it as
+    # "not logged at this step" and go on judging the last finite value
+    rows = [("a", e, "val_loss", 1.0 / e if e <= 10 else math.nan) for e in range(1, 31)]
+    rows += [("a", e, "train_loss", 0.9 / e) for e in range(1, 31)]
+    row = replay(pd.DataFrame(rows, columns=["run_id", "epoch", "metric", "value"]),
+                 monitor="val_loss", train_metric="train_loss").iloc[0]
+    assert row["verdict"] == "diverged" and row["stopped"]
+    assert (row["stop_epoch"], row["best_epoch"], row["last_epoch"]) == (11.0, 10.0, 30.0)
+    # a metric that was simply not logged at some epochs is still a gap, not a divergence
+    gaps = [r for r in rows if not (r[2] == "val_loss" and r[1] > 10)]
+    row = replay(pd.DataFrame(gaps, columns=["run_id", "epoch", "metric", "value"]),
+                 monitor="val_loss").iloc[0]
+    assert row["verdict"] != "diverged"

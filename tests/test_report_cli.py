@@ -254,7 +254,8 @@ def test_callback_logs_its_report_and_plot(report_experiment, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["unknown-experiment", "unknown-run", "unreachable",
-                                  "no-store", "analyze-no-monitor", "report-no-monitor"])
+                                  "no-store", "analyze-no-monitor", "report-no-monitor",
+                                  "report-no-train-metric"])
 def test_errors_are_one_line_exit_1_and_leave_no_files(report_experiment, tmp_path, capsys,
                                                        case):
     url, out = report_experiment.url, tmp_path / "out"
@@ -273,6 +274,9 @@ def test_errors_are_one_line_exit_1_and_leave_no_files(report_experiment, tmp_pa
         "report-no-monitor": (["report", "--experiment", report_experiment.name,
                                "--tracking-uri", url, "--monitor", "val_acc", "--quiet"],
                               "no run of experiment"),
+        "report-no-train-metric": (["report", "--experiment", report_experiment.name,
+                                    "--tracking-uri", url, "--train-metric", "nosuch",
+                                    "--quiet"], "has the train metric 'nosuch'"),
     }[case]
     if argv[0] == "report":
         argv += ["--out", str(out)]
