@@ -7,7 +7,6 @@ import io
 import json
 import math
 import warnings
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +172,9 @@ class AdvisorCallback(*_callback_bases()):
         self._trainer: Any = None
         self._planned_for: tuple[int, ...] | None = None  # the schedulers the plan was read from
         self._fit_trainer: Any = None  # the trainer of the fit under way (its checkpoints)
-        self._last_trainer: weakref.ref | None = None  # the last fit's (a fit on continues it)
+        # the last fit's trainer (its id: a reference would keep it, or not pickle); a trainer
+        # has trained (current_epoch > 0) at setup only if it is that one fitting on
+        self._last_trainer: int | None = None
         self._fitting = False
         self._kept: tuple[str | None, bool] = (None, False)  # after the fit: file, none kept
         self._announce = False  # print the stop when the fit ends
@@ -197,8 +198,7 @@ class AdvisorCallback(*_callback_bases()):
                                      f"strict=True to raise).")
 
     def _setup_fit(self, trainer: Any) -> None:
-        last = self._last_trainer() if self._last_trainer is not None else None
-        continuing = (last is trainer and self.advisor is not None
+        continuing = (self._last_trainer == id(trainer) and self.advisor is not None
                       and self._pending_state is None and trainer.current_epoch > 0)
         self._new_fit(keep_history=continuing)
         interval = trainer.val_check_interval
@@ -361,7 +361,8 @@ class AdvisorCallback(*_callback_bases()):
             self._forget_writers()
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        if self.advisor is not None and self.advice is None and trainer.is_global_zero:
+        if (self.advisor is not None and self.advice is None and trainer.is_global_zero
+                and "check" not in self._warned):  # a skipped check already said why
             self._warn_once("no_check", (
                 f"training-advisor gave no advice: no validation check logged "
                 f"{self.monitor!r} during this fit (no validation dataloader, "
@@ -516,7 +517,7 @@ class AdvisorCallback(*_callback_bases()):
         self._fitting = False
         self._kept = self._checkpoint_state(trainer)
         self._fit_trainer = None
-        self._last_trainer = None if trainer is None else weakref.ref(trainer)
+        self._last_trainer = None if trainer is None else id(trainer)
         if self._announce and self.stopped_step is not None and self.advice is not None:
             self._announce = False
             where = story.at(self.stopped_step, self.unit, self._origin())
