@@ -63,6 +63,10 @@ def prepare_runs(frame: pd.DataFrame, monitor: str, train_metric: str | None = N
         if missing is not None and missing.any():
             raise ValueError(f"{key} is missing in {int(missing.sum())} row(s) (the first at "
                              f"row {frame.index[missing.argmax()]!r}); every row needs one.")
+    for name, what in ((monitor, "monitored metric"), (train_metric, "train metric")):
+        if step_column is not None and name == step_column:
+            raise ValueError(f"the step column {step_column!r} cannot also be the {what}; pass "
+                             f"the column of epochs or steps as the step column.")
     logged_nan = None
     if "metric" in frame.columns and "value" in frame.columns:
         # a NaN the run logged for the monitor is a value (the run diverged), not a gap: the

@@ -440,3 +440,11 @@ def test_a_nan_logged_as_the_monitor_is_a_divergence_not_a_gap():
     row = replay(pd.DataFrame(gaps, columns=["run_id", "epoch", "metric", "value"]),
                  monitor="val_loss").iloc[0]
     assert row["verdict"] != "diverged"
+
+
+def test_a_step_column_that_is_the_monitor_is_refused_by_name():
+    frame = pd.DataFrame({"epoch": range(1, 11), "val_loss": [1.0 / e for e in range(1, 11)]})
+    with pytest.raises(ValueError, match="step column 'val_loss' cannot also be the monitored"):
+        replay(frame, monitor="val_loss", step_column="val_loss")
+    row = replay(frame, monitor="val_loss", step_column="epoch").iloc[0]
+    assert row["last_epoch"] == 10.0
