@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 import re
 from collections.abc import Mapping
 from dataclasses import replace
@@ -51,7 +50,7 @@ from .detectors.plateau import (
     window_rate_ratio,
 )
 from .detectors.schedule import ScheduleState
-from .history import MetricHistory, positive_number
+from .history import MetricHistory, check_settings, positive_number
 from .policy import Decision, Findings, decide
 
 __all__ = ["Advisor", "MetricNotFoundError"]
@@ -88,23 +87,6 @@ def _noisy_hint(noise: float, tol: float) -> str:
             f"training for, so ruling out a gain that small may take most of the budget (a "
             f"min_delta of about twice the noise, {2 * noise:.2g}, or more validation samples "
             f"would let it decide sooner)")
-
-
-def _check_settings(integers: Mapping[str, Any], reals: Mapping[str, Any],
-                    flags: Mapping[str, Any]) -> None:
-    """Settings of the right type: whole numbers, finite real numbers and booleans (numpy's
-    included), each named with its value when it is not (the ranges are checked after)."""
-    for name, value in integers.items():
-        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real) or not (
-                math.isfinite(value) and float(value).is_integer()):
-            raise TypeError(f"{name} must be a whole number, but got {value!r}.")
-    for name, value in reals.items():
-        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real) or not (
-                math.isfinite(value)):
-            raise TypeError(f"{name} must be a finite real number, but got {value!r}.")
-    for name, value in flags.items():
-        if not isinstance(value, bool | np.bool_):
-            raise TypeError(f"{name} must be True or False, but got {value!r}.")
 
 
 class Advisor:
@@ -231,7 +213,7 @@ class Advisor:
         if lr_metric is not None and (not isinstance(lr_metric, str) or not lr_metric):
             raise ValueError(f"lr_metric must be a metric name, 'auto' or None, but got "
                              f"{lr_metric!r}.")
-        _check_settings(
+        check_settings(
             integers={"min_checks": min_checks, "confirm": confirm, "min_window": min_window,
                       "max_window": max_window, "stall_window": stall_window},
             reals={"min_improvement": min_improvement, "min_delta": min_delta,

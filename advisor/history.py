@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AdvisorWarning", "MetricHistory", "positive_number"]
+__all__ = ["AdvisorWarning", "MetricHistory", "check_settings", "positive_number"]
 
 
 class AdvisorWarning(UserWarning):
@@ -55,6 +55,23 @@ def positive_number(value: Any) -> float | None:
     except OverflowError:
         return None
     return number if math.isfinite(number) and number > 0 else None
+
+
+def check_settings(integers: Mapping[str, Any], reals: Mapping[str, Any],
+                    flags: Mapping[str, Any]) -> None:
+    """Settings of the right type: whole numbers, finite real numbers and booleans (numpy's
+    included), each named with its value when it is not (the ranges are checked after)."""
+    for name, value in integers.items():
+        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real) or not (
+                math.isfinite(value) and float(value).is_integer()):
+            raise TypeError(f"{name} must be a whole number, but got {value!r}.")
+    for name, value in reals.items():
+        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real) or not (
+                math.isfinite(value)):
+            raise TypeError(f"{name} must be a finite real number, but got {value!r}.")
+    for name, value in flags.items():
+        if not isinstance(value, bool | np.bool_):
+            raise TypeError(f"{name} must be True or False, but got {value!r}.")
 
 
 class MetricHistory:

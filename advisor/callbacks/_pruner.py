@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 import warnings
 from typing import Any
@@ -17,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .. import _explain
 from ..advice import Advice, Verdict
 from ..detectors.promise import PeerResult, chance_from_peers, chance_to_beat
-from ..history import AdvisorWarning, positive_number
+from ..history import AdvisorWarning, check_settings, positive_number
 from ._peers import PeerCurves
 from ._trials import TrialAdvisors, advice_attrs, check_single_objective, record_advice
 
@@ -99,11 +98,8 @@ class AdvisorPruner(BasePruner):
                 or positive_number(max_steps) is not None):
             raise ValueError(
                 f"max_steps must be a positive number, 'auto' or None, but got {max_steps!r}.")
-        for name, value in (("n_startup_trials", n_startup_trials),
-                            ("n_warmup_steps", n_warmup_steps)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-                    math.isfinite(value) and float(value).is_integer()):
-                raise TypeError(f"{name} must be a whole number, but got {value!r}.")
+        check_settings(integers={"n_startup_trials": n_startup_trials,
+                                 "n_warmup_steps": n_warmup_steps}, reals={}, flags={})
         if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (
                 0 < threshold < 1):
             raise ValueError(f"threshold must be in (0, 1), but got {threshold!r}.")

@@ -21,7 +21,7 @@ from ..dashboards import (
     story,
 )
 from ..detectors.plan import LrPlan, PlateauRule
-from ..history import AdvisorWarning
+from ..history import AdvisorWarning, check_settings
 from ..tracking import check_scheme, default_tracking_uri
 from ._lr_plan import plan_from_trainer
 from ._mlflow import MlflowWriter, mark_training_experiment, resolve_run
@@ -121,10 +121,9 @@ class AdvisorCallback(*_callback_bases()):
             raise ValueError(f"AdvisorCallback reads {' and '.join(taken)} from the trainer "
                              f"(max_epochs, max_steps, val_check_interval); do not pass "
                              f"{', '.join(f'{k}={advisor_kwargs[k]!r}' for k in taken)}.")
-        for name, flag in (("log_to_mlflow", log_to_mlflow), ("report", report),
-                           ("strict", strict), ("plan_lr", plan_lr)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be True or False, but got {flag!r}.")
+        check_settings(integers={}, reals={}, flags={
+            "log_to_mlflow": log_to_mlflow, "report": report, "strict": strict,
+            "plan_lr": plan_lr})
         for name, text, optional in (("tracking_uri", tracking_uri, True),
                                      ("experiment_name", experiment_name, False),
                                      ("run_name", run_name, True)):
@@ -213,14 +212,18 @@ class AdvisorCallback(*_callback_bases()):
             self.advisor.max_steps = self.budget
             self._planned_for = None  # plan again up to the new budget
         else:
-            self.advisor = Advisor(self.monitor, self.mode, self.train_metric,
-                                   max_steps=self.budget, unit=self.unit, **self.advisor_kwargs)
+            self.advisor = self._new_advisor()
         if self._pending_state is not None:
             self._restore_or_start_afresh(self._pending_state)
         self._rank_zero = trainer.is_global_zero
         self._fit_trainer, self._fitting = trainer, True
         if self.log_to_mlflow and trainer.is_global_zero:
             self._join_run(trainer)
+
+    def _new_advisor(self) -> Advisor:
+        """An advisor with this callback's settings, the trainer's budget and unit."""
+        return Advisor(self.monitor, self.mode, self.train_metric, max_steps=self.budget,
+                       unit=self.unit, **self.advisor_kwargs)
 
     def _new_fit(self, keep_history: bool = False) -> None:
         """A new fit starts a new history (a reused callback carried the last fit's rows and
@@ -433,8 +436,7 @@ class AdvisorCallback(*_callback_bases()):
             if self.strict:
                 raise
             self._pending_state = None
-            self.advisor = Advisor(self.monitor, self.mode, self.train_metric,
-                                   max_steps=self.budget, unit=self.unit, **self.advisor_kwargs)
+            self.advisor = self._new_advisor()
             self.advice, self.history, self.stop_reason = None, [], None
             self._warn_once("restore", f"training-advisor could not restore its state from the "
                                        f"checkpoint ({type(exc).__name__}: {exc}); its history "
