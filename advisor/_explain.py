@@ -17,6 +17,7 @@ from .detectors import (
 )
 from .detectors.plan import PlanState
 from .detectors.promise import PeerResult
+from .history import step_text
 
 
 def _g(v: float | None) -> str:
@@ -49,7 +50,8 @@ def plateau_evidence(r: PlateauResult, monitor: str, sign: float, confidence: fl
     t = r.trend
     lo, hi = sorted((sign * t.low_slope, sign * t.high_slope))
     summary = (
-        f"over the last {r.checks or t.n} checks ({unit}s {r.window_start:g}-{r.window_end:g}"
+        f"over the last {r.checks or t.n} checks ({unit}s "
+        f"{step_text(r.window_start)}-{step_text(r.window_end)}"
         + (f", tested as the means of {t.n} blocks of them" if r.checks else "")
         + f") {monitor} "
         f"moved {sign * t.slope:+.3g} per {unit} ({percent(confidence)} interval {lo:+.3g} to "
@@ -82,9 +84,9 @@ def overfitting_evidence(r: OverfittingResult, monitor: str, train_metric: str |
     metric where higher is better (the result is loss-like): its rise is told as a fall."""
     rise = r.rise
     worse = worse_word(sign)
-    where = f"{unit} {best_step:g}"
+    where = f"{unit} {step_text(best_step)}"
     if best_check is not None and best_check != best_step:
-        where += f", around the best check at {unit} {best_check:g}"
+        where += f", around the best check at {unit} {step_text(best_check)}"
     if rise is None and r.gap > r.tolerance and r.pvalue < 0.05:
         summary = (f"{monitor} is {r.gap:.3g} worse than around its smoothed best ({where}) "
                    f"over the {r.checks_since_best} checks since (Mann-Whitney "
@@ -126,7 +128,8 @@ def overfitting_evidence(r: OverfittingResult, monitor: str, train_metric: str |
 def divergence_evidence(r: DivergenceResult, monitor: str, last_value: float, step: float,
                         sign: float, unit: str = "step") -> Evidence:
     if r.kind == "non-finite":
-        summary = f"{monitor} is {last_value} at {unit} {step:g} ({r.checks} check(s) in a row)"
+        summary = (f"{monitor} is {last_value} at {unit} {step_text(step)} ({r.checks} check(s) "
+                   f"in a row)")
     elif r.kind == "blow-up":
         summary = (f"{monitor} has been {r.statistic:.3g} times its usual scale ({r.scale:.3g}) "
                    f"away from its best for {r.checks} checks")
@@ -156,7 +159,8 @@ def to_forecast(r: Forecast, sign: float) -> Forecast:
 
 def forecast_evidence(f: Forecast, gain: float, gain_interval: tuple[float, float],
                       monitor: str, unit: str = "step") -> Evidence:
-    summary = (f"{monitor} is forecast at {_g(f.value)} by {unit} {f.step:g} ({f.level:.0%} "
+    summary = (f"{monitor} is forecast at {_g(f.value)} by {unit} {step_text(f.step)} "
+               f"({f.level:.0%} "
                f"interval "
                f"{_g(f.low)} to {_g(f.high)}, {'+'.join(f.models)}); expected gain over the best "
                f"so far {gain:.3g} ({gain_interval[0]:.3g} to {gain_interval[1]:.3g})")
@@ -188,9 +192,10 @@ def promise_evidence(p: float, p_forecast: float | None, p_peers: float | None,
     if p_peers is not None and peers is not None:
         peer_facts = (f"it needs {peers.needed:.3g} more, and {peers.gained_enough} of the "
                       f"{peers.peers} complete trials improved that much after {unit} "
-                      f"{peers.step:g} (the most: {peers.largest:.3g})")
+                      f"{step_text(peers.step)} (the most: {peers.largest:.3g})")
     if p_forecast is not None and forecast is not None:
-        forecast_facts = (f"its forecast is {forecast.value:.4g} at {unit} {forecast.step:g} "
+        forecast_facts = (f"its forecast is {forecast.value:.4g} at {unit} "
+                          f"{step_text(forecast.step)} "
                           f"({forecast.level:.0%} interval {forecast.low:.4g} to "
                           f"{forecast.high:.4g})")
     chance = f"its chance {aim} is {_chance(p)} (threshold {threshold:g})"

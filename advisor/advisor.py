@@ -50,7 +50,7 @@ from .detectors.plateau import (
     window_rate_ratio,
 )
 from .detectors.schedule import ScheduleState
-from .history import MetricHistory, check_settings, positive_number
+from .history import MetricHistory, check_settings, positive_number, step_text
 from .policy import Decision, Findings, decide
 
 __all__ = ["Advisor", "MetricNotFoundError"]
@@ -592,7 +592,7 @@ class Advisor:
             return Advice(verdict=d.verdict, should_stop=True, evidence=tuple(evidence),
                           suggested_stop_step=best_step,
                           reason=f"Training diverged: {text}; keep the checkpoint of "
-                                 f"{self.unit} {best_step:g}.", **base)
+                                 f"{self.unit} {step_text(best_step)}.", **base)
         if d.why == "spike_at_raised_rate":
             return Advice(verdict=d.verdict, should_stop=False, evidence=tuple(evidence),
                           reason=f"{monitor} jumped ({evidence[0].summary}), but the schedule "
@@ -603,18 +603,21 @@ class Advisor:
                                  f"halved.", **base)
         if d.why == "no_headroom":
             best_value, headroom = base["best_value"], f.headroom
-            ev = Evidence("bound", f"{monitor} is at {best_value:.4g} ({self.unit} {best_step:g}), "
+            ev = Evidence("bound", f"{monitor} is at {best_value:.4g} ({self.unit} "
+                                   f"{step_text(best_step)}), "
                                    f"{headroom:.3g} from {bound:g}, the best it can be",
                           details={"best_possible": bound, "best_step": best_step,
                                    "headroom": headroom, "tolerance": f.tolerance})
             if headroom == 0.0:
                 reason = (f"Nothing left to gain: {monitor} reached {best_value:.4g} at "
-                          f"{self.unit} {best_step:g}, the best it can be; training on can at "
+                          f"{self.unit} {step_text(best_step)}, the best it can be; training on "
+                          f"can at "
                           f"most tie it. Keep that checkpoint.")
             else:
                 rel = f.tolerance / max(abs(best_value), 1e-300)
                 reason = (f"Nothing worth training for: {monitor} is at {best_value:.4g} "
-                          f"({self.unit} {best_step:g}), {headroom:.3g} from {bound:g}, the best "
+                          f"({self.unit} {step_text(best_step)}), {headroom:.3g} from {bound:g}, "
+                          f"the best "
                           f"it can be: less than the {f.tolerance:.3g} ({rel:.1%} of the best) "
                           f"worth training for. Keep that checkpoint.")
             # whatever the forecast says, no more than the headroom can be gained
@@ -641,7 +644,7 @@ class Advisor:
         worse = _explain.worse_word(self._sign)
         reasons = {
             "overfitting": f"Overfitting: {over_text}; keep the best checkpoint "
-                           f"({self.unit} {best_step:g}).",
+                           f"({self.unit} {step_text(best_step)}).",
             "small_rise_before_decay": f"{monitor} is {worse} since its best, but by no more "
                                        f"than twice the {worth} worth training for, and "
                                        f"{self._decay_ahead_text(f)}: a lower rate often takes "
@@ -676,11 +679,11 @@ class Advisor:
             "rising": f"Overfitting: {monitor} is {worse} since its best while training went "
                       f"on, and the rest of the budget is unlikely to improve it by more than "
                       f"{worth}: {plateau_text}; keep the best checkpoint ({self.unit} "
-                      f"{best_step:g}).",
+                      f"{step_text(best_step)}).",
             "plateau": f"Plateau: training on{self._to_budget()} is unlikely to improve "
                        f"{monitor} by more than {worth}: {plateau_text}"
                        f"{'' if f.schedule.known else '; the learning-rate schedule is unknown'}"
-                       f"; best {base['best_value']:.4g} at {self.unit} {best_step:g}.",
+                       f"; best {base['best_value']:.4g} at {self.unit} {step_text(best_step)}.",
         }
         suggested = None
         if d.should_stop:
@@ -695,7 +698,7 @@ class Advisor:
         return f"{f.schedule.describe()}, so a decay is likely ahead"
 
     def _to_budget(self) -> str:
-        return "" if self.max_steps is None else f" to {self.unit} {self.max_steps:g}"
+        return "" if self.max_steps is None else f" to {self.unit} {step_text(self.max_steps)}"
 
     def _schedule(self, x: np.ndarray, y: np.ndarray, logged: np.ndarray, finite: np.ndarray,
                   tol: float, noise: float, resolution: float = 0.0

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AdvisorWarning", "MetricHistory", "check_settings", "positive_number"]
+__all__ = ["AdvisorWarning", "MetricHistory", "check_settings", "positive_number", "step_text"]
 
 
 class AdvisorWarning(UserWarning):
@@ -43,6 +43,21 @@ def _as_float(label: str, value: Any) -> float:
     except OverflowError:  # an integer (or fraction) of more than 308 digits
         raise ValueError(f"{label} must be a finite number, but got an integer beyond the float "
                          f"range ({len(str(int(abs(value))))} digits).") from None
+
+
+def step_text(step: float) -> str:
+    """A step as people write it and as a checkpoint is named: a whole number in full
+    (``1234567``, where ``f"{step:g}"`` gives ``1.23457e+06``, another step), anything else to
+    ten significant digits.
+
+    Example:
+        >>> step_text(1234567.0), step_text(10.0 ** 15 + 5), step_text(2.5), step_text(float("nan"))
+        ('1234567', '1000000000000005', '2.5', 'nan')
+    """
+    x = float(step)
+    if math.isfinite(x) and x.is_integer() and abs(x) < 2.0 ** 63:
+        return str(int(x))
+    return f"{x:.10g}"
 
 
 def positive_number(value: Any) -> float | None:
@@ -149,7 +164,8 @@ class MetricHistory:
             if self._steps[index] == step:
                 if not self._warned_duplicate:
                     warnings.warn(
-                        f"step {step:g} was logged twice; the later values replace the earlier "
+                        f"step {step_text(step)} was logged twice; the later values replace the "
+                        f"earlier "
                         "ones (warned once per run).",
                         AdvisorWarning,
                         stacklevel=4,
@@ -158,7 +174,8 @@ class MetricHistory:
                 return index
             if not self._warned_order:
                 warnings.warn(
-                    f"step {step:g} arrived after step {self._steps[n - 1]:g}; it is inserted in "
+                    f"step {step_text(step)} arrived after step {step_text(self._steps[n - 1])}; "
+                    f"it is inserted in "
                     "step order (warned once per run).",
                     AdvisorWarning,
                     stacklevel=4,

@@ -31,6 +31,7 @@ from .dashboards import (
 )
 from .dashboards.experiment import mlflow_run_url, run_report_path, summary_text
 from .dashboards.html import GENERATOR
+from .history import step_text
 from .tracking import MissingMetricError, TrackingError, run_curves
 
 __all__ = ["ExperimentReport", "analyze_mlflow_run", "build_report", "default_out",
@@ -78,7 +79,7 @@ def _checkpoint_facts(a: RunAnalysis, run: Any, curves: Any) -> dict[str, Any]:
             facts["origin"] = "logged as"
     best = None if a.advice is None else a.advice.best_step
     checkpoint = tags.get("advisor.best_checkpoint")
-    if checkpoint and best is not None and tags.get(f"advisor.best_{a.unit}") == f"{best:g}":
+    if checkpoint and best is not None and tags.get(f"advisor.best_{a.unit}") == step_text(best):
         facts["checkpoint"] = checkpoint
     return facts
 
@@ -120,7 +121,7 @@ def format_advice(a: RunAnalysis) -> str:
         lines.append(f"{'cost:' if a.regret else 'saved:':<10}{cost[0].upper() + cost[1:]}")
     f = advice.forecast
     if f is not None:
-        lines.append(f"forecast: {a.monitor} {f.value:.4g} at {unit} {f.step:g} "
+        lines.append(f"forecast: {a.monitor} {f.value:.4g} at {unit} {step_text(f.step)} "
                      f"({f.level:.0%} interval {f.low:.4g} to {f.high:.4g})")
     if advice.expected_gain is not None and advice.expected_gain_interval is not None:
         lo, hi = advice.expected_gain_interval

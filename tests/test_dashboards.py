@@ -113,6 +113,32 @@ def test_one_checkpoint_is_named_for_one_decision():
         assert other not in note and other not in text.split("evidence:")[0]
 
 
+def test_a_best_step_past_a_million_is_named_in_full_everywhere():
+    """A run validated every 1,000 steps past step 1,000,000: the checkpoint to keep is named
+    by its exact step in the reason, the tags, the note and the report (``f"{step:g}"`` read
+    1.04e+06, which names no checkpoint at all)."""
+    from advisor.dashboards import advice_markdown
+    from advisor.dashboards.story import summary_tags
+    from advisor.report import format_advice
+
+    steps = 1_000_000 + 1_000 * np.arange(1, 81)
+    i = np.arange(80)
+    val = 0.3 + np.exp(-i / 4) + np.random.default_rng(0).normal(0, 0.001, i.size)
+    a = analyze_run(pd.DataFrame({"step": steps, "val_loss": val, "train_loss": val - 0.05}),
+                    train_metric="train_loss", step_column="step")
+    advice = a.advice
+    assert advice.should_stop and a.unit == "step"
+    best = int(advice.best_step)
+    assert best == steps[int(np.argmin(val[: int(np.searchsorted(steps, advice.step)) + 1]))]
+    assert f"step {best}" in advice.reason and "e+06" not in advice.reason
+    tags = summary_tags(advice, a.unit, a.budget)
+    assert tags["advisor.best_step"] == str(best)
+    assert tags["advisor.suggested_stop_step"] == str(int(advice.suggested_stop_step))
+    assert f"keep:     step {best}," in format_advice(a)
+    assert f"at step {best} |" in advice_markdown(advice, a.unit, a.budget)
+    assert f"Keep: step {best}," in run_report_html(a)
+
+
 def test_plateau_paid_off_before_the_best_check_says_both():
     e = np.arange(1, 61)
     a = analyze_run(pd.DataFrame({"epoch": e, "val_loss": 0.3 + np.exp(-e / 4)}))

@@ -8,6 +8,7 @@ from typing import Any
 import optuna
 
 from ..advice import Advice, Verdict
+from ..history import step_text
 from ._pruner import AdvisorPruner
 from ._trials import ATTR_PREFIX, advice_attrs
 from .lightning import AdvisorCallback
@@ -124,7 +125,7 @@ class AdvisorPruningCallback(AdvisorCallback):
         if attrs.get(ATTR_PREFIX + "pruned"):
             return attrs.get(ATTR_PREFIX + "verdict", ""), attrs.get(ATTR_PREFIX + "reason", "")
         name = type(self.trial.study.pruner).__name__
-        reason = (f"Pruned by {name} at {self.unit} {advice.step:g}; the advisor said: "
+        reason = (f"Pruned by {name} at {self.unit} {step_text(advice.step)}; the advisor said: "
                   f"{advice.reason}")
         for key, value in advice_attrs(advice, {"pruned": True, "pruned_by": name,
                                                 "reason": reason}).items():

@@ -21,7 +21,7 @@ from ..dashboards import (
     story,
 )
 from ..detectors.plan import LrPlan, PlateauRule
-from ..history import AdvisorWarning, check_settings
+from ..history import AdvisorWarning, check_settings, step_text
 from ..tracking import check_scheme, default_tracking_uri
 from ._lr_plan import plan_from_trainer
 from ._mlflow import MlflowWriter, mark_training_experiment, resolve_run
@@ -655,7 +655,7 @@ class AdvisorCallback(*_callback_bases()):
         tags = {self._name(k): v for k, v in own.items() if k != "advisor.unit"}
         tags.update({"mlflow.note.content": self._note(trainer, final), "advisor.unit": self.unit})
         if self.budget is not None:
-            tags["advisor.budget"] = f"{self.budget:g}"
+            tags["advisor.budget"] = step_text(self.budget)
         return tags
 
     def _origin(self) -> str | None:
@@ -693,7 +693,8 @@ class AdvisorCallback(*_callback_bases()):
         checkpoint = self._best_checkpoint(trainer, self.advice)
         watching = self._watching(trainer)
         if watching and checkpoint is None:
-            self._warn_once("checkpoint", f"the best {self.unit} ({self.advice.best_step:g}) was "
+            self._warn_once("checkpoint", f"the best {self.unit} "
+                                          f"({step_text(self.advice.best_step)}) was "
                                           f"never checkpointed by {type(watching[0]).__name__}.")
         self._writer.submit(tags=self._tags(trainer, self.advice, final=True))
         final = self.advice.to_dict()

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..advice import Advice, Verdict
+from ..history import step_text
 from ..replay import advise_run, prepare_runs
 from .markdown import advice_history_row
 
@@ -42,7 +43,7 @@ def _where(steps: Sequence[float], hits: Sequence[bool]) -> str:
         elif hit:
             spans.append((step, step))
         previous = hit
-    shown = [f"{a:g}" if a == b else f"{a:g}-{b:g}" for a, b in spans[:4]]
+    shown = [step_text(a) if a == b else f"{step_text(a)}-{step_text(b)}" for a, b in spans[:4]]
     more = ", ..." if len(spans) > 4 else ""
     single = len(spans) == 1 and spans[0][0] == spans[0][1]
     return f"{'step' if single else 'steps'} {', '.join(shown)}{more}"

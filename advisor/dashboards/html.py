@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..history import step_text
 from . import story
 from .analysis import RunAnalysis
 from .plots import VERDICT_COLORS
@@ -91,9 +92,10 @@ def _facts(a: RunAnalysis) -> str:
     window = a.plateau_window
     if window is not None:
         rows.insert(-1 if advice.forecast is not None else len(rows),
-                    ("plateau window", f"{unit}s {window[0]:g} to {window[1]:g}"))
+                    ("plateau window", f"{unit}s {step_text(window[0])} to {step_text(window[1])}"))
     if a.overfitting_onset is not None:
-        rows.append(("overfitting onset", f"after {unit} {a.overfitting_onset:g}, the best check"))
+        rows.append(("overfitting onset", f"after {unit} {step_text(a.overfitting_onset)}, the "
+                                          f"best check"))
     return table(["", ""], ([f"<th>{esc(k)}</th>", f"<td>{esc(v)}</td>"] for k, v in rows),
                  ' class="facts"')
 

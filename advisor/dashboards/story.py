@@ -23,6 +23,7 @@ import math
 from typing import Any
 
 from ..advice import Advice
+from ..history import step_text
 
 __all__ = ["action", "at", "checkpoint_hint", "cost_sentence", "facts", "headline",
            "keep_text", "paid_off_text", "summary_tags"]
@@ -38,23 +39,23 @@ def at(step: float | None, unit: str, origin: str | None = None) -> str:
     ``"logged as"``)."""
     if step is None:
         return f"{unit} n/a"
-    text = f"{unit} {step:g}"
+    text = f"{unit} {step_text(step)}"
     if origin and unit == "epoch":
-        text += f" ({origin} epoch={step - 1:g})"
+        text += f" ({origin} epoch={step_text(step - 1)})"
     return text
 
 
 def action(advice: Advice, unit: str, budget: float | None = None, *, pruned: bool = False,
            running: bool = False) -> str:
     """What the advice means for the run at its check, in a few words."""
-    of = f" of {budget:g}" if budget else ""
-    where = f"{unit} {advice.step:g}{of}"
+    of = f" of {step_text(budget)}" if budget else ""
+    where = f"{unit} {step_text(advice.step)}{of}"
     if pruned:
         return f"pruned at {where}"
     if advice.should_stop:
         return f"stop at {where}"
     if budget and advice.step >= budget and not running:
-        return f"completed its budget of {budget:g} {unit}s"
+        return f"completed its budget of {step_text(budget)} {unit}s"
     return f"keep training, {where}"
 
 
@@ -91,13 +92,13 @@ def paid_off_text(advice: Advice, unit: str) -> str | None:
     if stop is None:
         return None
     if advice.best_step is None or stop >= advice.best_step:
-        return f"until {unit} {stop:g}, the best check"
+        return f"until {unit} {step_text(stop)}, the best check"
     plateau = advice.evidence_for("plateau")
     tolerance = None if plateau is None else plateau.details.get("tolerance")
     gain = ("less than the tolerance" if tolerance is None
             else f"less than the tolerance {tolerance:.3g}")
-    return (f"until {unit} {stop:g}: the {unit}s after it gained {gain}, the best check "
-            f"({unit} {advice.best_step:g}) included")
+    return (f"until {unit} {step_text(stop)}: the {unit}s after it gained {gain}, the best check "
+            f"({unit} {step_text(advice.best_step)}) included")
 
 
 def cost_sentence(analysis: Any) -> str | None:
@@ -110,11 +111,13 @@ def cost_sentence(analysis: Any) -> str | None:
         advice = a.advice
         if (advice is not None and advice.should_stop and a.budget and a.last_step is not None
                 and a.budget > a.last_step and not a.pruned):
-            return (f"The advisor's stop at {unit} {a.stop_step:g} saved "
-                    f"{a.budget - a.last_step:g} of the {a.budget:g} {unit}s budgeted.")
+            return (f"The advisor's stop at {unit} {step_text(a.stop_step)} saved "
+                    f"{step_text(a.budget - a.last_step)} of the {step_text(a.budget)} {unit}s "
+                    f"budgeted.")
         return None
-    saved = (f"The run went on for {a.saved_steps:g} {unit}(s) after the advisor's stop at "
-             f"{unit} {a.stop_step:g}")
+    saved = (f"The run went on for {step_text(a.saved_steps)} {unit}(s) after the advisor's stop "
+             f"at "
+             f"{unit} {step_text(a.stop_step)}")
     regret = a.regret
     if regret is None:
         return saved + "."
@@ -123,7 +126,7 @@ def cost_sentence(analysis: Any) -> str | None:
                 f"{_num(a.kept_value)}, was already reached).")
     return (f"{saved}; stopping there would have kept {a.monitor} "
             f"{_num(a.kept_value)}, {regret:.3g} ({a.regret_share:.1%}) worse than the "
-            f"{_num(a.final_best)} the run reached at {unit} {a.final_best_step:g}.")
+            f"{_num(a.final_best)} the run reached at {unit} {step_text(a.final_best_step)}.")
 
 
 def facts(advice: Advice, unit: str, budget: float | None = None, *, origin: str | None = None,
@@ -142,19 +145,19 @@ def facts(advice: Advice, unit: str, budget: float | None = None, *, origin: str
         rows.append(("training paid off", paid))
     if analysis is not None:
         a = analysis
-        budget_note = f" (budget {a.budget:g})" if a.budget else ""
+        budget_note = f" (budget {step_text(a.budget)})" if a.budget else ""
         if a.stopped_early:
             regret = a.regret
             rows += [("advisor's stop", f"{unit} {_num(a.stop_step)}; the run went on to "
                                         f"{unit} {_num(a.last_step)}{budget_note}"),
-                     (f"{unit}s that could have been saved", f"{a.saved_steps:g}"),
+                     (f"{unit}s that could have been saved", step_text(a.saved_steps)),
                      ("cost of the advisor's stop",
                       "n/a" if regret is None else "none" if regret <= 0 else
                       f"{regret:.3g} {a.monitor}, {a.regret_share:.1%} worse than the run's "
                       f"best ({_num(a.kept_value)} by the stop, {_num(a.final_best)} at "
-                      f"{unit} {a.final_best_step:g})")]
+                      f"{unit} {step_text(a.final_best_step)})")]
         elif advice.should_stop and not a.pruned:
-            saved = (f": {a.budget - a.stop_step:g} {unit}s saved"
+            saved = (f": {step_text(a.budget - a.stop_step)} {unit}s saved"
                      if a.budget and a.stop_step is not None and a.budget > a.stop_step else "")
             rows.append(("advisor's stop", f"{unit} {_num(a.stop_step)}{budget_note}{saved}"))
         else:
@@ -162,7 +165,8 @@ def facts(advice: Advice, unit: str, budget: float | None = None, *, origin: str
                                            f"{budget_note}"))
     f = advice.forecast
     if f is not None:
-        rows.append((f"forecast at {unit} {f.step:g}", f"{_num(f.value)} ({f.level:.0%} interval "
+        rows.append((f"forecast at {unit} {step_text(f.step)}", f"{_num(f.value)} ({f.level:.0%} "
+                                                                f"interval "
                                                       f"{_num(f.low)} to {_num(f.high)})"))
     if advice.expected_gain is not None and advice.expected_gain_interval is not None:
         lo, hi = advice.expected_gain_interval
@@ -180,13 +184,13 @@ def summary_tags(advice: Advice, unit: str, budget: float | None = None, *,
     tags = {
         "advisor.verdict": advice.verdict.value,
         "advisor.reason": advice.reason,
-        f"advisor.best_{unit}": "" if advice.best_step is None else f"{advice.best_step:g}",
+        f"advisor.best_{unit}": "" if advice.best_step is None else step_text(advice.best_step),
         "advisor.unit": unit,
     }
     if advice.suggested_stop_step is not None:
-        tags[f"advisor.suggested_stop_{unit}"] = f"{advice.suggested_stop_step:g}"
+        tags[f"advisor.suggested_stop_{unit}"] = step_text(advice.suggested_stop_step)
     if budget:
-        tags["advisor.budget"] = f"{budget:g}"
+        tags["advisor.budget"] = step_text(budget)
     if checkpoint:
         tags["advisor.best_checkpoint"] = checkpoint
     if pruned:

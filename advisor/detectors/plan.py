@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..history import step_text
 from .plateau import hidden_change
 
 __all__ = ["LrPlan", "PlanState", "PlateauRule", "frequent_drops_start", "plan_from_dict",
@@ -333,7 +334,7 @@ def read_plan(
     next_step, next_rate = float(s[low[0]]), float(r[low[0]])
     factor = next_rate / current
     lowers = (f"the schedule lowers the rate from {current:.3g} to {next_rate:.3g} "
-              f"(x{factor:.2g}) at {unit} {next_step:g}")
+              f"(x{factor:.2g}) at {unit} {step_text(next_step)}")
     details.update(next_step=next_step, next_rate=next_rate)
     high = np.flatnonzero(rates[: max(0, x.size - min_checks)] >= current / pending_ratio)
     if not high.size:
@@ -362,13 +363,15 @@ def _paid(x: np.ndarray, y: np.ndarray, last: float, current: float, at: float, 
                    gain_margin=margin)
     if gain >= tolerance:
         return PlanState(True, current, at, to, last, gain,
-                         f"{ahead}, and {what} {last:g}) brought {gain:.3g}", details)
+                         f"{ahead}, and {what} {step_text(last)}) brought {gain:.3g}", details)
     if not gain + margin < tolerance:  # NaN (no checks to compare) waits too
         return PlanState(True, current, at, to, last, gain,
-                         f"{ahead}, and {what} {last:g}) brought {gain:.3g}, within the noise "
+                         f"{ahead}, and {what} {step_text(last)}) brought {gain:.3g}, within the "
+                         f"noise "
                          f"(+-{margin:.3g}) of the {tolerance:.3g} worth training for", details)
     return PlanState(False, current, at, to, last, gain,
-                     f"{ahead}, but {what} {last:g}) brought only {gain:.3g}, less than the "
+                     f"{ahead}, but {what} {step_text(last)}) brought only {gain:.3g}, less than "
+                     f"the "
                      f"{tolerance:.3g} worth training for even with its noise (+-{margin:.3g})",
                      details)
 
@@ -426,7 +429,8 @@ def _read_restart(x: np.ndarray, y: np.ndarray, rates: np.ndarray, at: float, to
                   resolution: float = 0.0) -> PlanState:
     """A rise of the rate ahead (warm restarts, a cyclic schedule, a warm-up still going): the
     anneal after it is the decay that matters, and the last restart says whether one pays."""
-    raises = (f"the schedule raises the rate from {current:.3g} to {to:.3g} at {unit} {at:g} "
+    raises = (f"the schedule raises the rate from {current:.3g} to {to:.3g} at {unit} "
+              f"{step_text(at)} "
               f"and anneals it again")
     details.update(next_step=at, next_rate=to, restart=True)
     up = np.flatnonzero(rates[1:] >= rates[:-1] / pending_ratio)
@@ -478,7 +482,8 @@ def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: fl
         since = int(np.sum(x > last))
         details.update(last_decay_step=last, checks_since=since)
         return PlanState(True, current, None, None, last, None,
-                         f"{lowers}, and the last reduction (after {unit} {last:g}) has had only "
+                         f"{lowers}, and the last reduction (after {unit} {step_text(last)}) has "
+                         f"had only "
                          f"{since} check(s)", details)
     last = float(judged[-1])
     gain = _gain_after(x, y, last, k)
@@ -487,8 +492,9 @@ def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: fl
     margin = _margin(noise, k, resolution)
     details.update(last_decay_step=last, last_decay_gain=gain, checks_since=since,
                    later_reductions=later, tolerance=tolerance, gain_margin=margin)
-    which = f"the last reduction (after {unit} {last:g})" if not later else \
-        (f"the last reduction old enough to judge (after {unit} {last:g}; {later} more since, "
+    which = f"the last reduction (after {unit} {step_text(last)})" if not later else \
+        (f"the last reduction old enough to judge (after {unit} {step_text(last)}; {later} more "
+         f"since, "
          f"too recent to judge)")
     if not gain + margin < tolerance:
         said = (f"{which} brought {gain:.3g}"
