@@ -29,6 +29,10 @@ def _hidden_words(r: PlateauResult) -> str:
     if not r.resolution > 0:
         return ""
     if r.hidden >= 0.01 * r.resolution:
+        if r.resolution > r.tolerance:
+            return (f"; it moves in steps of {r.resolution:.3g}, more than the "
+                    f"{r.tolerance:.3g} worth training for, and up to {r.hidden:.2g} per window "
+                    f"may be hidden: a chance of up to {r.jump_chance:.2g} of one more step")
         return (f"; it moves in steps of {r.resolution:.3g}, so up to {r.hidden:.2g} per window "
                 f"may be hidden")
     return (f"; it moves in steps of {r.resolution:.3g}, which its noise ({r.noise_scale:.2g}) "
@@ -67,7 +71,8 @@ def plateau_evidence(r: PlateauResult, monitor: str, sign: float, confidence: fl
                  "checks": r.checks or t.n,
                  "autocorrelation": t.autocorrelation, "horizon_steps": r.horizon,
                  "projected_gain": r.projected_gain, "projected_gain_high": r.projected_gain_high,
-                 "tolerance": r.tolerance, "resolution": r.resolution, "hidden": r.hidden},
+                 "tolerance": r.tolerance, "resolution": r.resolution, "hidden": r.hidden,
+                 "jump_chance": r.jump_chance},
     )
 
 

@@ -270,10 +270,18 @@ def test_accuracy_on_a_small_validation_set_is_not_stopped_on_a_short_tie():
     assert first_stop(advices) is None
     plateau = advices[-1].evidence_for("plateau")
     assert plateau is not None and plateau.details["resolution"] == pytest.approx(1 / 36)
-    # the same tie held to near the end of the budget is a plateau
+    # held to the end of the budget, the tie is still not a stop: one more sample would gain
+    # 1/36, three tolerances, and after a tie of w checks the chance of one more within the r
+    # checks left is about r / w, never within the level the repeated looks allow before the end
     long = np.concatenate([acc, np.full(100 - acc.size, 32 / 36)])
     advices = feed(Advisor("val_acc", "max", max_steps=100, lr_plan={1: 1e-3}), long,
                    extra={"lr": np.full(long.size, 1e-3)})
+    assert first_stop(advices) is None
+    plateau = advices[-2].evidence_for("plateau")
+    assert 0 < plateau.details["jump_chance"] < 0.2 and "of one more step" in plateau.summary
+    # a user for whom one sample is not worth training for says so with min_delta: a plateau
+    advices = feed(Advisor("val_acc", "max", max_steps=100, lr_plan={1: 1e-3},
+                           min_delta=1 / 36), long, extra={"lr": np.full(long.size, 1e-3)})
     stop = first_stop(advices)
     assert stop is not None and stop.verdict is Verdict.PLATEAU and stop.step < 100
 

@@ -488,7 +488,33 @@ def test_a_tied_window_of_a_quantized_metric_is_not_flat_by_its_interval_alone()
     assert tied.state is PlateauState.PLATEAU  # a continuous metric this flat is flat
     quantized = detect_plateau(x, y, tolerance=0.009, horizon=40, resolution=1 / 36)
     assert quantized.state is not PlateauState.PLATEAU
-    assert quantized.projected_gain_high == pytest.approx(1 / 36 / 7 * 40)
+    # one sample (1/36) is more than the tolerance: what the ties may hide is a chance of one
+    # more sample (a quantum per 7 steps, over 40 steps: certain), not a gain to weigh
+    assert quantized.jump_chance == 1.0 and quantized.projected_gain_high == 0.0
+    fine = detect_plateau(x, y, tolerance=0.009, horizon=40, resolution=0.005)
+    assert fine.state is not PlateauState.PLATEAU and fine.jump_chance == 0.0
+    assert fine.projected_gain_high == pytest.approx(0.005 / 7 * 40)
+
+
+def test_a_quantum_larger_than_the_tolerance_stops_only_when_one_more_is_unlikely():
+    """Accuracy on 50 validation samples (a quantum of 0.02 against a 1% tolerance of 0.0042)
+    sat on one level for 135 checks: the drift its ties may hide, projected over the 16 checks
+    left, is 0.0024, below the tolerance (until session 15 that was a plateau), but the checks
+    gain a whole sample or nothing, and the chance of one more by the budget's end is about
+    16/135: not a plateau at a 99.99% level. A metric as flat with a finer quantum is one; and
+    with half a hundredth of a check left, so is this one."""
+    q, tol = 0.02, 0.0042
+    x = np.arange(250.0, 385.0)
+    y = np.full(x.size, -0.42)
+    kw = {"tolerance": tol, "confidence": 0.9999}
+    waiting = detect_plateau(x, y, horizon=16, resolution=q, steps_left=16, **kw)
+    assert waiting.state is not PlateauState.PLATEAU
+    assert waiting.jump_chance == pytest.approx(16 / 134)
+    assert waiting.projected_gain_high < 1e-12  # the ties show no slope; the chance is the risk
+    fine = detect_plateau(x, y, horizon=16, resolution=0.002, steps_left=16, **kw)
+    assert fine.state is PlateauState.PLATEAU and fine.jump_chance == 0.0
+    near_end = detect_plateau(x, y, horizon=0.005, resolution=q, steps_left=0.005, **kw)
+    assert near_end.state is PlateauState.PLATEAU and near_end.jump_chance < 5e-5
 
 
 def test_noise_that_dithers_a_quantized_metric_hides_no_slope():
