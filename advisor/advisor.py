@@ -42,6 +42,7 @@ from .detectors.plan import (
     read_plan,
 )
 from .detectors.plateau import (
+    PlateauResult,
     adaptive_window,
     block_autocorrelation,
     metric_resolution,
@@ -87,6 +88,14 @@ def _noisy_hint(noise: float, tol: float) -> str:
             f"training for, so ruling out a gain that small may take most of the budget (a "
             f"min_delta of about twice the noise, {2 * noise:.2g}, or more validation samples "
             f"would let it decide sooner)")
+
+
+def _quantum_hint(plateau: PlateauResult | None) -> str:
+    """Why a quiet quantized metric stays unclear: one quantum is worth more than the
+    tolerance, so any gain is a whole quantum, and the chance of one more is what is left."""
+    if plateau is None or not plateau.jump_chance > 0:
+        return ""
+    return f"; a min_delta of one step ({plateau.resolution:.3g}) would let it decide sooner"
 
 
 class Advisor:
@@ -655,7 +664,8 @@ class Advisor:
             "new_phase": f"A new phase began after a drop of the learning rate "
                          f"({f.schedule.describe()}); too few checks since to judge.",
             "improving": f"Still improving: {plateau_text}.",
-            "unclear": f"Not clear yet: {plateau_text}{_noisy_hint(noise, tol)}.",
+            "unclear": f"Not clear yet: {plateau_text}{_noisy_hint(noise, tol)}"
+                       f"{_quantum_hint(f.plateau)}.",
             "decay_planned": f"Flat, but {f.plan.reason if f.plan else ''}: wait for it "
                              f"({plateau_text}).",
             "decay_likely": f"Flat for now, but {f.schedule.describe()}, so a scheduled decay "

@@ -279,6 +279,7 @@ def test_accuracy_on_a_small_validation_set_is_not_stopped_on_a_short_tie():
     assert first_stop(advices) is None
     plateau = advices[-2].evidence_for("plateau")
     assert 0 < plateau.details["jump_chance"] < 0.2 and "of one more step" in plateau.summary
+    assert "a min_delta of one step (0.0278) would let it decide" in advices[-2].reason
     # a user for whom one sample is not worth training for says so with min_delta: a plateau
     advices = feed(Advisor("val_acc", "max", max_steps=100, lr_plan={1: 1e-3},
                            min_delta=1 / 36), long, extra={"lr": np.full(long.size, 1e-3)})
