@@ -28,6 +28,14 @@ Stress families (added in session 8, after the defaults were frozen; reported, n
   training keeps falling: a stop on the bump costs (the overfitting test is wrong here by
   design: it cannot know that validation comes back).
 
+A stress family added in session 15, after a stress sweep of new families found the fault it
+shows (so it is not out of sample for the rule that fixed it):
+
+- ``quantized_accuracy``: the accuracy family measured on a small validation set, the noisy
+  value rounded to a multiple of ``1 / n_val`` (``n_val`` of 50, 100, 200 or 500): at 50 samples
+  one sample (0.02) is several tolerances, and the checks sit on one level for a hundred checks
+  while the accuracy still rises.
+
 A savings family (added in session 12, after that session's change; reported, never tuned on):
 
 - ``settled``: ``c + a exp(-x / tau)`` with tau 2-5% of the budget, so the curve is within 1% of
@@ -68,9 +76,9 @@ from advisor import Advisor, LrPlan
 from benchmarks.false_stops import patience_stop
 
 FAMILIES = ("exponential", "log_linear", "power", "accuracy", "overfitting", "heavy_tailed",
-            "spiky", "late_start", "double_descent", "settled")
+            "spiky", "late_start", "double_descent", "settled", "quantized_accuracy")
 IMPROVING = ("exponential", "log_linear", "power", "accuracy")
-STRESS = ("heavy_tailed", "spiky", "late_start", "double_descent")
+STRESS = ("heavy_tailed", "spiky", "late_start", "double_descent", "quantized_accuracy")
 BUDGETS = (50, 100, 300, 1000)
 NOISES = (0.005, 0.02, 0.05)
 COSTLY = 0.01
@@ -89,7 +97,7 @@ def make_run(family: str, n: int, noise: float, seed: int) -> dict[str, Any]:
             clean = 0.2 + rng.uniform(0.5, 3) * np.exp(-x / tau)
         elif family == "log_linear":
             clean = 2.0 - rng.uniform(0.1, 0.3) * np.log(x)
-        elif family in ("power", "accuracy"):
+        elif family in ("power", "accuracy", "quantized_accuracy"):
             alpha = float(np.exp(rng.uniform(np.log(0.05), np.log(1.2))))
             shape = (x + rng.uniform(0.0, 5.0)) ** -alpha
             if family == "power":
@@ -126,6 +134,9 @@ def make_run(family: str, n: int, noise: float, seed: int) -> dict[str, Any]:
     values = clean + sd * e
     if family == "spiky":
         values = values + 15.0 * sd * (rng.random(n) < 0.02)
+    if family == "quantized_accuracy":
+        quantum = 1.0 / int(rng.choice([50, 100, 200, 500]))
+        values = np.clip(np.round(values / quantum) * quantum, 0.0, 1.0)
     sign = 1.0 if mode == "min" else -1.0
     train_clean = clean - 0.1 * total if family not in ("overfitting", "double_descent") else \
         0.2 + np.exp(-x / (n / 8))
