@@ -165,10 +165,9 @@ def to_forecast(r: Forecast, sign: float) -> Forecast:
 def forecast_evidence(f: Forecast, gain: float, gain_interval: tuple[float, float],
                       monitor: str, unit: str = "step") -> Evidence:
     summary = (f"{monitor} is forecast at {_g(f.value)} by {unit} {step_text(f.step)} "
-               f"({f.level:.0%} "
-               f"interval "
-               f"{_g(f.low)} to {_g(f.high)}, {'+'.join(f.models)}); expected gain over the best "
-               f"so far {gain:.3g} ({gain_interval[0]:.3g} to {gain_interval[1]:.3g})")
+               f"({f.level:.0%} interval {_g(f.low)} to {_g(f.high)}, {'+'.join(f.models)}); "
+               f"expected gain over the best so far {gain:.3g} ({gain_interval[0]:.3g} to "
+               f"{gain_interval[1]:.3g})")
     return Evidence("forecast", summary, interval=(f.low, f.high),
                     details={"value": f.value, "step": f.step, "expected_gain": gain})
 

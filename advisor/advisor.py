@@ -620,15 +620,13 @@ class Advisor:
             if headroom == 0.0:
                 reason = (f"Nothing left to gain: {monitor} reached {best_value:.4g} at "
                           f"{self.unit} {step_text(best_step)}, the best it can be; training on "
-                          f"can at "
-                          f"most tie it. Keep that checkpoint.")
+                          f"can at most tie it. Keep that checkpoint.")
             else:
                 rel = f.tolerance / max(abs(best_value), 1e-300)
                 reason = (f"Nothing worth training for: {monitor} is at {best_value:.4g} "
                           f"({self.unit} {step_text(best_step)}), {headroom:.3g} from {bound:g}, "
-                          f"the best "
-                          f"it can be: less than the {f.tolerance:.3g} ({rel:.1%} of the best) "
-                          f"worth training for. Keep that checkpoint.")
+                          f"the best it can be: less than the {f.tolerance:.3g} ({rel:.1%} of the "
+                          f"best) worth training for. Keep that checkpoint.")
             # whatever the forecast says, no more than the headroom can be gained
             capped = dict(base)
             if capped.get("expected_gain") is not None:

@@ -165,8 +165,7 @@ class MetricHistory:
                 if not self._warned_duplicate:
                     warnings.warn(
                         f"step {step_text(step)} was logged twice; the later values replace the "
-                        f"earlier "
-                        "ones (warned once per run).",
+                        "earlier ones (warned once per run).",
                         AdvisorWarning,
                         stacklevel=4,
                     )

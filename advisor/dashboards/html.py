@@ -94,8 +94,8 @@ def _facts(a: RunAnalysis) -> str:
         rows.insert(-1 if advice.forecast is not None else len(rows),
                     ("plateau window", f"{unit}s {step_text(window[0])} to {step_text(window[1])}"))
     if a.overfitting_onset is not None:
-        rows.append(("overfitting onset", f"after {unit} {step_text(a.overfitting_onset)}, the "
-                                          f"best check"))
+        rows.append(("overfitting onset",
+                     f"after {story.at(a.overfitting_onset, unit)}, the best check"))
     return table(["", ""], ([f"<th>{esc(k)}</th>", f"<td>{esc(v)}</td>"] for k, v in rows),
                  ' class="facts"')
 

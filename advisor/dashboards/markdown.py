@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..advice import Advice
-from ..history import step_text
 from . import story
 
 __all__ = ["advice_history_row", "advice_markdown"]
@@ -39,9 +38,8 @@ def advice_markdown(advice: Advice, unit: str = "epoch", budget: float | None = 
         shown = f"`{text}`" if label == "best checkpoint" and text == checkpoint else \
             _escape(text)
         lines.append(f"| {_escape(label)} | {shown} |")
-    lines += ["", f"_Updated at {unit} {step_text(advice.step)}; evidence in the `advisor/` "
-                  f"metrics and "
-                  "`advice.json`._"]
+    lines += ["", f"_Updated at {story.at(advice.step, unit)}; evidence in the `advisor/` "
+                  "metrics and `advice.json`._"]
     return "\n".join(lines)
 
 

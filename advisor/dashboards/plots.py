@@ -83,7 +83,7 @@ def _draw_curves(ax: Any, a: RunAnalysis) -> None:
         onset = a.overfitting_onset
         if onset is not None:
             ax.axvspan(onset, advice.step, color=VERDICT_COLORS["overfitting"], alpha=0.12,
-                       label=f"overfitting after the best ({unit} {step_text(onset)})")
+                       label=f"overfitting after the best ({story.at(onset, unit)})")
             ax.axvline(onset, color=VERDICT_COLORS["overfitting"], lw=1.2, ls=":")
         if advice.best_step is not None and advice.best_value is not None \
                 and plottable(advice.best_value):
@@ -92,7 +92,7 @@ def _draw_curves(ax: Any, a: RunAnalysis) -> None:
                                      f"{story.at(advice.best_step, unit, a.origin)}")
         if stop is not None:
             ax.axvline(stop, color="#212121", lw=1.4, ls="--",
-                       label=f"advisor: stop at {unit} {step_text(stop)}")
+                       label=f"advisor: stop at {story.at(stop, unit)}")
         _draw_forecast(ax, a, x, y)
     if a.budget:
         ax.set_xlim(left=min(x[0], 0.0) if x else 0.0, right=a.budget * 1.02)
@@ -130,7 +130,7 @@ def _draw_forecast(ax: Any, a: RunAnalysis, x: list[float], y: list[float]) -> N
     ax.plot([x[start], f.step], [y[start], f.value], color=_FORECAST, ls="--", lw=1.2)
     ax.errorbar([f.step], [f.value], yerr=[[f.value - f.low], [f.high - f.value]],
                 fmt="D", color=_FORECAST, capsize=5, ms=6,
-                label=f"forecast at {a.unit} {step_text(f.step)}: {f.value:.4g} "
+                label=f"forecast at {story.at(f.step, a.unit)}: {f.value:.4g} "
                       f"({f.level:.0%} interval {f.low:.4g} to {f.high:.4g})")
 
 

@@ -111,13 +111,12 @@ def cost_sentence(analysis: Any) -> str | None:
         advice = a.advice
         if (advice is not None and advice.should_stop and a.budget and a.last_step is not None
                 and a.budget > a.last_step and not a.pruned):
-            return (f"The advisor's stop at {unit} {step_text(a.stop_step)} saved "
+            return (f"The advisor's stop at {at(a.stop_step, unit)} saved "
                     f"{step_text(a.budget - a.last_step)} of the {step_text(a.budget)} {unit}s "
                     f"budgeted.")
         return None
     saved = (f"The run went on for {step_text(a.saved_steps)} {unit}(s) after the advisor's stop "
-             f"at "
-             f"{unit} {step_text(a.stop_step)}")
+             f"at {at(a.stop_step, unit)}")
     regret = a.regret
     if regret is None:
         return saved + "."
@@ -165,9 +164,8 @@ def facts(advice: Advice, unit: str, budget: float | None = None, *, origin: str
                                            f"{budget_note}"))
     f = advice.forecast
     if f is not None:
-        rows.append((f"forecast at {unit} {step_text(f.step)}", f"{_num(f.value)} ({f.level:.0%} "
-                                                                f"interval "
-                                                      f"{_num(f.low)} to {_num(f.high)})"))
+        rows.append((f"forecast at {at(f.step, unit)}",
+                     f"{_num(f.value)} ({f.level:.0%} interval {_num(f.low)} to {_num(f.high)})"))
     if advice.expected_gain is not None and advice.expected_gain_interval is not None:
         lo, hi = advice.expected_gain_interval
         rows.append(("expected gain from training on",

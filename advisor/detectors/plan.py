@@ -367,12 +367,11 @@ def _paid(x: np.ndarray, y: np.ndarray, last: float, current: float, at: float, 
     if not gain + margin < tolerance:  # NaN (no checks to compare) waits too
         return PlanState(True, current, at, to, last, gain,
                          f"{ahead}, and {what} {step_text(last)}) brought {gain:.3g}, within the "
-                         f"noise "
-                         f"(+-{margin:.3g}) of the {tolerance:.3g} worth training for", details)
+                         f"noise (+-{margin:.3g}) of the {tolerance:.3g} worth training for",
+                         details)
     return PlanState(False, current, at, to, last, gain,
                      f"{ahead}, but {what} {step_text(last)}) brought only {gain:.3g}, less than "
-                     f"the "
-                     f"{tolerance:.3g} worth training for even with its noise (+-{margin:.3g})",
+                     f"the {tolerance:.3g} worth training for even with its noise (+-{margin:.3g})",
                      details)
 
 
@@ -483,8 +482,7 @@ def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: fl
         details.update(last_decay_step=last, checks_since=since)
         return PlanState(True, current, None, None, last, None,
                          f"{lowers}, and the last reduction (after {unit} {step_text(last)}) has "
-                         f"had only "
-                         f"{since} check(s)", details)
+                         f"had only {since} check(s)", details)
     last = float(judged[-1])
     gain = _gain_after(x, y, last, k)
     since = int(np.sum(x > last))
@@ -494,8 +492,7 @@ def _read_rule(rule: PlateauRule, x: np.ndarray, y: np.ndarray, *, tolerance: fl
                    later_reductions=later, tolerance=tolerance, gain_margin=margin)
     which = f"the last reduction (after {unit} {step_text(last)})" if not later else \
         (f"the last reduction old enough to judge (after {unit} {step_text(last)}; {later} more "
-         f"since, "
-         f"too recent to judge)")
+         f"since, too recent to judge)")
     if not gain + margin < tolerance:
         said = (f"{which} brought {gain:.3g}"
                 + ("" if gain >= tolerance else f", within the noise (+-{margin:.3g}) of the "
